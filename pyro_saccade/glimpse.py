@@ -1,0 +1,84 @@
+"""The spatial transformer: glimpse coordinates z = (scale, x, y) to crops of the full image.
+
+Plain functions, as in Pyro's ``examples/air``. A latent z lives in R^3; these functions squash it
+smoothly into a valid box so that every coordinate, the scale included, gets a gradient (the
+authors' ``max(|s|, 1/p)`` left the scale unlearned).
+
+Conventions: the scale is the crop side as a fraction of the image's *shorter* side, so crops
+are square in pixels on images of any aspect ratio; x and y place the crop centre, bounded so the
+crop always lies inside the image. Coordinates follow ``F.affine_grid`` with
+``align_corners=False``: normalised -1 and 1 are the outer edges of the border pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ALIGN_CORNERS = False
+
+
+def squash(z: Tensor, scale_min: float, scale_max: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Map unconstrained z [..., 3] to (scale in [scale_min, scale_max], x, y in [-1, 1])."""
+    scale = scale_min + (scale_max - scale_min) * torch.sigmoid(z[..., 0])
+    return scale, torch.tanh(z[..., 1]), torch.tanh(z[..., 2])
+
+
+def normalised_box(
+    z: Tensor, height: int, width: int, scale_min: float, scale_max: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Half-sides (sx, sy) and centre (cx, cy) of the crop in normalised [-1, 1] coordinates."""
+    scale, x, y = squash(z, scale_min, scale_max)
+    short = min(height, width)
+    sx = scale * (short / width)
+    sy = scale * (short / height)
+    # The centre may move only as far as keeps the whole crop inside the image.
+    return sx, sy, x * (1 - sx), y * (1 - sy)
+
+
+def affine_theta(z: Tensor, height: int, width: int, scale_min: float, scale_max: float) -> Tensor:
+    """Affine matrices [B, 2, 3] mapping the output grid onto the image (Jaderberg et al.)."""
+    sx, sy, cx, cy = normalised_box(z, height, width, scale_min, scale_max)
+    zeros = torch.zeros_like(sx)
+    return torch.stack([torch.stack([sx, zeros, cx], -1), torch.stack([zeros, sy, cy], -1)], -2)
+
+
+def extract_glimpse(
+    images: Tensor, z: Tensor, size: int, scale_min: float, scale_max: float
+) -> Tensor:
+    """Bilinearly sample a ``size``x``size`` crop of each image [B, C, H, W] at z [B, 3].
+
+    The cost depends on ``size`` only, not on the image's resolution.
+    """
+    batch, channels, height, width = images.shape
+    theta = affine_theta(z, height, width, scale_min, scale_max).to(images.dtype)
+    grid = F.affine_grid(theta, [batch, channels, size, size], align_corners=ALIGN_CORNERS)
+    return F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS
+    )
+
+
+def glimpse_boxes(z: Tensor, height: int, width: int, scale_min: float, scale_max: float) -> Tensor:
+    """Crop boxes (x0, y0, x1, y1) in the image's pixel coordinates, shape [..., 4]."""
+    sx, sy, cx, cy = normalised_box(z, height, width, scale_min, scale_max)
+    x0 = (cx - sx + 1) / 2 * width
+    x1 = (cx + sx + 1) / 2 * width
+    y0 = (cy - sy + 1) / 2 * height
+    y1 = (cy + sy + 1) / 2 * height
+    return torch.stack([x0, y0, x1, y1], -1)
+
+
+def unsquash(
+    scale: Tensor, x: Tensor, y: Tensor, scale_min: float, scale_max: float, eps: float = 1e-6
+) -> Tensor:
+    """Inverse of :func:`squash`: the z that puts a crop of ``scale`` at centre (x, y)."""
+    u = ((scale - scale_min) / (scale_max - scale_min)).clamp(eps, 1 - eps)
+    return torch.stack(
+        [
+            torch.logit(u),
+            torch.atanh(x.clamp(-1 + eps, 1 - eps)),
+            torch.atanh(y.clamp(-1 + eps, 1 - eps)),
+        ],
+        -1,
+    )

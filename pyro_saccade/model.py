@@ -1,0 +1,277 @@
+"""Variational saccading as a Pyro program (Ramapuram et al., BMVC 2019, Eq. 6 and 7).
+
+For each image x with proxy c and label y, T glimpses z_t = (scale, x, y) are drawn. The model is
+
+    h_{-1} = 0
+    for t in 0..T-1:
+        z_t ~ p(z_t | h_{t-1})                    learned VRNN prior (pluggable, see priors.py)
+        c   ~ p(c | z_t, h_{t-1})                 proxy decoder, observed at every step
+        o_t = f(x, z_t)                           spatial-transformer crop of the full image
+        h_t = RNN([g(o_t), e(z_t), e(c)], h_{t-1})  what was seen steers the next glimpse
+        y   ~ p(y | h_t)                          per-glimpse likelihood (Eq. 6), or once at the end
+and the guide is q(z_t | c, h_{t-1}). Trace_ELBO on this pair is the bound of Eq. 6:
+sum_t E[log p(y | o_t, z_t, c, x) + log p(c | z_t)] - KL(q(z_t | c) || p(z_t)), with o_t a Dirac
+whose term is constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import partial
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import Predictive
+from torch import Tensor, nn
+
+from .glimpse import extract_glimpse, glimpse_boxes
+from .networks import CropEncoder, GaussianHead, ProxyDecoder, ProxyEncoder, Recurrence
+from .priors import LATENT, GlimpsePrior, make_prior
+
+FORMAT_VERSION = 1
+LIKELIHOODS = ("aggregate", "per_glimpse")
+PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+@dataclass
+class SaccadeConfig:
+    """Everything that defines a model; saved as JSON beside its weights."""
+
+    classes: list[str] = field(
+        default_factory=lambda: [f"{a}-{b}" for a in range(10) for b in range(a, 10)]
+    )
+    task: str = "identify"  # identify | sum | mark (multi-label) | photo
+    channels: int = 1
+    glimpses: int = 4  # T
+    crop: int = 32  # L: side of each crop in pixels, whatever the image size
+    proxy: int = 32  # J: side of the proxy image
+    scale_min: float = 0.15  # crop side as a fraction of the image's shorter side
+    scale_max: float = 0.5
+    hidden: int = 256  # recurrent state
+    rnn_layers: int = 1
+    crop_width: int = 16  # channels of the crop encoder's first layers
+    crop_features: int = 128
+    proxy_width: int = 16
+    proxy_features: int = 128
+    z_features: int = 32
+    likelihood: str = "aggregate"  # aggregate | per_glimpse
+    proxy_likelihood: str = "bernoulli"  # bernoulli (continuous targets) | gaussian
+    kl_weight: float = 1.0
+    label_weight: float = 1.0
+    proxy_weight: float = 1.0
+    prior: str = "vrnn"
+    prior_args: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.glimpses >= 1, f"glimpses must be at least 1, got {self.glimpses}"),
+            (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
+            (
+                self.proxy >= 4 and self.proxy % 4 == 0,
+                f"proxy must be a positive multiple of 4, got {self.proxy}",
+            ),
+            (
+                0 < self.scale_min < self.scale_max <= 1,
+                f"need 0 < scale_min < scale_max <= 1, got {self.scale_min}, {self.scale_max}",
+            ),
+            (len(self.classes) >= 2, f"need at least 2 classes, got {len(self.classes)}"),
+            (self.channels >= 1, f"channels must be positive, got {self.channels}"),
+            (
+                self.likelihood in LIKELIHOODS,
+                f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}",
+            ),
+            (
+                self.proxy_likelihood in PROXY_LIKELIHOODS,
+                f"proxy_likelihood must be one of {PROXY_LIKELIHOODS}, "
+                f"got {self.proxy_likelihood!r}",
+            ),
+            (
+                self.kl_weight > 0 and self.label_weight > 0 and self.proxy_weight > 0,
+                "kl_weight, label_weight and proxy_weight must be positive",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "mark"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SaccadeConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**values)
+
+
+@dataclass
+class Prediction:
+    """Class probabilities [B, K] and glimpses z [S, B, T, 3] (S = 1 for the posterior mean)."""
+
+    probs: Tensor
+    z: Tensor
+
+
+class SaccadeModel(nn.Module):
+    """Model and guide of variational saccading, as two methods of one module."""
+
+    def __init__(self, config: SaccadeConfig, prior: GlimpsePrior | None = None) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.crop_encoder = CropEncoder(c.channels, c.crop_width, c.crop_features)
+        self.proxy_encoder = ProxyEncoder(c.channels, c.proxy_width, c.proxy_features)
+        self.z_embed = nn.Sequential(nn.Linear(LATENT, c.z_features), nn.ReLU(inplace=True))
+        self.rnn = Recurrence(
+            c.crop_features + c.z_features + c.proxy_features, c.hidden, c.rnn_layers
+        )
+        self.classifier = nn.Linear(c.hidden, c.num_classes)
+        self.proxy_decoder = ProxyDecoder(LATENT, c.hidden, c.channels, c.proxy, c.proxy_width)
+        self.proxy_log_scale = nn.Parameter(torch.zeros(c.channels, 1, 1))
+        self.posterior_net = GaussianHead(c.proxy_features + c.hidden, c.hidden, LATENT)
+        self.prior = prior if prior is not None else make_prior(c.prior, c.hidden, c.prior_args)
+        # The guide runs the same recurrence as the model; under Trace_ELBO the model is replayed
+        # with the guide's very z tensors, so the model reuses the guide's states instead of
+        # cropping and encoding everything twice.
+        self._memo: list[tuple[Tensor, Tensor, tuple[Tensor, Tensor]]] = []
+        self._memo_images: Tensor | None = None
+        self.last_probs: Tensor | None = None
+
+    # -- the deterministic pieces shared by model and guide ------------------------------------
+
+    def step(
+        self,
+        t: int,
+        images: Tensor,
+        z: Tensor,
+        proxy_features: Tensor,
+        state: tuple[Tensor, Tensor],
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Crop the image at z_t, encode the crop and update the recurrent state: h_t."""
+        if self._memo_images is images and t < len(self._memo) and self._memo[t][0] is z:
+            return self._memo[t][1], self._memo[t][2]
+        c = self.config
+        crop = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max)
+        x = torch.cat([self.crop_encoder(crop), self.z_embed(z), proxy_features], -1)
+        return self.rnn(x, state)
+
+    def proxy_distribution(self, z: Tensor, h: Tensor) -> dist.Distribution:
+        """p(c | z_t, h_{t-1}) over the whole J x J proxy."""
+        out = self.proxy_decoder(z, h)
+        if self.config.proxy_likelihood == "bernoulli":
+            # Continuous targets in [0, 1]: the cross-entropy of the authors' code, as a density.
+            return dist.Bernoulli(logits=out, validate_args=False).to_event(3)
+        return dist.Normal(out, self.proxy_log_scale.exp().expand_as(out)).to_event(3)
+
+    def label_distribution(self, logits: Tensor) -> dist.Distribution:
+        if self.config.multilabel:
+            return dist.Bernoulli(logits=logits).to_event(1)
+        return dist.Categorical(logits=logits)
+
+    def class_probs(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits) if self.config.multilabel else logits.softmax(-1)
+
+    # -- the probabilistic program ------------------------------------------------------------
+
+    def model(
+        self,
+        images: Tensor,
+        proxies: Tensor,
+        labels: Tensor | None = None,
+        annealing: float = 1.0,
+    ) -> Tensor:
+        """p(y, c, z | x) with the learned prior; ``annealing`` scales the KL term."""
+        pyro.module("saccade", self)
+        c = self.config
+        batch = images.shape[0]
+        proxy_features = self.proxy_encoder(proxies)
+        state = self.rnn.initial(batch, proxy_features)
+        h = state[0][-1]
+        with pyro.plate("data", batch, device=images.device):
+            for t in pyro.markov(range(c.glimpses)):
+                with poutine.scale(scale=annealing * c.kl_weight):
+                    z = pyro.sample(f"z_{t}", self.prior(h, t))
+                with poutine.scale(scale=c.proxy_weight):
+                    pyro.sample(f"c_{t}", self.proxy_distribution(z, h), obs=proxies)
+                h, state = self.step(t, images, z, proxy_features, state)
+                logits = self.classifier(h)
+                if c.likelihood == "per_glimpse":
+                    with poutine.scale(scale=c.label_weight):
+                        pyro.sample(f"y_{t}", self.label_distribution(logits), obs=labels)
+            probs = pyro.deterministic("probs", self.class_probs(logits), event_dim=1)
+            if c.likelihood == "aggregate":
+                with poutine.scale(scale=c.label_weight):
+                    pyro.sample("y", self.label_distribution(logits), obs=labels)
+        self._memo, self._memo_images = [], None
+        self.last_probs = probs.detach()  # read by the training loop for its progress bar
+        return probs
+
+    def guide(
+        self,
+        images: Tensor,
+        proxies: Tensor,
+        labels: Tensor | None = None,
+        annealing: float = 1.0,
+        mean: bool = False,
+    ) -> None:
+        """q(z_t | c, h_{t-1}); with ``mean=True`` every glimpse is the posterior mean."""
+        pyro.module("saccade", self)
+        c = self.config
+        batch = images.shape[0]
+        proxy_features = self.proxy_encoder(proxies)
+        state = self.rnn.initial(batch, proxy_features)
+        h = state[0][-1]
+        self._memo, self._memo_images = [], images
+        with pyro.plate("data", batch, device=images.device):
+            for t in pyro.markov(range(c.glimpses)):
+                loc, scale = self.posterior_net(torch.cat([proxy_features, h], -1))
+                q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
+                with poutine.scale(scale=annealing * c.kl_weight):
+                    z = pyro.sample(f"z_{t}", q.to_event(1))
+                h, state = self.step(t, images, z, proxy_features, state)
+                self._memo.append((z, h, state))
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def infer(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Prediction:
+        """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged."""
+        if proxies is None:
+            from .data.proxy import make_proxy
+
+            proxies = make_proxy(images, self.config.proxy)
+        guide = partial(self.guide, mean=True) if samples <= 0 else self.guide
+        sites = ["probs"] + [f"z_{t}" for t in range(self.config.glimpses)]
+        predictive = Predictive(
+            self.model, guide=guide, num_samples=max(samples, 1), return_sites=sites
+        )
+        was_training = self.training
+        self.eval()
+        try:
+            out = predictive(images, proxies)
+        finally:
+            self.train(was_training)
+            self._memo, self._memo_images = [], None
+        z = torch.stack([out[f"z_{t}"] for t in range(self.config.glimpses)], -2)
+        return Prediction(probs=out["probs"].mean(0), z=z)
+
+    def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:
+        """Class probabilities [B, K] for images [B, C, H, W] of any size."""
+        return self.infer(images, proxies, samples).probs
+
+    def boxes(self, z: Tensor, height: int, width: int) -> Tensor:
+        """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., 3] on an image of the given size."""
+        return glimpse_boxes(z, height, width, self.config.scale_min, self.config.scale_max)

@@ -1,0 +1,120 @@
+"""The small neural networks of the model, kept apart from the probabilistic program.
+
+As in the paper: group norm in convolutions, ReLU activations, a fully convolutional crop
+classifier with spatial pooling, a conv-transpose proxy decoder.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    """3x3 convolution, group norm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(min(8, out_channels), out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class CropEncoder(nn.Module):
+    """Fully convolutional features of a crop, spatially pooled: [B, C, L, L] -> [B, features]."""
+
+    def __init__(self, channels: int, width: int, features: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_block(channels, width),
+            conv_block(width, 2 * width, stride=2),
+            conv_block(2 * width, 2 * width),
+            conv_block(2 * width, 4 * width, stride=2),
+            conv_block(4 * width, features),
+        )
+
+    def forward(self, crops: Tensor) -> Tensor:
+        return self.body(crops).mean(dim=(-2, -1))
+
+
+class ProxyEncoder(nn.Module):
+    """Features of the proxy image c that keep a coarse spatial layout: [B, C, J, J] -> [B, F]."""
+
+    def __init__(self, channels: int, width: int, features: int, grid: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_block(channels, width),
+            conv_block(width, 2 * width, stride=2),
+            conv_block(2 * width, 2 * width, stride=2),
+            nn.AdaptiveAvgPool2d(grid),
+            nn.Flatten(),
+            nn.Linear(2 * width * grid * grid, features),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, proxies: Tensor) -> Tensor:
+        return self.body(proxies)
+
+
+class ProxyDecoder(nn.Module):
+    """Logits (or means) of p(c | z_t, h_{t-1}) from [z, h]: conv-transpose upsampling to J x J."""
+
+    def __init__(self, latent: int, hidden: int, channels: int, proxy: int, width: int) -> None:
+        super().__init__()
+        if proxy % 4:
+            raise ValueError(f"proxy size must be a multiple of 4, got {proxy}")
+        self.base = proxy // 4
+        self.width = width
+        self.fc = nn.Sequential(
+            nn.Linear(latent + hidden, width * self.base * self.base), nn.ReLU(inplace=True)
+        )
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
+            nn.GroupNorm(min(8, width), width),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z: Tensor, h: Tensor) -> Tensor:
+        x = self.fc(torch.cat([z, h], -1)).view(-1, self.width, self.base, self.base)
+        return self.up(x)
+
+
+class GaussianHead(nn.Module):
+    """loc and positive scale of a diagonal Gaussian over z from a feature vector."""
+
+    def __init__(self, inputs: int, hidden: int, latent: int, init_scale: float = 1.0) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(inplace=True))
+        self.loc = nn.Linear(hidden, latent)
+        self.scale = nn.Linear(hidden, latent)
+        # Start near N(0, init_scale): glimpses begin spread over the image, not collapsed.
+        nn.init.zeros_(self.loc.weight)
+        nn.init.zeros_(self.loc.bias)
+        nn.init.zeros_(self.scale.weight)
+        nn.init.constant_(self.scale.bias, float(torch.log(torch.expm1(torch.tensor(init_scale)))))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.body(x)
+        return self.loc(x), F.softplus(self.scale(x)) + 1e-4
+
+
+class Recurrence(nn.Module):
+    """The VRNN state update h_t = LSTM([crop features, z features, proxy features], h_{t-1})."""
+
+    def __init__(self, inputs: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(inputs, hidden, num_layers=layers, batch_first=True)
+        self.layers = layers
+        self.hidden = hidden
+
+    def initial(self, batch: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Zero (h, c) state on ``like``'s device and dtype."""
+        zeros = like.new_zeros(self.layers, batch, self.hidden)
+        return zeros, zeros.clone()
+
+    def forward(
+        self, x: Tensor, state: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        out, state = self.lstm(x.unsqueeze(1), state)
+        return out[:, 0], state

@@ -1,0 +1,444 @@
+"""Training, evaluation, checkpoints and prediction.
+
+The loop is Pyro's stochastic variational inference written out in torch, the pattern Pyro
+documents for PyTorch-native training: ``Trace_ELBO().differentiable_loss(model, guide, ...)`` is
+the negative bound of Eq. 6, and a ``torch.optim`` optimiser takes the step. Written out, the
+loop gets gradient clipping, a learning-rate schedule, DistributedDataParallel and checkpoints
+that load with ``weights_only=True``, which ``pyro.infer.SVI`` with Pyro's optimiser wrappers
+would not give.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from .data import TwoDigitCluttered, class_names, make_proxy
+from .errors import CheckpointError, TrainingDiverged
+from .model import FORMAT_VERSION, SaccadeConfig, SaccadeModel
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+@dataclass
+class TrainConfig:
+    """How a model is trained: data, schedule, optimiser, device."""
+
+    task: str = "identify"
+    canvas: list[int] = field(default_factory=lambda: [100, 100])  # height, width
+    distractors: int = 8
+    digit_size: int | None = None
+    source: str = "bundled"
+    proxy_noise: float = 0.0
+    epochs: int = 20
+    train_size: int = 20000  # fresh canvases every epoch
+    test_size: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_final: float = 0.05  # cosine decay to lr * lr_final
+    kl_anneal: float = 0.1  # fraction of training over which the KL weight rises from 0
+    clip_norm: float = 10.0
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 0
+    eval_samples: int = 0  # 0: posterior-mean glimpses
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 0, f"epochs must be non-negative, got {self.epochs}"),
+            (self.train_size >= 1, f"train_size must be positive, got {self.train_size}"),
+            (self.test_size >= 1, f"test_size must be positive, got {self.test_size}"),
+            (self.batch_size >= 1, f"batch_size must be positive, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (self.proxy_noise >= 0, f"proxy_noise must be non-negative, got {self.proxy_noise}"),
+            (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
+    """The generated canvases of a split; test canvases come from held-out digits only."""
+    return TwoDigitCluttered(
+        task=config.task,
+        canvas=tuple(config.canvas),
+        n=n,
+        distractors=config.distractors,
+        digit_size=config.digit_size,
+        split=split,
+        seed=config.seed,
+        source=config.source,
+    )
+
+
+def epoch_subset(dataset: Dataset, epoch: int, size: int, start: int = 0) -> Subset:
+    """Canvases ``epoch * size + start ...``: every epoch sees new ones, reproducibly."""
+    return Subset(dataset, range(epoch * size + start, (epoch + 1) * size))
+
+
+def loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=False,
+        num_workers=config.workers,
+        persistent_workers=False,
+    )
+
+
+def prepare(
+    images: Tensor, device: torch.device, proxy: int, noise: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """Move a batch to ``device`` and build its proxies there."""
+    images = images.to(device, non_blocking=True)
+    return images, make_proxy(images, proxy, noise_std=noise)
+
+
+# -- the loss ---------------------------------------------------------------------------------
+
+
+class ELBOLoss(nn.Module):
+    """The negative ELBO of a SaccadeModel as a module, so DDP can wrap it."""
+
+    def __init__(self, model: SaccadeModel) -> None:
+        super().__init__()
+        self.saccade = model
+        self.elbo = Trace_ELBO()
+
+    def forward(
+        self, images: Tensor, proxies: Tensor, labels: Tensor, annealing: float = 1.0
+    ) -> Tensor:
+        return (
+            self.elbo.differentiable_loss(
+                self.saccade.model, self.saccade.guide, images, proxies, labels, annealing
+            )
+            / images.shape[0]
+        )
+
+
+def correct(probs: Tensor, labels: Tensor, multilabel: bool) -> Tensor:
+    """Per-image correctness: argmax, or every mark right for multi-label."""
+    if multilabel:
+        return ((probs > 0.5) == labels.bool()).all(-1)
+    return probs.argmax(-1) == labels
+
+
+@torch.no_grad()
+def evaluate(
+    model: SaccadeModel,
+    dataset: Dataset,
+    batch_size: int = 100,
+    samples: int = 0,
+    noise: float = 0.0,
+    progress: bool = False,
+    workers: int = 0,
+) -> float:
+    """Accuracy on ``dataset`` (posterior-mean glimpses unless ``samples`` > 0)."""
+    device = next(model.parameters()).device
+    hits, total = 0, 0
+    batches = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    for images, labels in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
+        images, proxies = prepare(images, device, model.config.proxy, noise)
+        probs = model.predict(images, proxies, samples=samples)
+        hits += int(correct(probs, labels.to(device), model.config.multilabel).sum())
+        total += len(labels)
+    return hits / max(total, 1)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    import numpy
+
+    from . import __version__
+
+    return {
+        "pyro_saccade": __version__,
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def atomic_save(payload: dict, path: Path) -> None:
+    """Write to a temporary file, then rename: a kill at any moment leaves the old file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    path: Path,
+    model: SaccadeModel,
+    train_config: TrainConfig | None = None,
+    state: dict | None = None,
+) -> None:
+    """state_dict + config JSON (+ optimiser, schedule, RNG and progress when training)."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(model.config.to_dict()),
+        "train_config": json.dumps(dataclasses.asdict(train_config)) if train_config else "",
+        "versions": json.dumps(versions()),
+        "model": model.state_dict(),
+    }
+    payload.update(state or {})
+    atomic_save(payload, Path(path))
+
+
+def resolve(path_or_name: str | Path) -> Path:
+    """A checkpoint file, a run directory holding one, or a shipped pretrained model's name."""
+    path = Path(path_or_name)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if path.exists():
+        return path
+    shipped = PRETRAINED_DIR / f"{path_or_name}.pt"
+    if shipped.exists():
+        return shipped
+    names = ", ".join(sorted(pretrained_names())) or "none shipped"
+    raise CheckpointError(
+        f"{path_or_name}: no such checkpoint file or pretrained model (pretrained: {names})"
+    )
+
+
+def pretrained_names() -> list[str]:
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
+
+
+def read_checkpoint(path_or_name: str | Path) -> dict:
+    """Load a checkpoint dict with ``weights_only=True``, checking its format version."""
+    path = resolve(path_or_name)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({error.__class__.__name__})"
+        ) from error
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise CheckpointError(f"{path}: not a pyro_saccade checkpoint")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version}, this pyro_saccade reads {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def model_from_checkpoint(payload: dict, source: str = "checkpoint") -> SaccadeModel:
+    try:
+        config = SaccadeConfig.from_dict(json.loads(payload["config"]))
+        model = SaccadeModel(config)
+        model.load_state_dict(payload["model"])
+    except (ValueError, RuntimeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{source}: weights do not match its config ({error})") from error
+    return model
+
+
+def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> SaccadeModel:
+    """Load a trained model (checkpoint file, run directory or pretrained name), in eval mode."""
+    payload = read_checkpoint(path_or_name)
+    model = model_from_checkpoint(payload, str(path_or_name))
+    return model.to(device).eval()
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+def cosine(step: int, total: int, final: float) -> float:
+    """Learning-rate multiplier: cosine from 1 to ``final`` over ``total`` steps."""
+    progress = min(step / max(total, 1), 1.0)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@contextmanager
+def interrupt_flag() -> Iterator[dict]:
+    """Turn SIGINT/SIGTERM into a flag checked between steps, so a checkpoint can be written."""
+    flag = {"stop": False}
+
+    def handler(signum: int, frame: object) -> None:
+        flag["stop"] = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def log_metrics(out: Path, record: dict) -> None:
+    with open(out / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(
+    model_config: SaccadeConfig | None = None,
+    train_config: TrainConfig | None = None,
+    out: str | Path = "runs/saccade",
+    resume: bool = False,
+    progress: bool = True,
+    model: SaccadeModel | None = None,
+) -> SaccadeModel:
+    """Train a SaccadeModel on generated two-digit canvases; returns the trained model.
+
+    Writes ``checkpoint.pt`` (atomically, every epoch and on interrupt), ``config.json`` and
+    ``metrics.jsonl`` under ``out``. With ``resume=True`` it continues from ``out``'s checkpoint
+    with its optimiser, schedule, RNG state and position, so the result equals an uninterrupted run.
+    ``model`` (optional) starts from given weights, for fine-tuning.
+    """
+    out = Path(out)
+    tc = train_config or TrainConfig()
+    position = {"epoch": 0, "batch": 0, "sums": [0.0, 0.0, 0.0]}
+    payload = read_checkpoint(out / CHECKPOINT) if resume and (out / CHECKPOINT).exists() else None
+    if resume and payload is None:
+        raise CheckpointError(f"{out}: nothing to resume (no {CHECKPOINT})")
+    if payload is not None:
+        model = model_from_checkpoint(payload, str(out / CHECKPOINT))
+        tc = TrainConfig(**json.loads(payload["train_config"]))
+        position = json.loads(payload["position"])
+    else:
+        pyro.set_rng_seed(tc.seed)
+        if model is None:
+            mc = model_config or SaccadeConfig(classes=class_names(tc.task), task=tc.task)
+            model = SaccadeModel(mc)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(
+        json.dumps({"model": model.config.to_dict(), "train": dataclasses.asdict(tc)}, indent=2)
+    )
+
+    device = torch.device(tc.device)
+    model.to(device).train()
+    loss_fn = ELBOLoss(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    steps_per_epoch = math.ceil(tc.train_size / tc.batch_size)
+    total = steps_per_epoch * tc.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: cosine(step, total, tc.lr_final)
+    )
+    if payload is not None:
+        optimizer.load_state_dict(payload["optimizer"])
+        schedule.load_state_dict(payload["schedule"])
+        torch.set_rng_state(payload["rng"])
+    train_set = canvases(tc, "train", tc.train_size * max(tc.epochs, 1))
+    test_set = canvases(tc, "test", tc.test_size)
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            out / CHECKPOINT,
+            model,
+            tc,
+            {
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": torch.get_rng_state(),
+                "position": json.dumps(position),
+            },
+        )
+
+    with interrupt_flag() as flag:
+        for epoch in range(position["epoch"], tc.epochs):
+            started = time.perf_counter()
+            subset = epoch_subset(
+                train_set, epoch, tc.train_size, position["batch"] * tc.batch_size
+            )
+            bar = tqdm(
+                loader(subset, tc),
+                desc=f"epoch {epoch + 1}/{tc.epochs}",
+                total=steps_per_epoch,
+                initial=position["batch"],
+                disable=not progress,
+            )
+            for images, labels in bar:
+                step = epoch * steps_per_epoch + position["batch"]
+                annealing = min(1.0, (step + 1) / max(tc.kl_anneal * total, 1))
+                images, proxies = prepare(images, device, model.config.proxy, tc.proxy_noise)
+                labels = labels.to(device)
+                loss = loss_fn(images, proxies, labels, annealing)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, "
+                        f"step {position['batch']}; "
+                        f"the last good checkpoint in {out} was kept"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+                optimizer.step()
+                schedule.step()
+                hits = correct(model.last_probs, labels, model.config.multilabel).sum()
+                sums = position["sums"]
+                sums[0] += loss.item() * len(labels)
+                sums[1] += float(hits)
+                sums[2] += len(labels)
+                position["batch"] += 1
+                bar.set_postfix(loss=f"{sums[0] / sums[2]:.1f}", acc=f"{sums[1] / sums[2]:.3f}")
+                if flag["stop"]:
+                    checkpoint()
+                    bar.close()
+                    raise KeyboardInterrupt(f"interrupted; checkpoint saved in {out}")
+            bar.close()
+            seconds = time.perf_counter() - started
+            model.eval()
+            accuracy = evaluate(model, test_set, noise=tc.proxy_noise, workers=tc.workers)
+            model.train()
+            sums = position["sums"]
+            record = {
+                "epoch": epoch + 1,
+                "loss": sums[0] / max(sums[2], 1),
+                "train_accuracy": sums[1] / max(sums[2], 1),
+                "test_accuracy": accuracy,
+                "lr": schedule.get_last_lr()[0],
+                "annealing": annealing,
+                "train_seconds": seconds,
+                "canvases_per_second": sums[2] / seconds,
+            }
+            position = {"epoch": epoch + 1, "batch": 0, "sums": [0.0, 0.0, 0.0]}
+            log_metrics(out, record)
+            checkpoint()
+            if progress:
+                tqdm.write(
+                    f"epoch {epoch + 1}: loss {record['loss']:.2f}  train acc "
+                    f"{record['train_accuracy']:.4f}  test acc {accuracy:.4f}"
+                )
+    return model.eval()
+
+
+def predict(
+    model: SaccadeModel | str | Path,
+    images: Tensor,
+    samples: int = 0,
+) -> Tensor:
+    """Class probabilities for images [B, C, H, W] (or one [C, H, W]) from a model or checkpoint."""
+    if not isinstance(model, SaccadeModel):
+        model = load(model)
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    device = next(model.parameters()).device
+    return model.predict(images.to(device), samples=samples)
