@@ -1,48 +1,67 @@
-"""pyro_saccade: classify very large images from a few small crops (variational saccading)."""
+"""pyro_saccade: classify very large images from a few small crops (variational saccading).
+
+The public API is imported lazily, so that ``import pyro_saccade.cli`` (and ``saccade --help``)
+does not pay for importing torch and Pyro.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .data import TwoDigitCluttered, class_names, load_digits, load_image, make_proxy
-from .errors import CheckpointError, SaccadeError, TrainingDiverged
-from .glimpse import extract_glimpse, glimpse_boxes
-from .model import Prediction, SaccadeConfig, SaccadeModel
-from .priors import (
-    CentreBiasedPrior,
-    FixedGaussianPrior,
-    GlimpsePrior,
-    LearnedPrior,
-    StandardNormalPrior,
-    register_prior,
-)
-from .train import TrainConfig, evaluate, load, predict, pretrained_names, train
+_EXPORTS = {
+    "TwoDigitCluttered": ".data",
+    "class_names": ".data",
+    "load_digits": ".data",
+    "load_image": ".data",
+    "make_proxy": ".data",
+    "Photo": ".data",
+    "PhotoBatch": ".data",
+    "PhotoFolder": ".data",
+    "save_tiled_tiff": ".data",
+    "CheckpointError": ".errors",
+    "SaccadeError": ".errors",
+    "TrainingDiverged": ".errors",
+    "extract_glimpse": ".glimpse",
+    "glimpse_boxes": ".glimpse",
+    "Prediction": ".model",
+    "SaccadeConfig": ".model",
+    "SaccadeModel": ".model",
+    "CentreBiasedPrior": ".priors",
+    "FixedGaussianPrior": ".priors",
+    "GlimpsePrior": ".priors",
+    "LearnedPrior": ".priors",
+    "StandardNormalPrior": ".priors",
+    "register_prior": ".priors",
+    "GlimpsePosterior": ".posterior",
+    "read_posterior": ".posterior",
+    "sample_posterior": ".posterior",
+    "glimpse_figure": ".viz",
+    "TrainConfig": ".training",
+    "evaluate": ".training",
+    "load": ".training",
+    "predict": ".training",
+    "pretrained_names": ".training",
+    "train": ".training",
+    "BaselineConfig": ".baselines",
+    "FullImageResNet18": ".baselines",
+    "TiledResNet18": ".baselines",
+    "train_baseline": ".baselines",
+    "run_benchmark": ".benchmark",
+}
 
-__all__ = [
-    "__version__",
-    "CentreBiasedPrior",
-    "CheckpointError",
-    "FixedGaussianPrior",
-    "GlimpsePrior",
-    "LearnedPrior",
-    "Prediction",
-    "SaccadeConfig",
-    "SaccadeError",
-    "SaccadeModel",
-    "StandardNormalPrior",
-    "TrainConfig",
-    "TrainingDiverged",
-    "TwoDigitCluttered",
-    "class_names",
-    "evaluate",
-    "extract_glimpse",
-    "glimpse_boxes",
-    "load",
-    "load_digits",
-    "load_image",
-    "make_proxy",
-    "predict",
-    "pretrained_names",
-    "register_prior",
-    "train",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value  # also shadows a same-named submodule attribute (train)
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

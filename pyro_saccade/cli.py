@@ -5,6 +5,7 @@ torch and pyro are imported inside command bodies so that ``saccade --help`` ans
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -33,6 +34,34 @@ class CanvasType(click.ParamType):
                 f"expected H or HxW with positive integers (e.g. 100 or 300x500), got {value!r}"
             )
         return (sides[0], sides[-1])
+
+
+class KeyValueType(click.ParamType):
+    """``KEY=VALUE`` as ``(key, value)``; the value is a number, a list of comma-separated
+    numbers, or else text."""
+
+    name = "key=value"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, object]:
+        if isinstance(value, tuple):
+            return value
+        key, equals, text = str(value).partition("=")
+        if not equals or not key.strip():
+            self.fail(f"expected KEY=VALUE (e.g. scale=0.5,1,1), got {value!r}")
+        try:
+            numbers = [_number(part) for part in text.split(",")]
+        except ValueError:
+            return key.strip(), text
+        return key.strip(), numbers[0] if len(numbers) == 1 else numbers
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 class SaccadeGroup(click.Group):
@@ -73,6 +102,13 @@ def _one_line(error: Exception) -> str:
 def main(ctx: click.Context, debug: bool) -> None:
     """Variational saccading: classify very large images from a few small crops."""
     ctx.obj = {"debug": debug}
+    if not debug:
+        warnings.showwarning = _show_warning
+
+
+def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """A warning as one line "Warning: ..." on stderr, without the source line (see --debug)."""
+    click.echo(f"Warning: {_one_line(Exception(message))}", err=True)
 
 
 @main.group()
@@ -184,8 +220,40 @@ TASK = click.option(
 )
 
 
+PHOTO_DIR = click.option(
+    "--data-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Photos instead of canvases: a folder with one subfolder per class (JPEG, PNG, TIFF "
+    "of any size).",
+)
+PHOTO_CSV = click.option(
+    "--csv",
+    "csv_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Photos instead of canvases, listed in a CSV of path,label (paths relative to it).",
+)
+
+
+def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
+    """The photo source given by --data-dir or --csv, as an absolute path (or None)."""
+    if data_dir and csv_file:
+        raise click.UsageError("give --data-dir or --csv, not both")
+    source = data_dir or csv_file
+    return str(source.resolve()) if source else None
+
+
 @main.command("train")
 @TASK
+@click.option(
+    "--model",
+    "model_kind",
+    type=click.Choice(["saccade", "resnet18-tiled", "resnet18"]),
+    default="saccade",
+    show_default=True,
+    help="Variational saccading, or a baseline: resnet18 on 224 px tiles, or on the whole image.",
+)
 @click.option(
     "--canvas",
     type=CanvasType(),
@@ -199,6 +267,22 @@ TASK = click.option(
     type=click.IntRange(min=1),
     default=None,
     help="Digit side in pixels [default: scales with the canvas].",
+)
+@PHOTO_DIR
+@PHOTO_CSV
+@click.option(
+    "--test-data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Held-out photos, a folder or CSV like the training ones [default: a seeded "
+    "--test-fraction of them].",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of each class of photos held out for testing.",
 )
 @click.option("--epochs", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option(
@@ -267,6 +351,14 @@ TASK = click.option(
     help="Glimpse prior: vrnn, normal, fixed, centre or a registered name.",
 )
 @click.option(
+    "--prior-arg",
+    "prior_args",
+    type=KeyValueType(),
+    multiple=True,
+    help="Argument of the prior, repeatable: e.g. --prior fixed --prior-arg loc=0,0,0 "
+    "--prior-arg scale=0.5,1,1, or --prior centre --prior-arg spread=0.2.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=0),
     default=0,
@@ -291,9 +383,14 @@ TASK = click.option(
 )
 def train_command(
     task: str,
+    model_kind: str,
     canvas: tuple[int, int],
     distractors: int,
     digit_size: int | None,
+    data_dir: Path | None,
+    csv_file: Path | None,
+    test_data: Path | None,
+    test_fraction: float,
     epochs: int,
     train_size: int,
     test_size: int,
@@ -306,6 +403,7 @@ def train_command(
     likelihood: str,
     kl_weight: float,
     prior: str,
+    prior_args: tuple[tuple[str, object], ...],
     workers: int,
     device: str,
     seed: int,
@@ -314,14 +412,29 @@ def train_command(
     quiet: bool,
     out: Path,
 ) -> None:
-    """Train a variational saccading model on generated cluttered-MNIST canvases."""
-    from .data import class_names
+    """Train a variational saccading model (or a baseline) on generated cluttered-MNIST canvases,
+    or on photos of any size with --data-dir or --csv.
+
+    The model options (--glimpses to --prior) apply to the saccade model only. With photos,
+    --task, --canvas, --distractors, --digit-size, --train-size and --test-size do not apply:
+    every training photo is seen once per epoch.
+    """
+    from .baselines import train_baseline
+    from .data import class_names, photo_classes
     from .model import SaccadeConfig
-    from .train import TrainConfig, load, train
+    from .training import TrainConfig, load, train
 
     _check_device(device)
+    photos = _photos(data_dir, csv_file)
+    if photos and model_kind != "saccade":
+        raise click.BadParameter("photos train the saccade model only", param_hint="--model")
+    if test_data and not photos:
+        raise click.UsageError("--test-data needs --data-dir or --csv")
     train_config = TrainConfig(
-        task=task,
+        task="photo" if photos else task,
+        photos=photos,
+        photo_test=str(test_data.resolve()) if test_data else None,
+        test_fraction=test_fraction,
         canvas=list(canvas),
         distractors=distractors,
         digit_size=digit_size,
@@ -336,21 +449,33 @@ def train_command(
         workers=workers,
     )
     start = load(init) if init else None
-    model_config = (
-        start.config
-        if start
-        else SaccadeConfig(
-            classes=class_names(task),
-            task=task,
-            glimpses=glimpses,
-            crop=crop,
-            proxy=proxy,
-            likelihood=likelihood,
-            kl_weight=kl_weight,
-            prior=prior,
+    if start is not None and getattr(start, "kind", "saccade") != model_kind:
+        raise click.BadParameter(
+            f"{init} holds a {getattr(start, 'kind', 'saccade')} model, not {model_kind}",
+            param_hint="--init",
         )
-    )
-    train(model_config, train_config, out=out, resume=resume, progress=not quiet, model=start)
+    if model_kind != "saccade":
+        train_baseline(
+            model_kind, train_config, out=out, resume=resume, progress=not quiet, model=start
+        )
+    else:
+        model_config = (
+            start.config
+            if start
+            else SaccadeConfig(
+                classes=photo_classes(photos) if photos else class_names(task),
+                task=train_config.task,
+                channels=3 if photos else 1,
+                glimpses=glimpses,
+                crop=crop,
+                proxy=proxy,
+                likelihood=likelihood,
+                kl_weight=kl_weight,
+                prior=prior,
+                prior_args=dict(prior_args),
+            )
+        )
+        train(model_config, train_config, out=out, resume=resume, progress=not quiet, model=start)
     click.echo(f"checkpoint: {out / 'checkpoint.pt'}")
 
 
@@ -399,6 +524,8 @@ def _check_device(device: str) -> None:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True, help="Test-canvas seed.")
+@PHOTO_DIR
+@PHOTO_CSV
 @DEVICE
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate_command(
@@ -410,15 +537,21 @@ def evaluate_command(
     proxy_noise: float | None,
     batch_size: int,
     seed: int,
+    data_dir: Path | None,
+    csv_file: Path | None,
     device: str,
     as_json: bool,
 ) -> None:
-    """Accuracy on canvases built from held-out digits only."""
+    """Accuracy on canvases built from held-out digits only, or on photos.
+
+    A model trained on photos is evaluated on its run's held-out photos, or on every photo of
+    --data-dir or --csv (the canvas options and --n do not apply then).
+    """
     import dataclasses
     import json
     import time
 
-    from .train import TrainConfig, canvases, evaluate, load, read_checkpoint
+    from .training import TrainConfig, canvases, evaluate, load, read_checkpoint
 
     _check_device(device)
     payload = read_checkpoint(checkpoint)
@@ -428,13 +561,17 @@ def evaluate_command(
         else TrainConfig()
     )
     model = load(checkpoint, device)
+    noise = trained.proxy_noise if proxy_noise is None else proxy_noise
+    photos = _photos(data_dir, csv_file)
+    if photos or trained.photos:
+        _evaluate_photos(model, trained, photos, batch_size, samples, noise, as_json)
+        return
     config = dataclasses.replace(
         trained,
         seed=seed,
         canvas=list(canvas) if canvas else trained.canvas,
         distractors=trained.distractors if distractors is None else distractors,
     )
-    noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     started = time.perf_counter()
     accuracy = evaluate(
         model,
@@ -464,6 +601,61 @@ def evaluate_command(
         )
 
 
+def _evaluate_photos(
+    model: object,
+    trained: object,
+    photos: str | None,
+    batch_size: int,
+    samples: int,
+    noise: float,
+    as_json: bool,
+) -> None:
+    """Accuracy on every photo of ``photos``, or on the held-out photos of the run."""
+    import json
+    import time
+
+    from .data import PhotoFolder
+    from .data.photos import proxy_cache_dir
+    from .model import SaccadeModel
+    from .training import evaluate, photo_set
+
+    if not isinstance(model, SaccadeModel):
+        raise click.BadParameter(
+            "only saccade models are evaluated on photos", param_hint="CHECKPOINT"
+        )
+    c = model.config
+    dataset = (
+        PhotoFolder(
+            photos,
+            classes=c.classes,
+            proxy=c.proxy,
+            channels=c.channels,
+            cache_dir=proxy_cache_dir(),
+            progress=not as_json,
+        )
+        if photos
+        else photo_set(trained, c, "test", progress=not as_json)
+    )
+    started = time.perf_counter()
+    accuracy = evaluate(
+        model, dataset, batch_size=batch_size, samples=samples, noise=noise, progress=not as_json
+    )
+    source = photos or trained.photo_test or f"{trained.photos} (held-out split)"
+    result = {
+        "photos": source,
+        "n": len(dataset),
+        "skipped": len(dataset.skipped),
+        "samples": samples,
+        "proxy_noise": noise,
+        "accuracy": accuracy,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"accuracy {accuracy:.4f} on {len(dataset)} photos of {source}")
+
+
 @main.command("predict")
 @click.argument("checkpoint")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -479,16 +671,20 @@ def evaluate_command(
 def predict_command(
     checkpoint: str, images: tuple[Path, ...], samples: int, device: str, as_json: bool
 ) -> None:
-    """Classify image files (PNG, JPEG, .npy) of any size."""
+    """Classify image files (JPEG, PNG, TIFF, .npy) of any size.
+
+    Photos are read lazily: JPEGs are decoded at the reduced scale each crop needs, tiled or
+    striped TIFFs only where the crops fall; other formats are decoded once.
+    """
     import json
 
-    from .data import load_image
-    from .train import load
+    from .data import Photo
+    from .training import load
 
     _check_device(device)
     model = load(checkpoint, device)
     for path in images:
-        image = load_image(path, channels=model.config.channels)
+        image = Photo(path, channels=model.config.channels)
         result = describe_prediction(model, image, samples)
         if as_json:
             click.echo(json.dumps({"path": str(path), **result}))
@@ -497,25 +693,28 @@ def predict_command(
 
 
 def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
-    """Label, probability and glimpses (z and pixel boxes) of one image [C, H, W]."""
+    """Label, probability and glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
     import torch
+
+    from .data import Photo, PhotoBatch
+    from .posterior import predicted
+    from .training import prepare
 
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
-    prediction = model.infer(image.unsqueeze(0).to(device), samples=samples)
+    batch = (
+        PhotoBatch.of([image], model.config.proxy)
+        if isinstance(image, Photo)
+        else image.unsqueeze(0)
+    )
+    prediction = model.infer(*prepare(batch, device, model.config.proxy), samples=samples)
     probs = prediction.probs[0]
     z = prediction.z.mean(0)[0]  # [T, 3]: mean over posterior samples
     boxes = model.boxes(z, height, width)
     scale = model.config.scale_min + (
         model.config.scale_max - model.config.scale_min
     ) * torch.sigmoid(z[:, 0])
-    if model.config.multilabel:
-        names = model.config.classes
-        marks = [name for name, p in zip(names, probs.tolist(), strict=True) if p > 0.5]
-        label, probability = "+".join(marks), float(probs.max())
-    else:
-        index = int(probs.argmax())
-        label, probability = model.config.classes[index], float(probs[index])
+    label, probability = predicted(probs, model.config.classes, model.config.multilabel)
     return {
         "label": label,
         "probability": probability,
@@ -546,7 +745,7 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
 def demo(epochs: int, train_size: int, out: Path, quiet: bool) -> None:
     """Train briefly on the bundled digits, evaluate, and classify three canvases."""
     from .data import TwoDigitCluttered
-    from .train import TrainConfig, canvases, evaluate, train
+    from .training import TrainConfig, canvases, evaluate, train
 
     config = TrainConfig(epochs=epochs, train_size=train_size, test_size=500)
     click.echo(
@@ -568,3 +767,231 @@ def demo(epochs: int, train_size: int, out: Path, quiet: bool) -> None:
             f"{result['label']} (p={result['probability']:.2f})"
         )
     click.echo(f"checkpoint: {out / 'checkpoint.pt'}")
+
+
+# -- looking inside ------------------------------------------------------------------------------
+
+
+def _saccade_model(checkpoint: str, device: str) -> object:
+    """The SaccadeModel of a checkpoint; the baselines have no glimpses to show."""
+    from .model import SaccadeModel
+    from .training import load
+
+    _check_device(device)
+    model = load(checkpoint, device)
+    if not isinstance(model, SaccadeModel):
+        raise click.BadParameter(
+            f"{checkpoint} holds a {getattr(model, 'kind', 'baseline')} model, which has no "
+            "glimpses",
+            param_hint="CHECKPOINT",
+        )
+    return model
+
+
+@main.command("posterior")
+@click.argument("checkpoint")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Posterior draws (and as many prior draws) per image.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Images of one size sampled together.",
+)
+@SEED
+@DEVICE
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="netCDF file to write (open it with ArviZ).",
+)
+def posterior_command(
+    checkpoint: str,
+    images: tuple[Path, ...],
+    samples: int,
+    batch_size: int,
+    seed: int,
+    device: str,
+    out: Path,
+) -> None:
+    """Posterior samples of the glimpses of image files, saved as ArviZ netCDF.
+
+    Groups: posterior (z, crop, box per image and glimpse), posterior_predictive (probs, label),
+    prior and prior_predictive (the same under the prior), and observed_data when a labels.csv
+    (file,label) beside the images gives every true label. Prints a summary.
+    """
+    import pyro
+
+    from .data import load_image
+    from .posterior import image_names, sample_posterior, true_labels
+
+    model = _saccade_model(checkpoint, device)
+    c = model.config
+    tensors = [load_image(path, channels=c.channels) for path in images]
+    labels = true_labels(images, c.classes, c.multilabel)
+    pyro.set_rng_seed(seed)
+    result = sample_posterior(
+        model, tensors, samples, names=image_names(images), labels=labels, batch_size=batch_size
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.to_arviz().to_netcdf(str(out))
+    click.echo(result.summary())
+    click.echo(f"wrote {out}")
+
+
+@main.command("visualize")
+@click.argument("checkpoint")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--samples",
+    type=click.IntRange(min=0),
+    default=32,
+    show_default=True,
+    help="Posterior draws drawn as a faint cloud of boxes (0: none).",
+)
+@SEED
+@DEVICE
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for the pictures (created if missing).",
+)
+def visualize_command(
+    checkpoint: str, images: tuple[Path, ...], samples: int, seed: int, device: str, out: Path
+) -> None:
+    """Draw where the model looks: OUT/NAME_glimpses.png for each image.
+
+    Each picture shows the image with the posterior-mean glimpses numbered in order over a faint
+    cloud of sampled ones, the crops the model saw, and the predicted label, with the true one
+    when a labels.csv (file,label) sits beside the images. Large images are shown downsampled.
+    """
+    import pyro
+
+    from .data import load_image
+    from .posterior import labels_beside
+    from .viz import glimpse_figure
+
+    model = _saccade_model(checkpoint, device)
+    out.mkdir(parents=True, exist_ok=True)
+    pyro.set_rng_seed(seed)
+    for path, label in zip(images, labels_beside(images), strict=True):
+        image = load_image(path, channels=model.config.channels)
+        target = out / f"{path.stem}_glimpses.png"
+        glimpse_figure(model, image, samples, label).savefig(target, dpi=100)
+        click.echo(f"{path}: {target}")
+
+
+# -- benchmark -----------------------------------------------------------------------------------
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    """Parse "100,512,1024" into positive integers."""
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter(f"expected positive integers separated by commas, got {value!r}")
+    return numbers
+
+
+@main.command("benchmark")
+@click.option(
+    "--sizes",
+    default="100,512,1024,2528,4096",
+    show_default=True,
+    callback=_int_list,
+    help="Square canvas sides, comma-separated.",
+)
+@click.option(
+    "--batch-sizes", default="1,16", show_default=True, callback=_int_list, help="Comma-separated."
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Timed runs after the warm-up (median reported).",
+)
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Wall-clock seconds per measurement: fewer repeats beyond it; cells whose warm-up and "
+    "one run are estimated to overrun it are skipped.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch threads per measurement (one keeps numbers stable on a shared machine).",
+)
+@click.option(
+    "--memory-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="GB; cells estimated to need more are skipped [default: half the available memory].",
+)
+@click.option(
+    "--checkpoint",
+    default=None,
+    help="Saccade model to time [default: pretrained identify-100 if shipped, else untrained].",
+)
+@DEVICE
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="runs/benchmark",
+    show_default=True,
+    help="Directory for benchmark.json, benchmark.md and benchmark.png.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def benchmark_command(
+    sizes: list[int],
+    batch_sizes: list[int],
+    repeats: int,
+    budget: float,
+    memory_limit: float | None,
+    threads: int,
+    checkpoint: str | None,
+    device: str,
+    out: Path,
+    quiet: bool,
+) -> None:
+    """Latency, memory and training-step time of the saccade model vs the resnet18 baselines.
+
+    Every measurement runs in a fresh process; the cost of building the proxy is reported apart
+    from inference given the proxy. Prints the tables and writes JSON, Markdown and a log-log
+    plot. Measurements estimated to overrun --budget or --memory-limit are skipped, with reasons.
+    """
+    from .benchmark import default_checkpoint, run_benchmark, write
+    from .training import resolve
+
+    _check_device(device)
+    if checkpoint:
+        resolve(checkpoint)  # fail now, not in every measuring process
+    report = run_benchmark(
+        sizes,
+        batch_sizes,
+        repeats=repeats,
+        budget=budget,
+        memory_limit_gb=memory_limit,
+        threads=threads,
+        device=device,
+        checkpoint=checkpoint or default_checkpoint(),
+        progress=not quiet,
+    )
+    paths = write(report, out)
+    click.echo(paths["md"].read_text())
+    click.echo(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")

@@ -49,8 +49,12 @@ def extract_glimpse(
 ) -> Tensor:
     """Bilinearly sample a ``size``x``size`` crop of each image [B, C, H, W] at z [B, 3].
 
-    The cost depends on ``size`` only, not on the image's resolution.
+    The cost depends on ``size`` only, not on the image's resolution. ``images`` may also be a
+    lazy source with a ``glimpse(z, size, scale_min, scale_max)`` method (photos read from disk,
+    ``data.PhotoBatch``), which then crops itself.
     """
+    if not isinstance(images, Tensor):
+        return images.glimpse(z, size, scale_min, scale_max)
     batch, channels, height, width = images.shape
     theta = affine_theta(z, height, width, scale_min, scale_max).to(images.dtype)
     grid = F.affine_grid(theta, [batch, channels, size, size], align_corners=ALIGN_CORNERS)

@@ -28,11 +28,19 @@ from pyro.infer import Predictive
 from torch import Tensor, nn
 
 from .glimpse import extract_glimpse, glimpse_boxes
-from .networks import CropEncoder, GaussianHead, ProxyDecoder, ProxyEncoder, Recurrence
+from .networks import (
+    CropEncoder,
+    DigitPairHead,
+    GaussianHead,
+    ProxyDecoder,
+    ProxyEncoder,
+    Recurrence,
+)
 from .priors import LATENT, GlimpsePrior, make_prior
 
 FORMAT_VERSION = 1
 LIKELIHOODS = ("aggregate", "per_glimpse")
+HEADS = ("linear", "digit_pairs")
 PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
 
 
@@ -57,6 +65,7 @@ class SaccadeConfig:
     proxy_width: int = 16
     proxy_features: int = 128
     z_features: int = 32
+    head: str = "linear"  # linear | digit_pairs (two-digit tasks, see networks.DigitPairHead)
     likelihood: str = "aggregate"  # aggregate | per_glimpse
     proxy_likelihood: str = "bernoulli"  # bernoulli (continuous targets) | gaussian
     kl_weight: float = 1.0
@@ -68,6 +77,11 @@ class SaccadeConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.glimpses >= 1, f"glimpses must be at least 1, got {self.glimpses}"),
+            (self.head in HEADS, f"head must be one of {HEADS}, got {self.head!r}"),
+            (
+                self.head == "linear" or self.task in ("identify", "sum", "mark"),
+                f"the digit_pairs head needs a two-digit task, not {self.task!r}",
+            ),
             (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
             (
                 self.proxy >= 4 and self.proxy % 4 == 0,
@@ -138,7 +152,10 @@ class SaccadeModel(nn.Module):
         self.rnn = Recurrence(
             c.crop_features + c.z_features + c.proxy_features, c.hidden, c.rnn_layers
         )
-        self.classifier = nn.Linear(c.hidden, c.num_classes)
+        self.classifier = (
+            DigitPairHead(c.hidden, c.task) if c.head == "digit_pairs"
+            else nn.Linear(c.hidden, c.num_classes)
+        )
         self.proxy_decoder = ProxyDecoder(LATENT, c.hidden, c.channels, c.proxy, c.proxy_width)
         self.proxy_log_scale = nn.Parameter(torch.zeros(c.channels, 1, 1))
         self.posterior_net = GaussianHead(c.proxy_features + c.hidden, c.hidden, LATENT)

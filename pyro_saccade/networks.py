@@ -34,7 +34,7 @@ class CropEncoder(nn.Module):
         )
 
     def forward(self, crops: Tensor) -> Tensor:
-        return self.body(crops).mean(dim=(-2, -1))
+        return self.body(crops).amax(dim=(-2, -1))
 
 
 class ProxyEncoder(nn.Module):
@@ -118,3 +118,37 @@ class Recurrence(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         out, state = self.lstm(x.unsqueeze(1), state)
         return out[:, 0], state
+
+
+class DigitPairHead(nn.Module):
+    """Class logits for two-digit tasks built from per-digit evidence s in R^10.
+
+    identify: logit(a, b) = s_a + s_b + u_ab over unordered pairs; sum: log-sum-exp of the pair
+    logits with a + b = k; mark: s itself (one logit per digit). Every label then teaches both of
+    its digits at once, where a plain 55-way linear layer must learn each pair separately: on
+    2 CPU cores this is the difference between learning in minutes and sitting at chance.
+    """
+
+    def __init__(self, hidden: int, task: str) -> None:
+        super().__init__()
+        if task not in ("identify", "sum", "mark"):
+            raise ValueError(f"the digit-pair head needs a two-digit task, got {task!r}")
+        self.task = task
+        self.evidence = nn.Linear(hidden, 10)
+        pairs = [(a, b) for a in range(10) for b in range(a, 10)]
+        self.register_buffer("first", torch.tensor([a for a, _ in pairs]), persistent=False)
+        self.register_buffer("second", torch.tensor([b for _, b in pairs]), persistent=False)
+        self.register_buffer(
+            "sums", torch.tensor([[a + b == k for a, b in pairs] for k in range(19)]),
+            persistent=False,
+        )
+        self.pair_bias = nn.Parameter(torch.zeros(len(pairs)))
+
+    def forward(self, h: Tensor) -> Tensor:
+        s = self.evidence(h)
+        if self.task == "mark":
+            return s
+        pair = s[:, self.first] + s[:, self.second] + self.pair_bias
+        if self.task == "identify":
+            return pair
+        return pair.unsqueeze(1).masked_fill(~self.sums, float("-inf")).logsumexp(-1)

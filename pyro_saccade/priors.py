@@ -4,7 +4,10 @@ A prior is a ``torch.nn.Module`` whose ``forward(h, t)`` returns a Pyro distribu
 shape [B] and event shape [3] (use ``.to_event(1)``). ``h`` is the recurrent state after the
 previous glimpse (zeros before the first one) and ``t`` the step. To add your own, subclass
 :class:`GlimpsePrior`; pass an instance to ``SaccadeModel(config, prior=...)``, or register it with
-:func:`register_prior` so that checkpoints can name it and ``saccade train --prior`` can pick it.
+:func:`register_prior` so that ``SaccadeConfig(prior=name, prior_args={...})`` builds it and a
+checkpoint names it (register it again before loading that checkpoint in a new process). Prior
+arguments must be JSON values; on the command line, ``saccade train --prior fixed --prior-arg
+loc=0,0,0 --prior-arg scale=0.5,1,1``.
 """
 
 from __future__ import annotations
@@ -49,17 +52,30 @@ class FixedGaussianPrior(GlimpsePrior):
     def __init__(
         self,
         hidden: int,
-        loc: Sequence[float] = (0.0, 0.0, 0.0),
-        scale: Sequence[float] = (1.0, 1.0, 1.0),
+        loc: Sequence[float] | float = (0.0, 0.0, 0.0),
+        scale: Sequence[float] | float = (1.0, 1.0, 1.0),
     ) -> None:
         super().__init__(hidden)
-        self.register_buffer("loc", torch.tensor([float(v) for v in loc]))
-        self.register_buffer("scale", torch.tensor([float(v) for v in scale]))
+        loc, scale = _vector(loc, "loc"), _vector(scale, "scale")
+        if not (scale > 0).all():
+            raise ValueError(f"scale must be positive, got {scale.tolist()}")
+        self.register_buffer("loc", loc)
+        self.register_buffer("scale", scale)
 
     def forward(self, h: Tensor, t: int) -> dist.Distribution:
         loc = self.loc.to(h.dtype).expand(h.shape[0], LATENT)
         scale = self.scale.to(h.dtype).expand(h.shape[0], LATENT)
         return dist.Normal(loc, scale).to_event(1)
+
+
+def _vector(values: Sequence[float] | float, name: str) -> Tensor:
+    """One value per coordinate (scale, x, y); a single number applies to all three."""
+    vector = torch.as_tensor(values, dtype=torch.float32).reshape(-1).clone()
+    if vector.numel() == 1:
+        vector = vector.expand(LATENT).clone()
+    if vector.numel() != LATENT:
+        raise ValueError(f"{name} needs 1 or {LATENT} values (scale, x, y), got {vector.tolist()}")
+    return vector
 
 
 class StandardNormalPrior(FixedGaussianPrior):
@@ -96,5 +112,11 @@ def register_prior(name: str, factory: Callable[..., GlimpsePrior]) -> None:
 def make_prior(name: str, hidden: int, args: dict | None = None) -> GlimpsePrior:
     """Build the prior registered as ``name``."""
     if name not in PRIORS:
-        raise ValueError(f"unknown prior {name!r}; known: {', '.join(sorted(PRIORS))}")
-    return PRIORS[name](hidden, **(args or {}))
+        raise ValueError(
+            f"unknown prior {name!r}; known: {', '.join(sorted(PRIORS))} "
+            "(a custom prior must be registered with register_prior before use or loading)"
+        )
+    try:
+        return PRIORS[name](hidden, **(args or {}))
+    except TypeError as error:  # an argument the prior does not take
+        raise ValueError(f"prior {name!r}: {error}") from error

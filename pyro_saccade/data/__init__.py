@@ -1,13 +1,25 @@
 """Datasets and image utilities: cluttered MNIST canvases, proxies, image files."""
 
 from .cluttered import TASKS, TwoDigitCluttered, class_names, label_name, label_of, num_classes
-from .images import ImageError, load_image, save_image
+from .images import ImageError, load_image, match_channels, save_image
 from .mnist import load_digits, read_idx
+from .photos import (
+    Photo,
+    PhotoBatch,
+    PhotoFolder,
+    list_photos,
+    photo_classes,
+    save_tiled_tiff,
+    synthetic_photo,
+)
 from .proxy import Proxy, make_proxy
 
 __all__ = [
     "TASKS",
     "ImageError",
+    "Photo",
+    "PhotoBatch",
+    "PhotoFolder",
     "Proxy",
     "TwoDigitCluttered",
     "class_names",
@@ -15,8 +27,13 @@ __all__ = [
     "label_of",
     "load_digits",
     "load_image",
+    "list_photos",
     "make_proxy",
+    "match_channels",
     "num_classes",
+    "photo_classes",
     "read_idx",
     "save_image",
+    "save_tiled_tiff",
+    "synthetic_photo",
 ]

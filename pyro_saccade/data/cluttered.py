@@ -32,8 +32,7 @@ def _check_task(task: str) -> None:
 
 
 def class_names(task: str) -> list[str]:
-    """Class names: ``"a-b"`` pairs (a <= b) for identify, ``"0"``..``"18"`` for sum, digits for
-    mark."""
+    """Class names: pairs ``"a-b"`` (a <= b) for identify, ``"0"``..``"18"`` for sum, digits."""
     _check_task(task)
     if task == "identify":
         return [f"{a}-{b}" for a, b in _PAIRS]
@@ -46,13 +45,13 @@ def num_classes(task: str) -> int:
 
 
 def label_of(task: str, d1: int, d2: int) -> torch.Tensor:
-    """Label of a canvas showing digits d1 and d2: int64 scalar, or float32 [10] multi-hot for
-    mark."""
+    """Label of a canvas showing d1 and d2: an int64 scalar, or a float32 [10] multi-hot (mark)."""
     _check_task(task)
     if task == "identify":
         return torch.tensor(_PAIR_INDEX[min(d1, d2), max(d1, d2)])
     if task == "sum":
         return torch.tensor(d1 + d2)
+    # The same digit twice marks one class: "mark" asks which digits are present.
     label = torch.zeros(10, dtype=torch.float32)
     label[[d1, d2]] = 1.0
     return label

@@ -36,11 +36,17 @@ def load_image(path: str | Path, channels: int | None = None) -> torch.Tensor:
     image = _to_unit_float(array, path)
     if image.shape[0] == 4:  # alpha is not evidence about the class
         image = image[:3]
+    return match_channels(image, channels).contiguous()
+
+
+def match_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """``[C, H, W]`` (C = 1 or 3) as luminance (``channels=1``), as three channels replicating a
+    gray one (``channels=3``), or unchanged (``None``)."""
     if channels == 1 and image.shape[0] == 3:
-        image = torch.einsum("c,chw->hw", torch.tensor(_LUMA), image)[None]
-    elif channels == 3 and image.shape[0] == 1:
-        image = image.expand(3, -1, -1)
-    return image.contiguous()
+        return torch.einsum("c,chw->hw", torch.tensor(_LUMA), image)[None]
+    if channels == 3 and image.shape[0] == 1:
+        return image.expand(3, -1, -1)
+    return image
 
 
 def save_image(image: torch.Tensor, path: str | Path) -> None:
@@ -59,7 +65,7 @@ def _read_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise ImageError(f"{path}: not a valid .npy array ({e})") from e
+        raise ImageError(f"{path}: not a valid .npy array") from e
     if array.ndim == 2:
         return array[None]
     if array.ndim == 3 and array.shape[0] in (1, 3, 4):

@@ -17,7 +17,7 @@ import os
 import platform
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .data import TwoDigitCluttered, class_names, make_proxy
+from .data import PhotoBatch, PhotoFolder, TwoDigitCluttered, class_names, make_proxy
+from .data.photos import photo_classes, proxy_cache_dir
 from .errors import CheckpointError, TrainingDiverged
 from .model import FORMAT_VERSION, SaccadeConfig, SaccadeModel
 
@@ -47,6 +48,9 @@ class TrainConfig:
     distractors: int = 8
     digit_size: int | None = None
     source: str = "bundled"
+    photos: str | None = None  # train on photos: a folder with a subfolder per class, or a CSV
+    photo_test: str | None = None  # held-out photos [default: test_fraction of `photos`]
+    test_fraction: float = 0.2
     proxy_noise: float = 0.0
     epochs: int = 20
     train_size: int = 20000  # fresh canvases every epoch
@@ -70,6 +74,10 @@ class TrainConfig:
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.proxy_noise >= 0, f"proxy_noise must be non-negative, got {self.proxy_noise}"),
             (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
+            (
+                0 <= self.test_fraction < 1,
+                f"test_fraction must lie in [0, 1), got {self.test_fraction}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -93,9 +101,55 @@ def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
     )
 
 
+def photo_set(
+    config: TrainConfig, model_config: SaccadeConfig, split: str, progress: bool = False
+) -> PhotoFolder:
+    """The training or held-out photos of a run, read with the model's classes and proxy size."""
+    held_out = split == "test" and config.photo_test
+    return PhotoFolder(
+        config.photo_test if held_out else config.photos,
+        split="all" if config.photo_test else split,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        classes=model_config.classes,
+        proxy=model_config.proxy,
+        channels=model_config.channels,
+        cache_dir=proxy_cache_dir(),
+        progress=progress,
+    )
+
+
+def datasets(
+    config: TrainConfig, model_config: SaccadeConfig, progress: bool = False
+) -> tuple[Dataset, Dataset]:
+    """Training and held-out data: fresh canvases for every epoch, or photos on disk."""
+    if config.photos:
+        return (
+            photo_set(config, model_config, "train", progress),
+            photo_set(config, model_config, "test", progress),
+        )
+    train_set = canvases(config, "train", config.train_size * max(config.epochs, 1))
+    return train_set, canvases(config, "test", config.test_size)
+
+
+def default_model_config(config: TrainConfig) -> SaccadeConfig:
+    """The model for a run's data: the task's classes, or the photos' classes in colour."""
+    if config.photos:
+        return SaccadeConfig(classes=photo_classes(config.photos), task="photo", channels=3)
+    return SaccadeConfig(classes=class_names(config.task), task=config.task)
+
+
 def epoch_subset(dataset: Dataset, epoch: int, size: int, start: int = 0) -> Subset:
-    """Canvases ``epoch * size + start ...``: every epoch sees new ones, reproducibly."""
+    """Canvases ``epoch * size + start ...``: every epoch sees new ones, reproducibly. Photos:
+    all of them every epoch, in a new seeded order."""
+    if isinstance(dataset, PhotoFolder):
+        return Subset(dataset, dataset.epoch_order(epoch)[start:])
     return Subset(dataset, range(epoch * size + start, (epoch + 1) * size))
+
+
+def collate(dataset: Dataset) -> Callable | None:
+    """The dataset's own batching (photos of any size make a PhotoBatch), or torch's default."""
+    return getattr(dataset.dataset if isinstance(dataset, Subset) else dataset, "collate", None)
 
 
 def loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
@@ -105,13 +159,16 @@ def loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
         shuffle=False,
         num_workers=config.workers,
         persistent_workers=False,
+        collate_fn=collate(dataset),
     )
 
 
 def prepare(
-    images: Tensor, device: torch.device, proxy: int, noise: float = 0.0
-) -> tuple[Tensor, Tensor]:
-    """Move a batch to ``device`` and build its proxies there."""
+    images: Tensor | PhotoBatch, device: torch.device, proxy: int, noise: float = 0.0
+) -> tuple[Tensor | PhotoBatch, Tensor]:
+    """Move a batch to ``device`` and build its proxies there (photos bring theirs)."""
+    if isinstance(images, PhotoBatch):
+        return images.to(device), make_proxy(images.proxies.to(device), proxy, noise_std=noise)
     images = images.to(device, non_blocking=True)
     return images, make_proxy(images, proxy, noise_std=noise)
 
@@ -138,6 +195,11 @@ class ELBOLoss(nn.Module):
         )
 
 
+def objective(model: nn.Module) -> nn.Module:
+    """The training loss of a model: the negative ELBO, or a baseline's own ``loss()``."""
+    return ELBOLoss(model) if isinstance(model, SaccadeModel) else model.loss()
+
+
 def correct(probs: Tensor, labels: Tensor, multilabel: bool) -> Tensor:
     """Per-image correctness: argmax, or every mark right for multi-label."""
     if multilabel:
@@ -158,7 +220,9 @@ def evaluate(
     """Accuracy on ``dataset`` (posterior-mean glimpses unless ``samples`` > 0)."""
     device = next(model.parameters()).device
     hits, total = 0, 0
-    batches = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    batches = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate(dataset)
+    )
     for images, labels in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         images, proxies = prepare(images, device, model.config.proxy, noise)
         probs = model.predict(images, proxies, samples=samples)
@@ -206,6 +270,7 @@ def save_checkpoint(
         "config": json.dumps(model.config.to_dict()),
         "train_config": json.dumps(dataclasses.asdict(train_config)) if train_config else "",
         "versions": json.dumps(versions()),
+        "kind": getattr(model, "kind", "saccade"),
         "model": model.state_dict(),
     }
     payload.update(state or {})
@@ -252,9 +317,15 @@ def read_checkpoint(path_or_name: str | Path) -> dict:
 
 
 def model_from_checkpoint(payload: dict, source: str = "checkpoint") -> SaccadeModel:
+    """The model a checkpoint holds: a SaccadeModel, or a baseline by its "kind"."""
+    kind = payload.get("kind", "saccade")
     try:
-        config = SaccadeConfig.from_dict(json.loads(payload["config"]))
-        model = SaccadeModel(config)
+        if kind == "saccade":
+            model = SaccadeModel(SaccadeConfig.from_dict(json.loads(payload["config"])))
+        else:
+            from .baselines import baseline_from_config
+
+            model = baseline_from_config(kind, json.loads(payload["config"]))
         model.load_state_dict(payload["model"])
     except (ValueError, RuntimeError, KeyError, TypeError) as error:
         raise CheckpointError(f"{source}: weights do not match its config ({error})") from error
@@ -306,7 +377,8 @@ def train(
     progress: bool = True,
     model: SaccadeModel | None = None,
 ) -> SaccadeModel:
-    """Train a SaccadeModel on generated two-digit canvases; returns the trained model.
+    """Train a SaccadeModel on generated two-digit canvases, or on photos when
+    ``train_config.photos`` is set (see ``data.PhotoFolder``); returns the trained model.
 
     Writes ``checkpoint.pt`` (atomically, every epoch and on interrupt), ``config.json`` and
     ``metrics.jsonl`` under ``out``. With ``resume=True`` it continues from ``out``'s checkpoint
@@ -326,8 +398,7 @@ def train(
     else:
         pyro.set_rng_seed(tc.seed)
         if model is None:
-            mc = model_config or SaccadeConfig(classes=class_names(tc.task), task=tc.task)
-            model = SaccadeModel(mc)
+            model = SaccadeModel(model_config or default_model_config(tc))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(
         json.dumps({"model": model.config.to_dict(), "train": dataclasses.asdict(tc)}, indent=2)
@@ -335,9 +406,11 @@ def train(
 
     device = torch.device(tc.device)
     model.to(device).train()
-    loss_fn = ELBOLoss(model)
+    loss_fn = objective(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    steps_per_epoch = math.ceil(tc.train_size / tc.batch_size)
+    train_set, test_set = datasets(tc, model.config, progress)
+    epoch_size = len(train_set) if tc.photos else tc.train_size
+    steps_per_epoch = math.ceil(epoch_size / tc.batch_size)
     total = steps_per_epoch * tc.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine(step, total, tc.lr_final)
@@ -346,8 +419,6 @@ def train(
         optimizer.load_state_dict(payload["optimizer"])
         schedule.load_state_dict(payload["schedule"])
         torch.set_rng_state(payload["rng"])
-    train_set = canvases(tc, "train", tc.train_size * max(tc.epochs, 1))
-    test_set = canvases(tc, "test", tc.test_size)
 
     def checkpoint() -> None:
         save_checkpoint(
@@ -436,7 +507,7 @@ def predict(
     samples: int = 0,
 ) -> Tensor:
     """Class probabilities for images [B, C, H, W] (or one [C, H, W]) from a model or checkpoint."""
-    if not isinstance(model, SaccadeModel):
+    if isinstance(model, (str, Path)):
         model = load(model)
     if images.dim() == 3:
         images = images.unsqueeze(0)

@@ -1,0 +1,269 @@
+"""The paper's resnet18 baselines: tiles of the full image (Eq. 8), or the whole image at once.
+
+Both are plain classifiers trained with cross-entropy on the same canvases, loader and
+evaluation as the saccade model (``saccade train --model resnet18-tiled|resnet18``), and they
+answer ``predict(images, proxies=None, samples=0)`` like it, ignoring the proxy, so
+``training.evaluate`` and ``training.load`` work on them unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyro
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as checkpointed
+
+from .data import class_names
+from .training import TrainConfig, train
+
+FEATURES = 256  # the authors' resnet18 output, summed over tiles
+
+
+@dataclass
+class BaselineConfig:
+    """Everything that defines a baseline; saved as JSON beside its weights."""
+
+    classes: list[str]
+    task: str = "identify"
+    channels: int = 1
+    tile: int | None = None  # None: the whole image in one pass
+    chunk: int = 11  # tiles per resnet18 batch (and per checkpointed segment)
+    checkpoint: bool = False  # recompute tile activations in backward to save memory
+    proxy: int = 32  # the proxy side training.evaluate builds; the baselines ignore proxies
+
+    def __post_init__(self) -> None:
+        checks = [
+            (len(self.classes) >= 2, f"need at least 2 classes, got {len(self.classes)}"),
+            (self.channels >= 1, f"channels must be positive, got {self.channels}"),
+            (self.tile is None or self.tile >= 32, f"tile must be >= 32 pixels, got {self.tile}"),
+            (self.chunk >= 1, f"chunk must be positive, got {self.chunk}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "mark"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> BaselineConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**values)
+
+
+def class_list(classes: int | Sequence[str]) -> list[str]:
+    """Class names as given, or "0".."K-1" for a count."""
+    return [str(k) for k in range(classes)] if isinstance(classes, int) else list(classes)
+
+
+def resnet18_trunk(channels: int, features: int = FEATURES) -> nn.Module:
+    """torchvision's resnet18 from scratch, reading ``channels`` input channels."""
+    from torchvision.models import resnet18
+
+    trunk = resnet18(weights=None, num_classes=features)
+    if channels != 3:
+        trunk.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(trunk.conv1.weight, mode="fan_out", nonlinearity="relu")
+    return trunk
+
+
+def tile_starts(length: int, tile: int) -> list[int]:
+    """Tile offsets covering ``length``; the last tile is shifted back to end at the edge."""
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, tile)) + [length - tile]
+
+
+def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int]]:
+    """(top, left) of every tile; 12 x 12 = 144 on a 2528 x 2528 image with 224 pixel tiles."""
+    return [(y, x) for y in tile_starts(height, tile) for x in tile_starts(width, tile)]
+
+
+class ResNet18Baseline(nn.Module):
+    """resnet18 features of the image, then the paper's BN-ReLU-Linear head."""
+
+    kind = ""
+
+    def __init__(self, config: BaselineConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = resnet18_trunk(config.channels)
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(FEATURES), nn.ReLU(inplace=True), nn.Linear(FEATURES, config.num_classes)
+        )
+        self.last_probs: Tensor | None = None
+
+    def features(self, images: Tensor) -> Tensor:
+        """[B, C, H, W] -> [B, FEATURES]."""
+        return self.trunk(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits [B, K]."""
+        return self.head(self.features(images))
+
+    def class_probs(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits) if self.config.multilabel else logits.softmax(-1)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:
+        """Class probabilities [B, K]; ``proxies`` and ``samples`` exist for a common interface."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.class_probs(self(images))
+        finally:
+            self.train(was_training)
+
+    def loss(self) -> ClassifierLoss:
+        """The training objective, called like ``training.ELBOLoss``."""
+        return ClassifierLoss(self)
+
+    @classmethod
+    def from_config(cls, config: BaselineConfig) -> ResNet18Baseline:
+        raise NotImplementedError
+
+
+class FullImageResNet18(ResNet18Baseline):
+    """resnet18 over the whole image: memory and time grow with the pixel count."""
+
+    kind = "resnet18"
+
+    def __init__(
+        self, num_classes: int | Sequence[str], *, task: str = "identify", channels: int = 1
+    ) -> None:
+        super().__init__(BaselineConfig(class_list(num_classes), task, channels))
+
+    @classmethod
+    def from_config(cls, config: BaselineConfig) -> FullImageResNet18:
+        return cls(config.classes, task=config.task, channels=config.channels)
+
+
+class TiledResNet18(ResNet18Baseline):
+    """Eq. 8 of the paper: resnet18 on every ``tile`` x ``tile`` tile, features summed.
+
+    Tiles go through the trunk ``chunk`` at a time, so inference holds one chunk's activations;
+    training holds every tile's unless ``checkpoint`` recomputes them chunk by chunk in backward.
+    Images smaller than a tile along a side make one tile of their own size on that side.
+    """
+
+    kind = "resnet18-tiled"
+
+    def __init__(
+        self,
+        num_classes: int | Sequence[str],
+        tile: int = 224,
+        checkpoint: bool = False,
+        *,
+        task: str = "identify",
+        channels: int = 1,
+        chunk: int = 11,
+    ) -> None:
+        config = BaselineConfig(
+            class_list(num_classes), task, channels, tile=tile, chunk=chunk, checkpoint=checkpoint
+        )
+        super().__init__(config)
+
+    @classmethod
+    def from_config(cls, config: BaselineConfig) -> TiledResNet18:
+        return cls(
+            config.classes,
+            config.tile or 224,
+            config.checkpoint,
+            task=config.task,
+            channels=config.channels,
+            chunk=config.chunk,
+        )
+
+    def tiles(self, height: int, width: int) -> list[tuple[int, int]]:
+        return tile_grid(height, width, self.config.tile)
+
+    def chunks(self, images: Tensor) -> Iterator[Tensor]:
+        """Batches of tiles [B * chunk, C, tile, tile], tile-major within an image."""
+        tile, chunk = self.config.tile, self.config.chunk
+        grid = self.tiles(*images.shape[-2:])
+        for i in range(0, len(grid), chunk):
+            crops = [images[..., y : y + tile, x : x + tile] for y, x in grid[i : i + chunk]]
+            yield torch.stack(crops, 1).flatten(0, 1)
+
+    def chunk_features(self, tiles: Tensor, batch: int) -> Tensor:
+        """Sum over the tiles of one chunk of their resnet18 features: [B, FEATURES]."""
+        return self.trunk(tiles).view(batch, -1, FEATURES).sum(1)
+
+    def features(self, images: Tensor) -> Tensor:
+        batch = images.shape[0]
+        total = images.new_zeros(batch, FEATURES)
+        for tiles in self.chunks(images):
+            if self.config.checkpoint and torch.is_grad_enabled():
+                # Batch-norm running statistics see each chunk twice (forward and recompute).
+                total = total + checkpointed(self.chunk_features, tiles, batch, use_reentrant=False)
+            else:
+                total = total + self.chunk_features(tiles, batch)
+        return total
+
+
+BASELINES: dict[str, type[ResNet18Baseline]] = {
+    FullImageResNet18.kind: FullImageResNet18,
+    TiledResNet18.kind: TiledResNet18,
+}
+
+
+def baseline_from_config(kind: str, config: dict) -> ResNet18Baseline:
+    """Rebuild a baseline from its checkpoint's kind and config dict."""
+    if kind not in BASELINES:
+        raise ValueError(f"unknown model kind {kind!r} (known: saccade, {', '.join(BASELINES)})")
+    return BASELINES[kind].from_config(BaselineConfig.from_dict(config))
+
+
+class ClassifierLoss(nn.Module):
+    """Mean cross-entropy per image of a baseline; the signature of ``training.ELBOLoss``."""
+
+    def __init__(self, model: ResNet18Baseline) -> None:
+        super().__init__()
+        self.baseline = model
+
+    def forward(
+        self, images: Tensor, proxies: Tensor, labels: Tensor, annealing: float = 1.0
+    ) -> Tensor:
+        logits = self.baseline(images)
+        self.baseline.last_probs = self.baseline.class_probs(logits).detach()
+        if self.baseline.config.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / len(labels)
+        return F.cross_entropy(logits, labels)
+
+
+def train_baseline(
+    kind: str,
+    train_config: TrainConfig | None = None,
+    out: str | Path = "runs/resnet18",
+    resume: bool = False,
+    progress: bool = True,
+    model: ResNet18Baseline | None = None,
+) -> ResNet18Baseline:
+    """Train a baseline with ``training.train``'s loop (data, schedule, checkpoints, metrics).
+
+    ``model`` (optional) starts from given weights; ``resume`` continues ``out``'s checkpoint.
+    """
+    tc = train_config or TrainConfig()
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r} (known: {', '.join(BASELINES)})")
+    if model is None:
+        pyro.set_rng_seed(tc.seed)  # the same initial weights for the same seed
+        model = BASELINES[kind](class_names(tc.task), task=tc.task)
+    return train(train_config=tc, out=out, resume=resume, progress=progress, model=model)

@@ -1,0 +1,355 @@
+"""Posterior samples of the glimpses, as ArviZ data.
+
+For a batch of images this draws S samples of z_0..z_{T-1} from the guide q(z | c), the class
+probabilities and labels the model predicts from them (the posterior predictive, with
+``pyro.infer.Predictive``), and S samples from the prior p(z_t | h_{t-1}) to compare against. The
+groups and variables of the ArviZ data are
+
+    posterior             z, crop [image, glimpse, coord]    box [image, glimpse, corner]
+    posterior_predictive  probs [image, class]               label [image] ([image, class] for mark)
+    prior                 z, crop, box
+    prior_predictive      probs, label
+    observed_data         label (when every image's true label is known)
+
+``z`` is the latent itself (coord = scale, x, y before squashing). ``crop`` is the same glimpse in
+units that do not depend on the image size: scale = crop side / shorter image side, x and y = crop
+centre / image width and height. ``box`` is the crop in the image's pixels (x0, y0, x1, y1).
+SVI draws are independent (one chain, no warm-up), so summarise them with means and intervals;
+convergence diagnostics such as R-hat do not apply.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pyro.infer import Predictive
+from torch import Tensor
+
+from .data import make_proxy
+from .glimpse import glimpse_boxes, squash
+from .model import SaccadeConfig, SaccadeModel
+
+COORDS = ("scale", "x", "y")
+CORNERS = ("x0", "y0", "x1", "y1")
+LABELS_FILE = "labels.csv"
+
+
+@dataclass
+class Draws:
+    """S draws for N images: z [S, N, T, 3], probs [S, N, K], labels [S, N] ([S, N, K] for mark)."""
+
+    z: Tensor
+    probs: Tensor
+    labels: Tensor
+
+
+@dataclass
+class GlimpsePosterior:
+    """Posterior and prior draws of the glimpses of N images, with what is needed to name them."""
+
+    config: SaccadeConfig
+    names: list[str]
+    sizes: list[tuple[int, int]]  # (height, width) of each image
+    posterior: Draws
+    prior: Draws
+    observed: Tensor | None = None  # [N] class indices, or [N, K] multi-hot for mark
+
+    @property
+    def samples(self) -> int:
+        return self.posterior.z.shape[0]
+
+    def boxes(self, draws: Draws) -> Tensor:
+        """Pixel boxes (x0, y0, x1, y1) of the draws' glimpses, [S, N, T, 4]."""
+        c = self.config
+        return _per_image(draws.z, self.sizes, glimpse_boxes, c.scale_min, c.scale_max)
+
+    def crops(self, draws: Draws) -> Tensor:
+        """(scale, x, y) of the draws' glimpses in image-size-free units, [S, N, T, 3]."""
+        c = self.config
+        return _per_image(draws.z, self.sizes, crop_coordinates, c.scale_min, c.scale_max)
+
+    def to_arviz(self) -> object:
+        """ArviZ InferenceData (ArviZ < 1) or DataTree (ArviZ >= 1) with named dims and coords."""
+        groups = {
+            "posterior": self._latents(self.posterior),
+            "posterior_predictive": _predictions(self.posterior),
+            "prior": self._latents(self.prior),
+            "prior_predictive": _predictions(self.prior),
+        }
+        if self.observed is not None:
+            groups["observed_data"] = {"label": self.observed.cpu().numpy()}
+        per_glimpse = ["image", "glimpse", "coord"]
+        dims = {
+            "z": per_glimpse,
+            "crop": per_glimpse,
+            "box": ["image", "glimpse", "corner"],
+            "probs": ["image", "class"],
+            "label": ["image", "class"] if self.config.multilabel else ["image"],
+        }
+        coords = {
+            "image": list(self.names),
+            "glimpse": list(range(self.config.glimpses)),
+            "coord": list(COORDS),
+            "corner": list(CORNERS),
+            "class": list(self.config.classes),
+        }
+        return from_dict(groups, dims, coords)
+
+    def summary(self, interval: float = 0.9) -> str:
+        """Per image: predicted class and its posterior probability, then each glimpse's crop
+        coordinates as posterior mean [equal-tailed interval]."""
+        c = self.config
+        tail = (1 - interval) / 2
+        crops = self.crops(self.posterior)
+        low, high = torch.quantile(crops, torch.tensor([tail, 1 - tail]), dim=0)
+        mean = crops.mean(0)
+        probs = self.posterior.probs.mean(0)
+        lines = [
+            f"{self.samples} posterior draws per image; mean [{interval:.0%} interval] of "
+            "scale = crop side / shorter image side, x, y = crop centre / image width, height"
+        ]
+        for n, name in enumerate(self.names):
+            label, probability = predicted(probs[n], c.classes, c.multilabel)
+            line = f"{name}: predicted {label} (posterior probability {probability:.3f})"
+            if self.observed is not None:
+                line += f", true {label_name(self.observed[n], c.classes, c.multilabel)}"
+            lines.append(line)
+            for t in range(c.glimpses):
+                cells = [
+                    f"{coord} {mean[n, t, i]:.3f} [{low[n, t, i]:.3f}, {high[n, t, i]:.3f}]"
+                    for i, coord in enumerate(COORDS)
+                ]
+                lines.append(f"  glimpse {t}: " + "  ".join(cells))
+        return "\n".join(lines)
+
+    def _latents(self, draws: Draws) -> dict[str, np.ndarray]:
+        return {
+            "z": _numpy(draws.z),
+            "crop": _numpy(self.crops(draws)),
+            "box": _numpy(self.boxes(draws)),
+        }
+
+
+def _predictions(draws: Draws) -> dict[str, np.ndarray]:
+    return {"probs": _numpy(draws.probs), "label": _numpy(draws.labels.long())}
+
+
+def _numpy(draws: Tensor) -> np.ndarray:
+    """[S, ...] draws as [chain = 1, draw = S, ...], ArviZ's sample dimensions."""
+    return draws.detach().cpu()[None].numpy()
+
+
+def _per_image(z: Tensor, sizes: list[tuple[int, int]], fn: Callable, *args: float) -> Tensor:
+    """Apply ``fn(z, height, width, *args)`` to each image's draws z [S, N, T, 3]."""
+    return torch.stack([fn(z[:, n], h, w, *args) for n, (h, w) in enumerate(sizes)], 1)
+
+
+def crop_coordinates(
+    z: Tensor, height: int, width: int, scale_min: float, scale_max: float
+) -> Tensor:
+    """(crop side / shorter side, centre x / width, centre y / height) of glimpses z [..., 3]."""
+    scale = squash(z, scale_min, scale_max)[0]
+    x0, y0, x1, y1 = glimpse_boxes(z, height, width, scale_min, scale_max).unbind(-1)
+    return torch.stack([scale, (x0 + x1) / (2 * width), (y0 + y1) / (2 * height)], -1)
+
+
+# -- sampling ---------------------------------------------------------------------------------
+
+
+def draw(
+    model: SaccadeModel, images: Tensor, proxies: Tensor, samples: int, posterior: bool = True
+) -> Draws:
+    """S draws for a batch of equal-size images from the posterior or, with
+    ``posterior=False``, the prior (then the glimpses follow p(z_t | h_{t-1}))."""
+    c = model.config
+    latents = [f"z_{t}" for t in range(c.glimpses)]
+    label = "y" if c.likelihood == "aggregate" else f"y_{c.glimpses - 1}"
+    predictive = Predictive(
+        model.model,
+        guide=model.guide if posterior else None,
+        num_samples=samples,
+        return_sites=latents + ["probs", label],
+    )
+    out = predictive(images, proxies)
+    return Draws(torch.stack([out[s] for s in latents], -2), out["probs"], out[label])
+
+
+@torch.no_grad()
+def sample_posterior(
+    model: SaccadeModel,
+    images: Sequence[Tensor],
+    samples: int = 64,
+    names: Sequence[str] | None = None,
+    labels: Tensor | None = None,
+    batch_size: int = 16,
+) -> GlimpsePosterior:
+    """Posterior and prior draws of the glimpses of images [C, H, W] (sizes may differ).
+
+    ``labels`` (optional) are the true labels, class indices [N] or multi-hot [N, K]; ``names``
+    label the images (default ``"0"``, ``"1"``, ...).
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be positive, got {samples}")
+    if len(images) == 0:
+        raise ValueError("no images given")
+    names = [str(i) for i in range(len(images))] if names is None else list(names)
+    if len(names) != len(images) or (labels is not None and len(labels) != len(images)):
+        raise ValueError("need one name and one label per image")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    posterior, prior = [], []
+    try:
+        for part in _runs(images, batch_size):
+            batch = torch.stack(list(images[part])).to(device)
+            proxies = make_proxy(batch, model.config.proxy)
+            posterior.append(draw(model, batch, proxies, samples))
+            prior.append(draw(model, batch, proxies, samples, posterior=False))
+    finally:
+        model.train(was_training)
+    return GlimpsePosterior(
+        config=model.config,
+        names=names,
+        sizes=[tuple(image.shape[-2:]) for image in images],
+        posterior=_concat(posterior),
+        prior=_concat(prior),
+        observed=labels,
+    )
+
+
+def _runs(images: Sequence[Tensor], batch_size: int) -> Iterator[slice]:
+    """Runs of consecutive images of one size, at most ``batch_size`` long: one batch each."""
+    start = 0
+    for end in range(1, len(images) + 1):
+        if (
+            end == len(images)
+            or end - start == batch_size
+            or images[end].shape != images[start].shape
+        ):
+            yield slice(start, end)
+            start = end
+
+
+def _concat(parts: list[Draws]) -> Draws:
+    return Draws(
+        *(torch.cat([getattr(p, f).cpu() for p in parts], 1) for f in Draws.__dataclass_fields__)
+    )
+
+
+# -- labels -----------------------------------------------------------------------------------
+
+
+def predicted(probs: Tensor, classes: Sequence[str], multilabel: bool) -> tuple[str, float]:
+    """Predicted label and its probability from class probabilities [K].
+
+    For multi-label models the label is the classes with probability above 0.5 joined by "+",
+    and the probability is the largest one.
+    """
+    if multilabel:
+        marks = [name for name, p in zip(classes, probs.tolist(), strict=True) if p > 0.5]
+        return "+".join(marks), float(probs.max())
+    index = int(probs.argmax())
+    return classes[index], float(probs[index])
+
+
+def label_name(label: Tensor, classes: Sequence[str], multilabel: bool) -> str:
+    """Name of a true label: a class index, or for mark a multi-hot vector ("3+7")."""
+    if multilabel:
+        return "+".join(name for name, on in zip(classes, label.tolist(), strict=True) if on)
+    return classes[int(label)]
+
+
+def parse_label(name: str, classes: Sequence[str], multilabel: bool) -> Tensor:
+    """A label as written in labels.csv ("3-7", "10", "3+7") as a class index or multi-hot."""
+    if multilabel:
+        marks = name.split("+")
+        if not set(marks) <= set(classes):
+            raise ValueError(f"label {name!r} names classes this model does not have")
+        return torch.tensor([float(c in marks) for c in classes])
+    if name not in classes:
+        raise ValueError(f"label {name!r} is not one of this model's classes")
+    return torch.tensor(list(classes).index(name))
+
+
+def labels_beside(paths: Sequence[Path]) -> list[str | None]:
+    """True labels from a labels.csv (``file,label``, as ``saccade data export`` writes it) in
+    each image's directory; None where there is none."""
+    tables: dict[Path, dict[str, str]] = {}
+    found = []
+    for path in map(Path, paths):
+        if path.parent not in tables:
+            tables[path.parent] = _read_labels(path.parent / LABELS_FILE)
+        found.append(tables[path.parent].get(path.name))
+    return found
+
+
+def true_labels(paths: Sequence[Path], classes: Sequence[str], multilabel: bool) -> Tensor | None:
+    """The true labels of image files from labels.csv beside them, as class indices [N] (or
+    multi-hot [N, K]); None unless every image has one."""
+    names = labels_beside(paths)
+    if any(name is None for name in names):
+        return None
+    labels = []
+    for path, name in zip(paths, names, strict=True):
+        try:
+            labels.append(parse_label(name, classes, multilabel))
+        except ValueError as error:
+            table = Path(path).parent / LABELS_FILE
+            raise ValueError(f"{table}, {Path(path).name}: {error}") from error
+    return torch.stack(labels)
+
+
+def image_names(paths: Sequence[Path]) -> list[str]:
+    """File names to label images by, or the paths as given where two names are the same."""
+    names = [Path(p).name for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def _read_labels(table: Path) -> dict[str, str]:
+    if not table.is_file():
+        return {}
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"file", "label"} <= set(rows[0]):
+        raise ValueError(f"{table}: expected the columns file,label")
+    return {row["file"]: row["label"] for row in rows}
+
+
+# -- ArviZ ------------------------------------------------------------------------------------
+
+
+def from_dict(
+    groups: dict[str, dict], dims: dict[str, list[str]], coords: dict[str, list]
+) -> object:
+    """``{group: {variable: array [chain, draw, ...]}}`` as ArviZ data: InferenceData with
+    ArviZ 0.x, DataTree with ArviZ 1.x (whose converters live in ``arviz_base``)."""
+    try:
+        from arviz_base import from_dict as datatree_from_dict
+    except ImportError:
+        return _arviz().from_dict(**groups, dims=dims, coords=coords)
+    return datatree_from_dict(groups, dims=dims, coords=coords)
+
+
+def read_posterior(path: str | Path) -> object:
+    """Open a file written by ``saccade posterior``: InferenceData (ArviZ 0.x) or DataTree."""
+    try:
+        import arviz_base  # noqa: F401  (ArviZ 1.x: plain xarray DataTree)
+    except ImportError:
+        return _arviz().from_netcdf(str(path))
+    import xarray
+
+    return xarray.open_datatree(str(path))
+
+
+def _arviz() -> object:
+    with warnings.catch_warnings():
+        # ArviZ 0.23 announces its 1.0 refactor on import; that is not news to our users.
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+    return arviz

@@ -1,0 +1,64 @@
+"""saccade benchmark: a tiny end-to-end run, and the rules that skip unaffordable cells."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from pyro_saccade.benchmark import skip_reason
+from pyro_saccade.cli import main
+
+
+def test_tiny_benchmark_writes_the_report(tmp_path: object) -> None:
+    args = ["benchmark", "--sizes", "48", "--batch-sizes", "1", "--repeats", "1"]
+    args += ["--quiet", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert {"machine", "settings", "params", "tiles", "results", "seconds"} <= set(report)
+    assert set(report["params"]) == {"saccade", "resnet18-tiled", "resnet18"}
+    cells = {(r["subject"], r["phase"]): r for r in report["results"]}
+    assert set(cells) == {
+        ("saccade", "proxy"),
+        ("saccade", "infer"),
+        ("saccade", "predict"),
+        ("saccade", "train"),
+        ("resnet18-tiled", "infer"),
+        ("resnet18-tiled", "train"),
+        ("resnet18", "infer"),
+        ("resnet18", "train"),
+    }
+    for key in [("saccade", "infer"), ("saccade", "train"), ("resnet18-tiled", "infer")]:
+        cell = cells[key]
+        assert cell["status"] == "ok", cell
+        assert cell["runs"] == 1 and cell["latency_s"] > 0 and cell["memory_mb"] >= 0
+    # Never a number for what was not measured: a batch-norm head cannot train on one image.
+    skipped = cells[("resnet18", "train")]
+    assert skipped["status"] == "skipped" and "latency_s" not in skipped
+    assert "batch of 1" in skipped["reason"]
+    assert (tmp_path / "benchmark.png").stat().st_size > 0
+    assert "### Inference latency" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_cells_beyond_the_budget_or_memory_are_skipped_with_a_reason() -> None:
+    measured = {
+        "subject": "resnet18",
+        "phase": "infer",
+        "canvas": (100, 100),
+        "batch": 1,
+        "status": "ok",
+        "latency_s": 0.5,
+        "warmup_s": 0.5,
+        "memory_mb": 10.0,
+    }
+    # 100x the pixels of a 0.5 s run: about 50 s, so a warm-up and a run need 100 s.
+    reason = skip_reason("resnet18", "infer", (1000, 1000), 1, [measured], 60.0, 1e6)
+    assert "50 s per run" in reason and "60 s budget" in reason
+    assert skip_reason("resnet18", "infer", (1000, 1000), 1, [measured], 200.0, 1e6) is None
+    # 1000 MB of activations (scaled) plus a 3.8 MB input exceed a 500 MB limit.
+    reason = skip_reason("resnet18", "infer", (1000, 1000), 1, [measured], 200.0, 500.0)
+    assert "memory limit" in reason
+    # The saccade model's cost is flat in the canvas: only its input has to fit.
+    assert skip_reason("saccade", "infer", (1000, 1000), 1, [], 1.0, 500.0) is None
+    assert "input" in skip_reason("saccade", "infer", (20000, 20000), 1, [], 1.0, 500.0)

@@ -1,0 +1,140 @@
+"""The probabilistic program: sites, glimpses, learning, checkpoints."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyro_saccade import SaccadeConfig, SaccadeModel, TrainConfig, load, train
+from pyro_saccade.glimpse import extract_glimpse, glimpse_boxes, unsquash
+from pyro_saccade.training import ELBOLoss
+
+TINY = dict(glimpses=2, hidden=32, crop_width=8, crop_features=16, proxy_width=8,
+            proxy_features=16, z_features=8, crop=16, proxy=16)
+
+
+def tiny_model(**overrides: object) -> SaccadeModel:
+    config = SaccadeConfig(**{**TINY, **overrides})
+    return SaccadeModel(config)
+
+
+def batch(n: int = 4, size: int = 40, classes: int = 55) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(n, 1, size, size, generator=generator)
+    proxies = torch.nn.functional.adaptive_avg_pool2d(images, 16)
+    labels = torch.randint(0, classes, (n,), generator=generator)
+    return images, proxies, labels
+
+
+@pytest.mark.parametrize("likelihood", ["aggregate", "per_glimpse"])
+def test_trace_structure(likelihood: str) -> None:
+    pyro.set_rng_seed(0)
+    model = tiny_model(likelihood=likelihood)
+    images, proxies, labels = batch()
+    guide_trace = poutine.trace(model.guide).get_trace(images, proxies, labels)
+    model_trace = poutine.trace(poutine.replay(model.model, guide_trace)).get_trace(
+        images, proxies, labels)
+    for t in range(2):
+        for trace in (guide_trace, model_trace):
+            site = trace.nodes[f"z_{t}"]
+            assert site["fn"].event_shape == (3,) and site["fn"].batch_shape == (4,)
+            assert not site["is_observed"]
+        assert model_trace.nodes[f"c_{t}"]["is_observed"]
+        assert model_trace.nodes[f"c_{t}"]["fn"].event_shape == (1, 16, 16)
+    labels_sites = ["y"] if likelihood == "aggregate" else ["y_0", "y_1"]
+    for name in labels_sites:
+        assert model_trace.nodes[name]["is_observed"]
+        assert torch.equal(model_trace.nodes[name]["value"], labels)
+    assert model_trace.nodes["probs"]["value"].shape == (4, 55)
+    # The guide's latents feed the model's crops: the same tensors, not resampled.
+    assert model_trace.nodes["z_0"]["value"] is guide_trace.nodes["z_0"]["value"]
+
+
+def test_crop_lands_where_z_points() -> None:
+    image = torch.zeros(1, 1, 120, 200)
+    image[..., 30:50, 140:160] = 1.0  # a bright 20x20 square centred at (x=150, y=40)
+    smin, smax = 0.1, 0.5
+    scale = torch.tensor([20 / 120])  # crop side 20 px of the shorter side, 120
+    sx, sy = 20 / 200, 20 / 120
+    x = torch.tensor([(150 / 200 * 2 - 1) / (1 - sx)])
+    y = torch.tensor([(40 / 120 * 2 - 1) / (1 - sy)])
+    z = unsquash(scale, x, y, smin, smax)
+    box = glimpse_boxes(z, 120, 200, smin, smax)[0]
+    assert torch.allclose(box, torch.tensor([140.0, 30.0, 160.0, 50.0]), atol=0.05)
+    crop = extract_glimpse(image, z, 10, smin, smax)
+    assert crop.shape == (1, 1, 10, 10)
+    assert crop.min() > 0.99  # every sample inside the square
+    elsewhere = extract_glimpse(image, torch.zeros(1, 3), 10, smin, smax)
+    assert elsewhere.max() < 1e-6  # the centre of the image is dark
+
+
+def test_glimpse_stays_inside_image() -> None:
+    z = torch.tensor([[10.0, 10.0, -10.0], [-10.0, -10.0, 10.0]])
+    boxes = glimpse_boxes(z, 300, 500, 0.1, 0.4)
+    assert (boxes[:, 0] >= -1e-4).all() and (boxes[:, 2] <= 500 + 1e-4).all()
+    assert (boxes[:, 1] >= -1e-4).all() and (boxes[:, 3] <= 300 + 1e-4).all()
+    sides = boxes[:, 2] - boxes[:, 0]
+    assert torch.allclose(sides, torch.tensor([120.0, 30.0]), atol=0.1)  # 0.4 / 0.1 of 300
+
+
+def test_scale_gets_a_gradient() -> None:
+    image = torch.rand(1, 1, 64, 64)
+    z = torch.zeros(1, 3, requires_grad=True)
+    extract_glimpse(image, z, 8, 0.1, 0.9).sum().backward()
+    assert z.grad[0, 0].abs() > 0  # the authors' max(|s|, 1/p) had none here
+
+
+def test_a_few_steps_fit_a_tiny_batch() -> None:
+    pyro.set_rng_seed(0)
+    model = tiny_model(label_weight=10.0)
+    images, proxies, labels = batch(classes=55)
+    loss_fn = ELBOLoss(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss_fn(images, proxies, labels).backward()
+        optimizer.step()
+    probs = model.predict(images, proxies)
+    assert (probs.argmax(-1) == labels).all()
+
+
+def test_prediction_shapes_and_samples() -> None:
+    pyro.set_rng_seed(0)
+    model = tiny_model()
+    images, proxies, _ = batch(n=3)
+    mean = model.infer(images, proxies)
+    assert mean.probs.shape == (3, 55) and mean.z.shape == (1, 3, 2, 3)
+    assert torch.allclose(mean.probs.sum(-1), torch.ones(3), atol=1e-5)
+    again = model.infer(images, proxies)
+    assert torch.equal(mean.probs, again.probs)  # posterior mean is deterministic
+    sampled = model.infer(images, proxies, samples=5)
+    assert sampled.z.shape == (5, 3, 2, 3)
+    assert not torch.equal(sampled.z[0], sampled.z[1])
+
+
+def test_any_image_size() -> None:
+    model = tiny_model()
+    for height, width in [(40, 40), (57, 123), (300, 90)]:
+        images = torch.rand(2, 1, height, width)
+        assert model.predict(images).shape == (2, 55)
+
+
+def test_config_rejects_nonsense() -> None:
+    for bad in [dict(glimpses=0), dict(proxy=30), dict(scale_min=0.6, scale_max=0.5),
+                dict(likelihood="product")]:
+        with pytest.raises(ValueError):
+            SaccadeConfig(**bad)
+
+
+def test_train_checkpoint_round_trip(tmp_path) -> None:
+    config = SaccadeConfig(**TINY)
+    run = TrainConfig(epochs=1, train_size=16, test_size=8, batch_size=8, canvas=[40, 40])
+    model = train(config, run, out=tmp_path, progress=False)
+    images = torch.rand(3, 1, 40, 40)
+    loaded = load(tmp_path)
+    assert torch.equal(model.predict(images), loaded.predict(images))
+    assert loaded.config == model.config
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and "test_accuracy" in lines[0]

@@ -1,0 +1,99 @@
+"""Pictures of the glimpses (``saccade visualize``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+from click.testing import CliRunner
+from matplotlib.patches import Rectangle
+from PIL import Image
+
+from pyro_saccade.cli import main
+from pyro_saccade.data import class_names, save_image
+from pyro_saccade.model import SaccadeConfig, SaccadeModel
+from pyro_saccade.training import save_checkpoint
+from pyro_saccade.viz import for_display, glimpse_figure
+
+TINY = dict(
+    glimpses=3,
+    hidden=32,
+    crop=16,
+    proxy=16,
+    crop_width=8,
+    crop_features=16,
+    proxy_width=8,
+    proxy_features=16,
+    z_features=8,
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> SaccadeModel:
+    pyro.set_rng_seed(0)
+    return SaccadeModel(SaccadeConfig(classes=class_names("identify"), **TINY)).eval()
+
+
+def thick_boxes(figure: object) -> list[list[float]]:
+    """(x0, y0, x1, y1) of the boxes drawn for the posterior-mean glimpses, in drawing order."""
+    ax = figure.axes[0]
+    boxes = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_linewidth() > 2]
+    return [
+        [b.get_x(), b.get_y(), b.get_x() + b.get_width(), b.get_y() + b.get_height()] for b in boxes
+    ]
+
+
+def test_boxes_land_in_image_pixels_even_when_shown_downsampled(model: SaccadeModel) -> None:
+    height, width = 1200, 2000  # larger than the 800 px display side
+    image = torch.rand(1, height, width)
+    figure = glimpse_figure(model, image, samples=8, true_label="3-7")
+
+    expected = model.boxes(model.infer(image[None]).z[0, 0], height, width)
+    torch.testing.assert_close(torch.tensor(thick_boxes(figure)), expected, atol=1e-3, rtol=0)
+    ax = figure.axes[0]
+    shown = ax.images[0]
+    assert shown.get_array().shape[:2] == (480, 800)  # downsampled, aspect kept
+    assert tuple(shown.get_extent()) == (0, width, height, 0)  # drawn in full-image pixels
+    assert [t.get_text() for t in ax.texts] == ["0", "1", "2"]  # numbered in order
+    assert len(ax.collections) == 3  # one faint cloud of sampled boxes per glimpse
+    assert len(figure.axes) == 1 + 3  # the image and a strip of three crops
+    assert "true 3-7" in ax.get_title() and "predicted" in ax.get_title()
+
+
+def test_title_colour_says_whether_the_prediction_is_right(model: SaccadeModel) -> None:
+    image = torch.rand(1, 50, 50)
+    predicted = model.config.classes[int(model.predict(image[None]).argmax())]
+    wrong = next(name for name in model.config.classes if name != predicted)
+    right_title = glimpse_figure(model, image, samples=0, true_label=predicted).axes[0].title
+    wrong_title = glimpse_figure(model, image, samples=0, true_label=wrong).axes[0].title
+    assert right_title.get_color() != wrong_title.get_color()
+    unknown = glimpse_figure(model, image, samples=0).axes[0]
+    assert "true" not in unknown.get_title() and not unknown.collections
+
+
+def test_for_display_keeps_small_images_and_averages_large_ones() -> None:
+    small = torch.rand(3, 20, 30)
+    assert torch.equal(for_display(small), small.permute(1, 2, 0))
+    large = torch.rand(1, 1600, 1000)
+    shown = for_display(large)
+    assert shown.shape == (800, 500, 1)
+    torch.testing.assert_close(shown.mean(), large.mean(), atol=1e-4, rtol=0)
+
+
+def test_visualize_command_writes_one_picture_per_image(model: SaccadeModel, tmp_path: Path):
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(checkpoint, model)
+    images = tmp_path / "images"
+    images.mkdir()
+    save_image(torch.rand(1, 60, 90), images / "a.png")
+    save_image(torch.rand(3, 70, 40), images / "b.png")
+    (images / "labels.csv").write_text("file,label\na.png,3-7\nb.png,1-2\n")
+    out = tmp_path / "pictures"
+    args = ["visualize", str(checkpoint), str(images / "a.png"), str(images / "b.png")]
+    result = CliRunner().invoke(main, [*args, "--samples", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("a_glimpses.png", "b_glimpses.png"):
+        with Image.open(out / name) as picture:
+            assert picture.format == "PNG" and min(picture.size) > 200
