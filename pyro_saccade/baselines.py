@@ -23,6 +23,8 @@ from .data import class_names
 from .training import TrainConfig, train
 
 FEATURES = 256  # the authors' resnet18 output, summed over tiles
+TILE = 224  # resnet18's native input side
+CHUNK = 11  # tiles per resnet18 batch, as the authors' checkpointed segments
 
 
 @dataclass
@@ -33,7 +35,7 @@ class BaselineConfig:
     task: str = "identify"
     channels: int = 1
     tile: int | None = None  # None: the whole image in one pass
-    chunk: int = 11  # tiles per resnet18 batch (and per checkpointed segment)
+    chunk: int = CHUNK  # tiles per resnet18 batch (and per checkpointed segment)
     checkpoint: bool = False  # recompute tile activations in backward to save memory
     proxy: int = 32  # the proxy side training.evaluate builds; the baselines ignore proxies
 
@@ -168,12 +170,12 @@ class TiledResNet18(ResNet18Baseline):
     def __init__(
         self,
         num_classes: int | Sequence[str],
-        tile: int = 224,
+        tile: int = TILE,
         checkpoint: bool = False,
         *,
         task: str = "identify",
         channels: int = 1,
-        chunk: int = 11,
+        chunk: int = CHUNK,
     ) -> None:
         config = BaselineConfig(
             class_list(num_classes), task, channels, tile=tile, chunk=chunk, checkpoint=checkpoint
@@ -184,7 +186,7 @@ class TiledResNet18(ResNet18Baseline):
     def from_config(cls, config: BaselineConfig) -> TiledResNet18:
         return cls(
             config.classes,
-            config.tile or 224,
+            config.tile or TILE,
             config.checkpoint,
             task=config.task,
             channels=config.channels,

@@ -73,7 +73,7 @@ class SaccadeGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt as error:
-            click.echo(f"Error: {error or 'interrupted'}", err=True)
+            click.echo(f"Error: {str(error) or 'interrupted'}", err=True)
             ctx.exit(130)
         except Exception as error:
             if ctx.obj and ctx.obj.get("debug"):
@@ -93,6 +93,27 @@ def _expected(error: Exception) -> bool:
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or error.__class__.__name__
+
+
+def _writable(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Fail before any work on an output path that cannot be written: the nearest existing
+    directory on its way must take a new file (nothing is created here)."""
+    import tempfile
+
+    if value is None:
+        return None
+    existing = value if param.type.dir_okay else value.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise click.BadParameter(f"cannot write to {value}: {existing} is not a directory")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise click.BadParameter(
+            f"cannot write to {value}: {existing}: {error.strerror or error}"
+        ) from error
+    return value
 
 
 @click.group(cls=SaccadeGroup)
@@ -157,6 +178,7 @@ def data() -> None:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=_writable,
     required=True,
     help="Output directory (created if missing).",
 )
@@ -299,7 +321,13 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
     show_default=True,
     help="Held-out canvases evaluated after every epoch.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Global batch: under torchrun it is split evenly over the processes.",
+)
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
@@ -337,9 +365,10 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
 )
 @click.option(
     "--likelihood",
-    type=click.Choice(["aggregate", "per_glimpse"]),
-    default="aggregate",
+    type=click.Choice(["per_glimpse", "aggregate"]),
+    default="per_glimpse",
     show_default=True,
+    help="Label likelihood at every glimpse (Eq. 6) or once after the last.",
 )
 @click.option(
     "--kl-weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
@@ -378,10 +407,13 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=_writable,
     required=True,
     help="Run directory: checkpoint.pt, config.json, metrics.jsonl.",
 )
+@click.pass_context
 def train_command(
+    ctx: click.Context,
     task: str,
     model_kind: str,
     canvas: tuple[int, int],
@@ -417,14 +449,20 @@ def train_command(
 
     The model options (--glimpses to --prior) apply to the saccade model only. With photos,
     --task, --canvas, --distractors, --digit-size, --train-size and --test-size do not apply:
-    every training photo is seen once per epoch.
+    every training photo is seen once per epoch. --resume continues the run in --out as it was
+    configured (options given again must repeat its values).
     """
     from .baselines import train_baseline
     from .data import class_names, photo_classes
     from .model import SaccadeConfig
-    from .training import TrainConfig, load, train
+    from .priors import make_prior
+    from .training import TrainConfig, canvases, load, train
 
     _check_device(device)
+    if resume:
+        train(train_config=_check_resume(ctx, out), out=out, resume=True, progress=not quiet)
+        click.echo(f"checkpoint: {out / 'checkpoint.pt'}")
+        return
     photos = _photos(data_dir, csv_file)
     if photos and model_kind != "saccade":
         raise click.BadParameter("photos train the saccade model only", param_hint="--model")
@@ -454,29 +492,95 @@ def train_command(
             f"{init} holds a {getattr(start, 'kind', 'saccade')} model, not {model_kind}",
             param_hint="--init",
         )
-    if model_kind != "saccade":
-        train_baseline(
-            model_kind, train_config, out=out, resume=resume, progress=not quiet, model=start
-        )
-    else:
-        model_config = (
-            start.config
-            if start
-            else SaccadeConfig(
-                classes=photo_classes(photos) if photos else class_names(task),
-                task=train_config.task,
-                channels=3 if photos else 1,
-                glimpses=glimpses,
-                crop=crop,
-                proxy=proxy,
-                likelihood=likelihood,
-                kl_weight=kl_weight,
-                prior=prior,
-                prior_args=dict(prior_args),
+    if not photos:
+        try:  # e.g. digits larger than the canvas
+            canvases(train_config, "test", 1)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from error
+    model_config = None
+    if model_kind == "saccade":
+        classes = photo_classes(photos) if photos else class_names(task)
+        try:
+            model_config = (
+                start.config
+                if start
+                else SaccadeConfig(
+                    classes=classes,
+                    task=train_config.task,
+                    channels=3 if photos else 1,
+                    glimpses=glimpses,
+                    crop=crop,
+                    proxy=proxy,
+                    likelihood=likelihood,
+                    kl_weight=kl_weight,
+                    prior=prior,
+                    prior_args=dict(prior_args),
+                )
             )
+            make_prior(model_config.prior, model_config.hidden, model_config.prior_args)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from error
+        if not photos:
+            try:
+                model_config.check_image(model_config.channels, *canvas)
+            except ValueError as error:
+                raise click.BadParameter(str(error), param_hint="--canvas") from error
+    if (out / "checkpoint.pt").exists():  # starting anew would overwrite that run
+        raise click.BadParameter(
+            f"{out} holds a run already: continue it with --resume, or choose another directory",
+            param_hint="--out",
         )
-        train(model_config, train_config, out=out, resume=resume, progress=not quiet, model=start)
+    if model_config is None:
+        train_baseline(model_kind, train_config, out=out, progress=not quiet, model=start)
+    else:
+        train(model_config, train_config, out=out, progress=not quiet, model=start)
     click.echo(f"checkpoint: {out / 'checkpoint.pt'}")
+
+
+def _check_resume(ctx: click.Context, out: Path) -> object:
+    """The TrainConfig of the run that --resume continues (None if there is none): as it was
+    configured, so an option given again must repeat the run's value, since another one would
+    silently not apply."""
+    import json
+
+    from click.core import ParameterSource
+
+    from .training import CHECKPOINT, TrainConfig, read_checkpoint
+
+    if not (out / CHECKPOINT).exists():
+        return None  # train() says that there is nothing to resume
+    payload = read_checkpoint(out / CHECKPOINT)
+    trained = json.loads(payload.get("train_config") or "{}")
+    saved = {
+        **trained,
+        **json.loads(payload["config"]),
+        "kind": payload.get("kind", "saccade"),
+    }
+    fields = {
+        "data_dir": "photos",
+        "csv_file": "photos",
+        "test_data": "photo_test",
+        "model_kind": "kind",
+    }
+    for param in ctx.command.params:
+        name = param.name
+        if name in ("out", "resume", "quiet"):
+            continue
+        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        value, field = ctx.params[name], fields.get(name, name)
+        if isinstance(value, Path):
+            value = str(value.resolve())
+        elif isinstance(value, tuple):  # --canvas (H, W), or --prior-arg (key, value) pairs
+            value = dict(value) if value and isinstance(value[0], tuple) else list(value)
+        if field not in saved or value != saved[field]:
+            was = f"was run with {saved[field]!r}" if field in saved else "has no such setting"
+            raise click.BadParameter(
+                f"{out} {was}; --resume continues a run as it was configured",
+                ctx=ctx,
+                param=param,
+            )
+    return TrainConfig(**trained) if trained else None
 
 
 def _check_device(device: str) -> None:
@@ -523,7 +627,13 @@ def _check_device(device: str) -> None:
     help="Std of proxy noise [default: as trained].",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True, help="Test-canvas seed.")
+@click.option(
+    "--seed",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Seed of the test canvases and of the posterior samples.",
+)
 @PHOTO_DIR
 @PHOTO_CSV
 @DEVICE
@@ -551,6 +661,9 @@ def evaluate_command(
     import json
     import time
 
+    import pyro
+
+    from .model import SaccadeModel
     from .training import TrainConfig, canvases, evaluate, load, read_checkpoint
 
     _check_device(device)
@@ -561,6 +674,7 @@ def evaluate_command(
         else TrainConfig()
     )
     model = load(checkpoint, device)
+    pyro.set_rng_seed(seed)  # the same posterior samples every time
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     photos = _photos(data_dir, csv_file)
     if photos or trained.photos:
@@ -572,10 +686,16 @@ def evaluate_command(
         canvas=list(canvas) if canvas else trained.canvas,
         distractors=trained.distractors if distractors is None else distractors,
     )
+    try:
+        if isinstance(model, SaccadeModel):
+            model.config.check_image(model.config.channels, *config.canvas)
+        test_set = canvases(config, "test", n)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--canvas") from error
     started = time.perf_counter()
     accuracy = evaluate(
         model,
-        canvases(config, "test", n),
+        test_set,
         batch_size=batch_size,
         samples=samples,
         noise=noise,
@@ -666,10 +786,11 @@ def _evaluate_photos(
     show_default=True,
     help="Posterior samples averaged (0: posterior-mean glimpses).",
 )
+@SEED
 @DEVICE
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 def predict_command(
-    checkpoint: str, images: tuple[Path, ...], samples: int, device: str, as_json: bool
+    checkpoint: str, images: tuple[Path, ...], samples: int, seed: int, device: str, as_json: bool
 ) -> None:
     """Classify image files (JPEG, PNG, TIFF, .npy) of any size.
 
@@ -678,13 +799,12 @@ def predict_command(
     """
     import json
 
-    from .data import Photo
-    from .training import load
+    import pyro
 
-    _check_device(device)
-    model = load(checkpoint, device)
-    for path in images:
-        image = Photo(path, channels=model.config.channels)
+    model = _saccade_model(checkpoint, device)
+    photos = [_open_image(path, model, lazy=True) for path in images]
+    pyro.set_rng_seed(seed)
+    for path, image in zip(images, photos, strict=True):
         result = describe_prediction(model, image, samples)
         if as_json:
             click.echo(json.dumps({"path": str(path), **result}))
@@ -738,6 +858,7 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=_writable,
     default="runs/demo",
     show_default=True,
 )
@@ -788,6 +909,20 @@ def _saccade_model(checkpoint: str, device: str) -> object:
     return model
 
 
+def _open_image(path: Path, model: object, lazy: bool = False) -> object:
+    """An image file as ``model`` reads it, a tensor [C, H, W] or (``lazy``) a Photo on disk;
+    an ImageError naming the file if the model cannot use it."""
+    from .data import ImageError, Photo, load_image
+
+    c = model.config
+    image = Photo(path, channels=c.channels) if lazy else load_image(path, channels=c.channels)
+    try:
+        c.check_image(*image.shape)
+    except ValueError as error:
+        raise ImageError(f"{path}: {error}") from None
+    return image
+
+
 @main.command("posterior")
 @click.argument("checkpoint")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
@@ -810,6 +945,7 @@ def _saccade_model(checkpoint: str, device: str) -> object:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=_writable,
     required=True,
     help="netCDF file to write (open it with ArviZ).",
 )
@@ -830,12 +966,11 @@ def posterior_command(
     """
     import pyro
 
-    from .data import load_image
     from .posterior import image_names, sample_posterior, true_labels
 
     model = _saccade_model(checkpoint, device)
     c = model.config
-    tensors = [load_image(path, channels=c.channels) for path in images]
+    tensors = [_open_image(path, model) for path in images]
     labels = true_labels(images, c.classes, c.multilabel)
     pyro.set_rng_seed(seed)
     result = sample_posterior(
@@ -862,6 +997,7 @@ def posterior_command(
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=_writable,
     required=True,
     help="Directory for the pictures (created if missing).",
 )
@@ -876,15 +1012,15 @@ def visualize_command(
     """
     import pyro
 
-    from .data import load_image
-    from .posterior import labels_beside
+    from .posterior import checked_labels, labels_beside
     from .viz import glimpse_figure
 
     model = _saccade_model(checkpoint, device)
+    checked_labels(images, model.config.classes, model.config.multilabel)
     out.mkdir(parents=True, exist_ok=True)
     pyro.set_rng_seed(seed)
     for path, label in zip(images, labels_beside(images), strict=True):
-        image = load_image(path, channels=model.config.channels)
+        image = _open_image(path, model)
         target = out / f"{path.stem}_glimpses.png"
         glimpse_figure(model, image, samples, label).savefig(target, dpi=100)
         click.echo(f"{path}: {target}")
@@ -952,6 +1088,7 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
+    callback=_writable,
     default="runs/benchmark",
     show_default=True,
     help="Directory for benchmark.json, benchmark.md and benchmark.png.",
@@ -995,3 +1132,7 @@ def benchmark_command(
     paths = write(report, out)
     click.echo(paths["md"].read_text())
     click.echo(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")
+
+
+if __name__ == "__main__":  # python -m pyro_saccade.cli, e.g. under torchrun
+    main(prog_name="saccade")

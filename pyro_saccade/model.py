@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from functools import partial
+from typing import NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -32,6 +32,7 @@ from .networks import (
     CropEncoder,
     DigitPairHead,
     GaussianHead,
+    LinearHead,
     ProxyDecoder,
     ProxyEncoder,
     Recurrence,
@@ -41,6 +42,8 @@ from .priors import LATENT, GlimpsePrior, make_prior
 FORMAT_VERSION = 1
 LIKELIHOODS = ("aggregate", "per_glimpse")
 HEADS = ("linear", "digit_pairs")
+DIGIT_TASKS = ("identify", "sum", "mark")
+EVIDENCE = ("crops", "state")
 PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
 
 
@@ -65,21 +68,28 @@ class SaccadeConfig:
     proxy_width: int = 16
     proxy_features: int = 128
     z_features: int = 32
-    head: str = "linear"  # linear | digit_pairs (two-digit tasks, see networks.DigitPairHead)
-    likelihood: str = "aggregate"  # aggregate | per_glimpse
+    head: str = "auto"  # linear | digit_pairs (networks.DigitPairHead) | auto: by task
+    evidence: str = "state"  # state: read from h_t | crops: summed per-crop evidence
+    likelihood: str = "per_glimpse"  # per_glimpse (Eq. 6) | aggregate: once, at the end
     proxy_likelihood: str = "bernoulli"  # bernoulli (continuous targets) | gaussian
     kl_weight: float = 1.0
     label_weight: float = 1.0
-    proxy_weight: float = 1.0
+    proxy_weight: float = 0.001  # the proxy term has J*J pixels; see docs/results.md
     prior: str = "vrnn"
     prior_args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.head == "auto":
+            self.head = "digit_pairs" if self.task in DIGIT_TASKS else "linear"
         checks = [
             (self.glimpses >= 1, f"glimpses must be at least 1, got {self.glimpses}"),
             (self.head in HEADS, f"head must be one of {HEADS}, got {self.head!r}"),
             (
-                self.head == "linear" or self.task in ("identify", "sum", "mark"),
+                self.evidence in EVIDENCE,
+                f"evidence must be one of {EVIDENCE}, got {self.evidence!r}",
+            ),
+            (
+                self.head == "linear" or self.task in DIGIT_TASKS,
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
             ),
             (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
@@ -130,6 +140,25 @@ class SaccadeConfig:
             raise ValueError(f"unknown config fields: {', '.join(unknown)}")
         return cls(**values)
 
+    def check_image(self, channels: int, height: int, width: int) -> None:
+        """Raise ValueError unless an image of this shape suits the model: its channels, and
+        sides no smaller than the crop and the proxy (the model would only see it upsampled)."""
+        if channels != self.channels:
+            raise ValueError(f"{channels} channels, but the model takes {self.channels}")
+        side = max(self.crop, self.proxy)
+        if min(height, width) < side:
+            raise ValueError(
+                f"{height}x{width} pixels, smaller than the model's {side}x{side} crop and proxy"
+            )
+
+
+class Step(NamedTuple):
+    """What one glimpse leaves behind: the new recurrent state and the crop's features."""
+
+    h: Tensor
+    state: tuple[Tensor, Tensor]
+    features: Tensor
+
 
 @dataclass
 class Prediction:
@@ -152,9 +181,11 @@ class SaccadeModel(nn.Module):
         self.rnn = Recurrence(
             c.crop_features + c.z_features + c.proxy_features, c.hidden, c.rnn_layers
         )
+        evidence_inputs = c.crop_features if c.evidence == "crops" else c.hidden
         self.classifier = (
-            DigitPairHead(c.hidden, c.task) if c.head == "digit_pairs"
-            else nn.Linear(c.hidden, c.num_classes)
+            DigitPairHead(evidence_inputs, c.task)
+            if c.head == "digit_pairs"
+            else LinearHead(evidence_inputs, c.num_classes)
         )
         self.proxy_decoder = ProxyDecoder(LATENT, c.hidden, c.channels, c.proxy, c.proxy_width)
         self.proxy_log_scale = nn.Parameter(torch.zeros(c.channels, 1, 1))
@@ -163,7 +194,7 @@ class SaccadeModel(nn.Module):
         # The guide runs the same recurrence as the model; under Trace_ELBO the model is replayed
         # with the guide's very z tensors, so the model reuses the guide's states instead of
         # cropping and encoding everything twice.
-        self._memo: list[tuple[Tensor, Tensor, tuple[Tensor, Tensor]]] = []
+        self._memo: list[tuple[Tensor, Step]] = []
         self._memo_images: Tensor | None = None
         self.last_probs: Tensor | None = None
 
@@ -176,14 +207,22 @@ class SaccadeModel(nn.Module):
         z: Tensor,
         proxy_features: Tensor,
         state: tuple[Tensor, Tensor],
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Crop the image at z_t, encode the crop and update the recurrent state: h_t."""
+    ) -> Step:
+        """Crop the image at z_t, encode the crop and update the recurrent state to h_t."""
         if self._memo_images is images and t < len(self._memo) and self._memo[t][0] is z:
-            return self._memo[t][1], self._memo[t][2]
+            return self._memo[t][1]
         c = self.config
         crop = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max)
-        x = torch.cat([self.crop_encoder(crop), self.z_embed(z), proxy_features], -1)
-        return self.rnn(x, state)
+        features = self.crop_encoder(crop)
+        h, state = self.rnn(torch.cat([features, self.z_embed(z), proxy_features], -1), state)
+        return Step(h, state, features)
+
+    def evidence(self, step: Step, total: Tensor | None) -> Tensor:
+        """Class evidence after a glimpse: summed over crops so far, or read from h_t."""
+        if self.config.evidence == "state":
+            return self.classifier.evidence(step.h)
+        evidence = self.classifier.evidence(step.features)
+        return evidence if total is None else total + evidence
 
     def proxy_distribution(self, z: Tensor, h: Tensor) -> dist.Distribution:
         """p(c | z_t, h_{t-1}) over the whole J x J proxy."""
@@ -216,15 +255,17 @@ class SaccadeModel(nn.Module):
         batch = images.shape[0]
         proxy_features = self.proxy_encoder(proxies)
         state = self.rnn.initial(batch, proxy_features)
-        h = state[0][-1]
+        h, total = state[0][-1], None
         with pyro.plate("data", batch, device=images.device):
             for t in pyro.markov(range(c.glimpses)):
                 with poutine.scale(scale=annealing * c.kl_weight):
                     z = pyro.sample(f"z_{t}", self.prior(h, t))
                 with poutine.scale(scale=c.proxy_weight):
                     pyro.sample(f"c_{t}", self.proxy_distribution(z, h), obs=proxies)
-                h, state = self.step(t, images, z, proxy_features, state)
-                logits = self.classifier(h)
+                step = self.step(t, images, z, proxy_features, state)
+                h, state = step.h, step.state
+                total = self.evidence(step, total)
+                logits = self.classifier.combine(total)
                 if c.likelihood == "per_glimpse":
                     with poutine.scale(scale=c.label_weight):
                         pyro.sample(f"y_{t}", self.label_distribution(logits), obs=labels)
@@ -258,31 +299,54 @@ class SaccadeModel(nn.Module):
                 q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
                 with poutine.scale(scale=annealing * c.kl_weight):
                     z = pyro.sample(f"z_{t}", q.to_event(1))
-                h, state = self.step(t, images, z, proxy_features, state)
-                self._memo.append((z, h, state))
+                step = self.step(t, images, z, proxy_features, state)
+                h, state = step.h, step.state
+                self._memo.append((z, step))
 
     # -- prediction ---------------------------------------------------------------------------
+
+    def check_images(self, images: Tensor) -> None:
+        """Raise ValueError unless ``images`` is a [B, C, H, W] batch of finite values that suits
+        this model (see ``SaccadeConfig.check_image``)."""
+        if images.dim() != 4:
+            raise ValueError(f"expected images [B, C, H, W], got shape {list(images.shape)}")
+        try:
+            self.config.check_image(*images.shape[1:])
+        except ValueError as error:
+            raise ValueError(f"images {list(images.shape)}: {error}") from None
+        if not torch.isfinite(images).all():
+            raise ValueError("images contain NaN or infinite values")
 
     @torch.no_grad()
     def infer(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Prediction:
         """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged."""
+        if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
+            self.check_images(images)
         if proxies is None:
             from .data.proxy import make_proxy
 
             proxies = make_proxy(images, self.config.proxy)
-        guide = partial(self.guide, mean=True) if samples <= 0 else self.guide
-        sites = ["probs"] + [f"z_{t}" for t in range(self.config.glimpses)]
-        predictive = Predictive(
-            self.model, guide=guide, num_samples=max(samples, 1), return_sites=sites
-        )
+        sites = [f"z_{t}" for t in range(self.config.glimpses)]
         was_training = self.training
         self.eval()
         try:
-            out = predictive(images, proxies)
+            if samples <= 0:
+                # One guide pass and one model replay: Predictive would trace each twice more.
+                guide = poutine.trace(self.guide).get_trace(images, proxies, mean=True)
+                model = poutine.trace(poutine.replay(self.model, guide)).get_trace(images, proxies)
+                out = {name: guide.nodes[name]["value"][None] for name in sites}
+                out["probs"] = model.nodes["probs"]["value"][None]
+            else:
+                out = Predictive(
+                    self.model,
+                    guide=self.guide,
+                    num_samples=samples,
+                    return_sites=["probs", *sites],
+                )(images, proxies)
         finally:
             self.train(was_training)
             self._memo, self._memo_images = [], None
-        z = torch.stack([out[f"z_{t}"] for t in range(self.config.glimpses)], -2)
+        z = torch.stack([out[name] for name in sites], -2)
         return Prediction(probs=out["probs"].mean(0), z=z)
 
     def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:

@@ -120,6 +120,26 @@ class Recurrence(nn.Module):
         return out[:, 0], state
 
 
+def evidence_linear(inputs: int, outputs: int) -> nn.Linear:
+    """A linear layer with small initial weights: evidence begins nearly neutral instead of
+    summing large random logits over glimpses, yet still passes gradient to the features."""
+    layer = nn.Linear(inputs, outputs)
+    nn.init.normal_(layer.weight, std=0.01)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class LinearHead(nn.Module):
+    """Class evidence is a linear function of the features; logits are the summed evidence."""
+
+    def __init__(self, inputs: int, classes: int) -> None:
+        super().__init__()
+        self.evidence = evidence_linear(inputs, classes)
+
+    def combine(self, evidence: Tensor) -> Tensor:
+        return evidence
+
+
 class DigitPairHead(nn.Module):
     """Class logits for two-digit tasks built from per-digit evidence s in R^10.
 
@@ -134,7 +154,7 @@ class DigitPairHead(nn.Module):
         if task not in ("identify", "sum", "mark"):
             raise ValueError(f"the digit-pair head needs a two-digit task, got {task!r}")
         self.task = task
-        self.evidence = nn.Linear(hidden, 10)
+        self.evidence = evidence_linear(hidden, 10)
         pairs = [(a, b) for a in range(10) for b in range(a, 10)]
         self.register_buffer("first", torch.tensor([a for a, _ in pairs]), persistent=False)
         self.register_buffer("second", torch.tensor([b for _, b in pairs]), persistent=False)
@@ -144,8 +164,8 @@ class DigitPairHead(nn.Module):
         )
         self.pair_bias = nn.Parameter(torch.zeros(len(pairs)))
 
-    def forward(self, h: Tensor) -> Tensor:
-        s = self.evidence(h)
+    def combine(self, s: Tensor) -> Tensor:
+        """Logits of the task's classes from summed digit evidence s [B, 10]."""
         if self.task == "mark":
             return s
         pair = s[:, self.first] + s[:, self.second] + self.pair_bias

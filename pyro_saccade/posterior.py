@@ -208,6 +208,7 @@ def sample_posterior(
     try:
         for part in _runs(images, batch_size):
             batch = torch.stack(list(images[part])).to(device)
+            model.check_images(batch)
             proxies = make_proxy(batch, model.config.proxy)
             posterior.append(draw(model, batch, proxies, samples))
             prior.append(draw(model, batch, proxies, samples, posterior=False))
@@ -289,20 +290,26 @@ def labels_beside(paths: Sequence[Path]) -> list[str | None]:
     return found
 
 
-def true_labels(paths: Sequence[Path], classes: Sequence[str], multilabel: bool) -> Tensor | None:
-    """The true labels of image files from labels.csv beside them, as class indices [N] (or
-    multi-hot [N, K]); None unless every image has one."""
-    names = labels_beside(paths)
-    if any(name is None for name in names):
-        return None
+def checked_labels(
+    paths: Sequence[Path], classes: Sequence[str], multilabel: bool
+) -> list[Tensor | None]:
+    """The labels of image files from labels.csv beside them (None where there is none), as
+    class indices or multi-hot; a ValueError naming the file for a label outside ``classes``."""
     labels = []
-    for path, name in zip(paths, names, strict=True):
+    for path, name in zip(paths, labels_beside(paths), strict=True):
         try:
-            labels.append(parse_label(name, classes, multilabel))
+            labels.append(None if name is None else parse_label(name, classes, multilabel))
         except ValueError as error:
             table = Path(path).parent / LABELS_FILE
             raise ValueError(f"{table}, {Path(path).name}: {error}") from error
-    return torch.stack(labels)
+    return labels
+
+
+def true_labels(paths: Sequence[Path], classes: Sequence[str], multilabel: bool) -> Tensor | None:
+    """The true labels of image files from labels.csv beside them, as class indices [N] (or
+    multi-hot [N, K]); None unless every image has one."""
+    labels = checked_labels(paths, classes, multilabel)
+    return None if any(label is None for label in labels) else torch.stack(labels)
 
 
 def image_names(paths: Sequence[Path]) -> list[str]:

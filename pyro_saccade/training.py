@@ -24,8 +24,10 @@ from pathlib import Path
 
 import pyro
 import torch
+import torch.distributed as dist
 from pyro.infer import Trace_ELBO
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -140,11 +142,18 @@ def default_model_config(config: TrainConfig) -> SaccadeConfig:
 
 
 def epoch_subset(dataset: Dataset, epoch: int, size: int, start: int = 0) -> Subset:
-    """Canvases ``epoch * size + start ...``: every epoch sees new ones, reproducibly. Photos:
-    all of them every epoch, in a new seeded order."""
-    if isinstance(dataset, PhotoFolder):
-        return Subset(dataset, dataset.epoch_order(epoch)[start:])
-    return Subset(dataset, range(epoch * size + start, (epoch + 1) * size))
+    """Canvases ``epoch * size ...``: every epoch sees new ones, reproducibly. Photos: all of
+    them every epoch, in a new seeded order. With several processes each takes every
+    world-size-th item from its rank on, so no two see the same canvas and a global batch of B is
+    the next B items; ``start`` skips that many of this process's share."""
+    rank, processes = world()
+    order = (
+        dataset.epoch_order(epoch)
+        if isinstance(dataset, PhotoFolder)
+        else range(epoch * size, (epoch + 1) * size)
+    )
+    usable = len(order) // processes * processes  # equal shares: every process steps alike
+    return Subset(dataset, order[rank:usable:processes][start:])
 
 
 def collate(dataset: Dataset) -> Callable | None:
@@ -155,12 +164,21 @@ def collate(dataset: Dataset) -> Callable | None:
 def loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
     return DataLoader(
         dataset,
-        batch_size=config.batch_size,
+        batch_size=local_batch(config),
         shuffle=False,
         num_workers=config.workers,
         persistent_workers=False,
         collate_fn=collate(dataset),
+        worker_init_fn=ignore_interrupts,
+        # Its own generator: the loader draws a seed from it for every pass, which would
+        # otherwise shift the global RNG by one draw in a run resumed in mid-epoch.
+        generator=torch.Generator().manual_seed(config.seed),
     )
+
+
+def ignore_interrupts(worker: int) -> None:
+    """Data-loader workers leave Ctrl-C to the main process, which saves a checkpoint first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def prepare(
@@ -217,17 +235,27 @@ def evaluate(
     progress: bool = False,
     workers: int = 0,
 ) -> float:
-    """Accuracy on ``dataset`` (posterior-mean glimpses unless ``samples`` > 0)."""
+    """Accuracy on ``dataset`` (posterior-mean glimpses unless ``samples`` > 0). Under
+    torch.distributed every process evaluates its share and the counts are summed: call it on
+    every process."""
     device = next(model.parameters()).device
     hits, total = 0, 0
+    rank, processes = world()
+    if processes > 1:
+        dataset = Subset(dataset, range(rank, len(dataset), processes))
     batches = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate(dataset)
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate(dataset),
+        worker_init_fn=ignore_interrupts,
     )
     for images, labels in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         images, proxies = prepare(images, device, model.config.proxy, noise)
         probs = model.predict(images, proxies, samples=samples)
         hits += int(correct(probs, labels.to(device), model.config.multilabel).sum())
         total += len(labels)
+    hits, total = all_sum([hits, total])
     return hits / max(total, 1)
 
 
@@ -300,6 +328,8 @@ def pretrained_names() -> list[str]:
 def read_checkpoint(path_or_name: str | Path) -> dict:
     """Load a checkpoint dict with ``weights_only=True``, checking its format version."""
     path = resolve(path_or_name)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
@@ -320,16 +350,39 @@ def model_from_checkpoint(payload: dict, source: str = "checkpoint") -> SaccadeM
     """The model a checkpoint holds: a SaccadeModel, or a baseline by its "kind"."""
     kind = payload.get("kind", "saccade")
     try:
+        config = json.loads(payload["config"])
         if kind == "saccade":
-            model = SaccadeModel(SaccadeConfig.from_dict(json.loads(payload["config"])))
+            model = SaccadeModel(SaccadeConfig.from_dict(config))
         else:
             from .baselines import baseline_from_config
 
-            model = baseline_from_config(kind, json.loads(payload["config"]))
-        model.load_state_dict(payload["model"])
-    except (ValueError, RuntimeError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{source}: weights do not match its config ({error})") from error
+            model = baseline_from_config(kind, config)
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"{source}: a model config that this version cannot build ({error})"
+        ) from error
+    differences = state_differences(model.state_dict(), payload["model"])
+    if differences:
+        raise CheckpointError(f"{source}: weights do not match its config ({differences})")
+    model.load_state_dict(payload["model"])
     return model
+
+
+def state_differences(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str:
+    """The tensors missing from ``found``, unexpected in it or of another shape, in one line."""
+    shared = expected.keys() & found.keys()
+    groups = {
+        "missing": expected.keys() - found.keys(),
+        "unexpected": found.keys() - expected.keys(),
+        "of another shape": {
+            k for k in shared if tuple(expected[k].shape) != tuple(getattr(found[k], "shape", ()))
+        },
+    }
+    return "; ".join(
+        f"{len(names)} {what}: {', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}"
+        for what, names in groups.items()
+        if names
+    )
 
 
 def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> SaccadeModel:
@@ -337,6 +390,99 @@ def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> Saccad
     payload = read_checkpoint(path_or_name)
     model = model_from_checkpoint(payload, str(path_or_name))
     return model.to(device).eval()
+
+
+# -- several processes (torchrun) -------------------------------------------------------------
+
+
+def world() -> tuple[int, int]:
+    """(rank, number of processes): (0, 1) unless torch.distributed is set up."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def local_batch(config: TrainConfig) -> int:
+    """This process's share of the global batch ``config.batch_size``."""
+    return config.batch_size // world()[1]
+
+
+def local_device(device: str) -> torch.device:
+    """``cuda`` means this process's own GPU, ``cuda:LOCAL_RANK``, when torchrun starts it."""
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return resolved
+
+
+@contextmanager
+def process_group(device: str) -> Iterator[None]:
+    """Join the job torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)
+    for the block: nccl for CUDA, gloo for the CPU. A no-op in a single process, or when the
+    caller has set up torch.distributed itself."""
+    joined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if joined:
+        cuda = torch.device(device).type == "cuda"
+        if cuda:
+            torch.cuda.set_device(local_device(device))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def all_sum(values: list[float]) -> list[float]:
+    """Numbers summed over all processes (a collective: every process must call it)."""
+    if world()[1] == 1:
+        return values
+    nccl = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else None
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def replicate(loss: nn.Module, device: torch.device) -> nn.Module:
+    """The loss module under DistributedDataParallel when several processes train: every replica
+    starts from rank 0's weights, and backward averages the gradients over processes."""
+    if world()[1] == 1:
+        return loss
+    # Some configurations leave a parameter out of the loss (the Gaussian proxy scale under the
+    # Bernoulli likelihood), which DDP must be told to expect.
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(loss, device_ids=ids, find_unused_parameters=True)
+
+
+def sync_replicas(model: nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics, which each process updates on
+    its own data), then raise unless all hold bit-identical parameters (collective). DDP keeps
+    them equal by construction; this catches any rank-dependent step that lets them drift."""
+    processes = world()[1]
+    if processes == 1:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, 0)
+    mine = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    first = mine.clone()
+    dist.broadcast(first, 0)
+    matching = all_sum([float(torch.equal(mine, first))])[0]
+    if matching < processes:
+        raise RuntimeError(
+            f"model replicas diverged: {processes - int(matching)} of {processes} processes hold "
+            "parameters different from rank 0's"
+        )
+
+
+def rng_states() -> list[Tensor]:
+    """Every process's torch RNG state in rank order (collective)."""
+    state = torch.get_rng_state()
+    if world()[1] == 1:
+        return [state]
+    states: list = [None] * world()[1]
+    dist.all_gather_object(states, state)
+    return states
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -364,9 +510,32 @@ def interrupt_flag() -> Iterator[dict]:
             signal.signal(sig, old)
 
 
+def kl_annealing(step: int, total: int, fraction: float) -> float:
+    """The KL weight's factor at ``step``: rising linearly to 1 over ``fraction`` of ``total``."""
+    return min(1.0, (step + 1) / max(fraction * total, 1))
+
+
 def log_metrics(out: Path, record: dict) -> None:
     with open(out / METRICS, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def trim_metrics(out: Path, epochs: int) -> None:
+    """Keep the records of the first ``epochs`` epochs only: a run killed after writing an
+    epoch's record but before its checkpoint repeats that epoch when resumed."""
+    path = out / METRICS
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["epoch"] <= epochs:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):  # a line cut short by the kill
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def train(
@@ -384,33 +553,66 @@ def train(
     ``metrics.jsonl`` under ``out``. With ``resume=True`` it continues from ``out``'s checkpoint
     with its optimiser, schedule, RNG state and position, so the result equals an uninterrupted run.
     ``model`` (optional) starts from given weights, for fine-tuning.
+
+    Under ``torchrun --nproc_per_node N`` (and ``--nnodes M``) the processes train one model
+    with DistributedDataParallel: ``batch_size`` is the global batch, split evenly over them.
     """
+    with process_group((train_config or TrainConfig()).device):
+        return _train(model_config, train_config, out, resume, progress, model)
+
+
+def _train(
+    model_config: SaccadeConfig | None,
+    train_config: TrainConfig | None,
+    out: str | Path,
+    resume: bool,
+    progress: bool,
+    model: SaccadeModel | None,
+) -> SaccadeModel:
+    """The body of ``train``, run by every process."""
     out = Path(out)
     tc = train_config or TrainConfig()
+    rank, processes = world()
+    progress = progress and rank == 0
     position = {"epoch": 0, "batch": 0, "sums": [0.0, 0.0, 0.0]}
     payload = read_checkpoint(out / CHECKPOINT) if resume and (out / CHECKPOINT).exists() else None
     if resume and payload is None:
         raise CheckpointError(f"{out}: nothing to resume (no {CHECKPOINT})")
     if payload is not None:
+        if "position" not in payload:
+            raise CheckpointError(f"{out / CHECKPOINT}: a model without training state to resume")
         model = model_from_checkpoint(payload, str(out / CHECKPOINT))
         tc = TrainConfig(**json.loads(payload["train_config"]))
         position = json.loads(payload["position"])
     else:
-        pyro.set_rng_seed(tc.seed)
+        # DDP gives every process rank 0's initial weights; the noise must differ by process.
+        pyro.set_rng_seed(tc.seed + rank)
         if model is None:
             model = SaccadeModel(model_config or default_model_config(tc))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(
-        json.dumps({"model": model.config.to_dict(), "train": dataclasses.asdict(tc)}, indent=2)
-    )
+    if tc.batch_size % processes:
+        raise ValueError(
+            f"batch size {tc.batch_size} does not split evenly over {processes} processes"
+        )
+    if isinstance(model, SaccadeModel) and not tc.photos:
+        try:
+            model.config.check_image(model.config.channels, *tc.canvas)
+        except ValueError as error:
+            raise ValueError(f"canvas of {error}") from None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        config = {"model": model.config.to_dict(), "train": dataclasses.asdict(tc)}
+        (out / "config.json").write_text(json.dumps({**config, "versions": versions()}, indent=2))
+        trim_metrics(out, position["epoch"])  # a new run starts them anew
 
-    device = torch.device(tc.device)
+    device = local_device(tc.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     model.to(device).train()
-    loss_fn = objective(model)
+    loss_fn = replicate(objective(model), device)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
     train_set, test_set = datasets(tc, model.config, progress)
     epoch_size = len(train_set) if tc.photos else tc.train_size
-    steps_per_epoch = math.ceil(epoch_size / tc.batch_size)
+    steps_per_epoch = math.ceil(epoch_size // processes / local_batch(tc))
     total = steps_per_epoch * tc.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: cosine(step, total, tc.lr_final)
@@ -418,26 +620,28 @@ def train(
     if payload is not None:
         optimizer.load_state_dict(payload["optimizer"])
         schedule.load_state_dict(payload["schedule"])
-        torch.set_rng_state(payload["rng"])
+        rngs = payload.get("rngs", [payload["rng"]])
+        if len(rngs) == processes:
+            torch.set_rng_state(rngs[rank])
+        else:  # resumed on another number of processes: same weights and data, new noise
+            pyro.set_rng_seed(tc.seed + rank)
 
     def checkpoint() -> None:
-        save_checkpoint(
-            out / CHECKPOINT,
-            model,
-            tc,
-            {
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "rng": torch.get_rng_state(),
-                "position": json.dumps(position),
-            },
-        )
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": torch.get_rng_state(),
+            "rngs": rng_states(),  # every process's, so a resumed run draws the same noise
+            "position": json.dumps(position),
+        }
+        if rank == 0:
+            save_checkpoint(out / CHECKPOINT, model, tc, state)
 
     with interrupt_flag() as flag:
         for epoch in range(position["epoch"], tc.epochs):
             started = time.perf_counter()
             subset = epoch_subset(
-                train_set, epoch, tc.train_size, position["batch"] * tc.batch_size
+                train_set, epoch, tc.train_size, position["batch"] * local_batch(tc)
             )
             bar = tqdm(
                 loader(subset, tc),
@@ -448,34 +652,39 @@ def train(
             )
             for images, labels in bar:
                 step = epoch * steps_per_epoch + position["batch"]
-                annealing = min(1.0, (step + 1) / max(tc.kl_anneal * total, 1))
+                annealing = kl_annealing(step, total, tc.kl_anneal)
                 images, proxies = prepare(images, device, model.config.proxy, tc.proxy_noise)
                 labels = labels.to(device)
-                loss = loss_fn(images, proxies, labels, annealing)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, "
-                        f"step {position['batch']}; "
-                        f"the last good checkpoint in {out} was kept"
-                    )
+                # Without Pyro's argument checks a NaN in the network shows as a NaN loss below,
+                # which stops the run cleanly, rather than as an error inside a distribution.
+                with pyro.validation_enabled(False):
+                    loss = loss_fn(images, proxies, labels, annealing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+                norm = nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+                # Checked after backward, where DDP has shared every process's gradients, so
+                # that all of them stop; the weights are not touched and no checkpoint written.
+                if not (torch.isfinite(loss) and torch.isfinite(norm)):
+                    raise diverged(out, loss, norm, epoch, position["batch"])
                 optimizer.step()
                 schedule.step()
                 hits = correct(model.last_probs, labels, model.config.multilabel).sum()
+                # Summed over processes, which also agree to stop together if any was signalled.
+                *batch_sums, stop = all_sum(
+                    [loss.item() * len(labels), float(hits), len(labels), float(flag["stop"])]
+                )
                 sums = position["sums"]
-                sums[0] += loss.item() * len(labels)
-                sums[1] += float(hits)
-                sums[2] += len(labels)
+                for i, value in enumerate(batch_sums):
+                    sums[i] += value
                 position["batch"] += 1
                 bar.set_postfix(loss=f"{sums[0] / sums[2]:.1f}", acc=f"{sums[1] / sums[2]:.3f}")
-                if flag["stop"]:
+                if stop:
                     checkpoint()
                     bar.close()
                     raise KeyboardInterrupt(f"interrupted; checkpoint saved in {out}")
             bar.close()
             seconds = time.perf_counter() - started
+            sync_replicas(model)
             model.eval()
             accuracy = evaluate(model, test_set, noise=tc.proxy_noise, workers=tc.workers)
             model.train()
@@ -486,12 +695,14 @@ def train(
                 "train_accuracy": sums[1] / max(sums[2], 1),
                 "test_accuracy": accuracy,
                 "lr": schedule.get_last_lr()[0],
-                "annealing": annealing,
+                "annealing": kl_annealing((epoch + 1) * steps_per_epoch - 1, total, tc.kl_anneal),
                 "train_seconds": seconds,
                 "canvases_per_second": sums[2] / seconds,
+                "processes": processes,
             }
             position = {"epoch": epoch + 1, "batch": 0, "sums": [0.0, 0.0, 0.0]}
-            log_metrics(out, record)
+            if rank == 0:
+                log_metrics(out, record)
             checkpoint()
             if progress:
                 tqdm.write(
@@ -499,6 +710,23 @@ def train(
                     f"{record['train_accuracy']:.4f}  test acc {accuracy:.4f}"
                 )
     return model.eval()
+
+
+def diverged(out: Path, loss: Tensor, norm: Tensor, epoch: int, batch: int) -> TrainingDiverged:
+    """The error that stops a run whose loss or gradient is no longer finite."""
+    what = (
+        f"loss became {loss.item()}"
+        if not torch.isfinite(loss)
+        else f"gradient norm became {norm.item()}"
+    )
+    kept = (
+        f"the last good checkpoint, {out / CHECKPOINT}, was kept"
+        if (out / CHECKPOINT).exists()
+        else "no checkpoint had been written yet"
+    )
+    return TrainingDiverged(
+        f"training diverged: {what} at epoch {epoch + 1}, step {batch + 1}; {kept}"
+    )
 
 
 def predict(

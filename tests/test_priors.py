@@ -42,10 +42,10 @@ def test_train_command_records_the_prior_and_its_arguments(tmp_path: Path) -> No
     ("args", "code", "message"),
     [
         (["--prior-arg", "spread"], 2, "expected KEY=VALUE"),
-        (["--prior", "fixed", "--prior-arg", "width=2"], 1, "unexpected keyword argument 'width'"),
-        (["--prior", "fixed", "--prior-arg", "scale=1,0,1"], 1, "scale must be positive"),
-        (["--prior", "fixed", "--prior-arg", "loc=0,0"], 1, "loc needs 1 or 3 values"),
-        (["--prior", "nonesuch"], 1, "unknown prior 'nonesuch'"),
+        (["--prior", "fixed", "--prior-arg", "width=2"], 2, "unexpected keyword argument 'width'"),
+        (["--prior", "fixed", "--prior-arg", "scale=1,0,1"], 2, "scale must be positive"),
+        (["--prior", "fixed", "--prior-arg", "loc=0,0"], 2, "loc needs 1 or 3 values"),
+        (["--prior", "nonesuch"], 2, "unknown prior 'nonesuch'"),
     ],
 )
 def test_bad_prior_choices_are_reported(args: list[str], code: int, message: str, tmp_path):

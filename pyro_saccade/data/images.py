@@ -72,7 +72,10 @@ def _read_npy(path: Path) -> np.ndarray:
         return array
     if array.ndim == 3 and array.shape[-1] in (1, 3, 4):
         return array.transpose(2, 0, 1)
-    raise ImageError(f"{path}: expected an [H, W], [C, H, W] or [H, W, C] array, got {array.shape}")
+    raise ImageError(
+        f"{path}: array of shape {array.shape}; expected [H, W], or [C, H, W] or [H, W, C] with "
+        "1, 3 or 4 channels"
+    )
 
 
 def _read_pil(path: Path) -> np.ndarray:
