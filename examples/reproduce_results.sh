@@ -7,13 +7,13 @@ export OMP_NUM_THREADS=1  # one intra-op thread: the runs were made this way, tw
 what="${1:-all}"
 
 if [[ "$what" == identify-100 || "$what" == all ]]; then
-  saccade train --task identify --canvas 100 --epochs 12 --train-size 20000 --test-size 1000 \
+  saccade train --task identify --canvas 100 --epochs 10 --train-size 20000 --test-size 1000 \
     --workers 1 --seed 0 --quiet --out runs/identify-100
   saccade evaluate runs/identify-100 --n 2000
 fi
 
 if [[ "$what" == sum-100 || "$what" == all ]]; then
-  saccade train --task sum --canvas 100 --epochs 12 --train-size 20000 --test-size 1000 \
+  saccade train --task sum --canvas 100 --epochs 10 --train-size 20000 --test-size 1000 \
     --workers 1 --seed 0 --quiet --out runs/sum-100
   saccade evaluate runs/sum-100 --n 2000
 fi

@@ -45,6 +45,7 @@ _EXPORTS = {
     "predict": ".training",
     "pretrained_names": ".training",
     "train": ".training",
+    "export": ".training",
     "BaselineConfig": ".baselines",
     "FullImageResNet18": ".baselines",
     "TiledResNet18": ".baselines",

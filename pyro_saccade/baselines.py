@@ -8,7 +8,6 @@ answer ``predict(images, proxies=None, samples=0)`` like it, ignoring the proxy,
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as checkpointed
 
 from .data import class_names
+from .model import ClassifierConfigMixin
 from .training import TrainConfig, train
 
 FEATURES = 256  # the authors' resnet18 output, summed over tiles
@@ -28,7 +28,7 @@ CHUNK = 11  # tiles per resnet18 batch, as the authors' checkpointed segments
 
 
 @dataclass
-class BaselineConfig:
+class BaselineConfig(ClassifierConfigMixin):
     """Everything that defines a baseline; saved as JSON beside its weights."""
 
     classes: list[str]
@@ -46,28 +46,7 @@ class BaselineConfig:
             (self.tile is None or self.tile >= 32, f"tile must be >= 32 pixels, got {self.tile}"),
             (self.chunk >= 1, f"chunk must be positive, got {self.chunk}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def multilabel(self) -> bool:
-        return self.task == "mark"
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> BaselineConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
-        return cls(**values)
+        self.validate(checks)
 
 
 def class_list(classes: int | Sequence[str]) -> list[str]:

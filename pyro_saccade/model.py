@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 import pyro
 import pyro.distributions as dist
@@ -47,8 +47,45 @@ EVIDENCE = ("crops", "state")
 PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
 
 
+class ConfigMixin:
+    """What every configuration dataclass shares: validation and a JSON-ready dict."""
+
+    @staticmethod
+    def validate(checks: list[tuple[bool, str]]) -> None:
+        """Raise ValueError with the message of the first failed (condition, message) check."""
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Self:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**values)
+
+
+class ClassifierConfigMixin(ConfigMixin):
+    """A configuration with ``classes`` and ``task``."""
+
+    classes: list[str]
+    task: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "mark"
+
+
 @dataclass
-class SaccadeConfig:
+class SaccadeConfig(ClassifierConfigMixin):
     """Everything that defines a model; saved as JSON beside its weights."""
 
     classes: list[str] = field(
@@ -117,28 +154,7 @@ class SaccadeConfig:
                 "kl_weight, label_weight and proxy_weight must be positive",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def multilabel(self) -> bool:
-        return self.task == "mark"
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> SaccadeConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
-        return cls(**values)
+        self.validate(checks)
 
     def check_image(self, channels: int, height: int, width: int) -> None:
         """Raise ValueError unless an image of this shape suits the model: its channels, and

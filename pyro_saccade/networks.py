@@ -159,7 +159,8 @@ class DigitPairHead(nn.Module):
         self.register_buffer("first", torch.tensor([a for a, _ in pairs]), persistent=False)
         self.register_buffer("second", torch.tensor([b for _, b in pairs]), persistent=False)
         self.register_buffer(
-            "sums", torch.tensor([[a + b == k for a, b in pairs] for k in range(19)]),
+            "sums",
+            torch.tensor([[a + b == k for a, b in pairs] for k in range(19)]),
             persistent=False,
         )
         self.pair_bias = nn.Parameter(torch.zeros(len(pairs)))

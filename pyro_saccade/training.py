@@ -325,6 +325,20 @@ def pretrained_names() -> list[str]:
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
 
 
+def export(path_or_name: str | Path, out: str | Path) -> Path:
+    """Write a checkpoint's weights and configs alone (no optimiser state), for shipping."""
+    payload = read_checkpoint(path_or_name)
+    slim = {
+        key: payload[key]
+        for key in ("format_version", "config", "train_config", "versions", "kind", "model")
+        if key in payload
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(slim, out)
+    return out
+
+
 def read_checkpoint(path_or_name: str | Path) -> dict:
     """Load a checkpoint dict with ``weights_only=True``, checking its format version."""
     path = resolve(path_or_name)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pyro_saccade import CheckpointError, SaccadeConfig, SaccadeModel, load, train
 from pyro_saccade.cli import main
-from pyro_saccade.data import ImageError, Photo, class_names, load_image
+from pyro_saccade.data import ImageError, class_names, load_image
 from pyro_saccade.training import TrainConfig, save_checkpoint
 
 TINY = dict(
@@ -36,14 +36,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained run, and every kind of bad file."""
     root = tmp_path_factory.mktemp("inputs")
     config = SaccadeConfig(classes=class_names("identify"), **TINY)
-    train(config, TrainConfig(**RUN), out=root / "run", progress=False)
-    payload = torch.load(root / "run/checkpoint.pt", weights_only=True)
+    train(config, TrainConfig(**RUN), out=root / "tiny-run", progress=False)
+    payload = torch.load(root / "tiny-run/checkpoint.pt", weights_only=True)
     save_checkpoint(root / "model.pt", SaccadeModel(config), TrainConfig(**RUN))
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)).save(root / "ok.png")
     Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(root / "small.png")
     Image.fromarray((rng.random((80, 80, 3)) * 255).astype(np.uint8)).save(root / "big.jpg")
-    for name in ("ok.png", "big.jpg", "run/checkpoint.pt"):
+    for name in ("ok.png", "big.jpg", "tiny-run/checkpoint.pt"):
         data = (root / name).read_bytes()
         (root / f"truncated-{Path(name).name}").write_bytes(data[: len(data) // 2])
     (root / "empty.png").touch()
@@ -69,14 +69,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def invoke(inputs: Path, args: list[str]) -> object:
+def invoke(inputs: Path, args: list[str], monkeypatch: pytest.MonkeyPatch) -> object:
     """Run ``saccade ARGS`` in the inputs directory, so that messages name relative paths."""
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=inputs) as here:
-        for item in inputs.iterdir():
-            if item.name != Path(here).name:
-                (Path(here) / item.name).symlink_to(item)
-        return runner.invoke(main, args)
+    monkeypatch.chdir(inputs)
+    return CliRunner().invoke(main, args)
 
 
 def error_line(result: object) -> str:
@@ -160,12 +156,12 @@ CASES = {
     "evaluate-canvas-too-small": (
         ["evaluate", CK, "--canvas", "10", "--n", "4"],
         2,
-        "Invalid value for '--canvas': 10x10 pixels, smaller than the model's 16x16 crop",
+        "Invalid value for --canvas: 10x10 pixels, smaller than the model's 16x16 crop",
     ),
     "train-canvas-too-small": (
         [*TRAIN, "--canvas", "12", "--out", "r"],
         2,
-        "Invalid value for '--canvas': 12x12 pixels, smaller than the model's 16x16 crop",
+        "Invalid value for --canvas: 12x12 pixels, smaller than the model's 16x16 crop",
     ),
     "predict-nan": (["predict", CK, "nan.npy"], 1, "nan.npy: contains NaN or infinite values"),
     "predict-inf": (["predict", CK, "inf.npy"], 1, "inf.npy: contains NaN or infinite values"),
@@ -265,9 +261,9 @@ CASES = {
     ),
     "train-unknown-prior": ([*TRAIN, "--prior", "nope", "--out", "r"], 2, "unknown prior 'nope'"),
     "train-digits-larger-than-canvas": (
-        [*TRAIN, "--digit-size", "30", "--out", "r"],
+        [*TRAIN, "--digit-size", "50", "--out", "r"],
         2,
-        "digit_size 30",
+        "canvas 40x40 is smaller than a digit (50 px)",
     ),
     "predict-negative-samples": (
         ["predict", CK, "ok.png", "--samples", "-1"],
@@ -286,30 +282,32 @@ CASES = {
     "predict-unknown-device": (["predict", CK, "ok.png", "--device", "gpu7"], 2, "--device"),
     # runs
     "train-over-an-existing-run": (
-        [*TRAIN, "--out", "run"],
+        [*TRAIN, "--out", "tiny-run"],
         2,
-        "Invalid value for '--out': run holds a run already: continue it with --resume",
+        "Invalid value for --out: tiny-run holds a run already: continue it with --resume",
     ),
     "train-resume-nothing": (["train", "--resume", "--out", "nothing"], 1, "nothing to resume"),
     "train-resume-other-config": (
-        ["train", "--resume", "--epochs", "5", "--out", "run"],
+        ["train", "--resume", "--epochs", "5", "--out", "tiny-run"],
         2,
-        "Invalid value for '--epochs': run was run with 1; --resume continues a run as it was "
-        "configured",
+        "Invalid value for '--epochs': the run in tiny-run has epochs=1; --resume continues it "
+        "as it was configured",
     ),
 }
 
 
 @pytest.mark.parametrize(("args", "code", "message"), CASES.values(), ids=CASES.keys())
-def test_bad_input_gets_one_line(inputs: Path, args: list[str], code: int, message: str) -> None:
-    result = invoke(inputs, args)
+def test_bad_input_gets_one_line(
+    inputs: Path, args: list[str], code: int, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = invoke(inputs, args, monkeypatch)
     assert result.exit_code == code, result.output + result.stderr
     line = error_line(result)
     assert message in line, line
 
 
-def test_debug_shows_the_traceback(inputs: Path) -> None:
-    result = invoke(inputs, ["--debug", "predict", "nonexist.pt", "ok.png"])
+def test_debug_shows_the_traceback(inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = invoke(inputs, ["--debug", "predict", "nonexist.pt", "ok.png"], monkeypatch)
     assert isinstance(result.exception, CheckpointError)
     assert str(result.exception).startswith("nonexist.pt: no such checkpoint file")
 
@@ -329,10 +327,8 @@ def test_the_api_raises_image_errors_with_the_same_messages(
     inputs: Path, name: str, message: str
 ) -> None:
     with pytest.raises(ImageError) as error:
-        Photo(inputs / name).proxy()
-    assert str(error.value) == f"{inputs / name}: {message}" or message in str(error.value)
-    with pytest.raises(ImageError, match=f"^{inputs / name}: .*{message[:12]}"):
         load_image(inputs / name)
+    assert str(error.value).startswith(f"{inputs / name}: {message}")
 
 
 @pytest.mark.parametrize(
