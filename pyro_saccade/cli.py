@@ -752,6 +752,7 @@ def _evaluate_photos(
             channels=c.channels,
             cache_dir=proxy_cache_dir(),
             progress=not as_json,
+            check=c.check_image,
         )
         if photos
         else photo_set(trained, c, "test", progress=not as_json)

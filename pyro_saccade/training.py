@@ -118,6 +118,7 @@ def photo_set(
         channels=model_config.channels,
         cache_dir=proxy_cache_dir(),
         progress=progress,
+        check=model_config.check_image,
     )
 
 

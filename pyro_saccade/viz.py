@@ -6,6 +6,9 @@ so drawing needs no display and leaves the caller's matplotlib backend alone.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -169,3 +172,24 @@ def glimpse_figure(
         title,
         title_colour,
     )
+
+
+def training_curves(runs: dict[str, str | Path], out: str | Path) -> Path:
+    """Plot held-out accuracy against wall time for run directories (their metrics.jsonl)."""
+    figure = Figure(figsize=(6, 4))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    for t, (name, run) in enumerate(runs.items()):
+        records = [
+            json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()
+        ]
+        minutes = torch.tensor([r.get("train_seconds", 0.0) for r in records]).cumsum(0) / 60
+        accuracy = [100 * r["test_accuracy"] for r in records]
+        ax.plot(minutes.tolist(), accuracy, marker="o", color=colour(t), label=name)
+    ax.set_xlabel("training wall time (minutes, without evaluation)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    return Path(out)

@@ -60,6 +60,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     labelled.mkdir()
     Image.open(root / "ok.png").save(labelled / "a.png")
     (labelled / "labels.csv").write_text("file,label\na.png,cat\n")
+    photo_classes = SaccadeConfig(classes=["cats", "dogs"], task="photo", channels=3, **TINY)
+    save_checkpoint(root / "photo-model.pt", SaccadeModel(photo_classes), TrainConfig(**RUN))
+    (root / "birds/birds").mkdir(parents=True)
+    Image.open(root / "big.jpg").save(root / "birds/birds/1.jpg")
     torch.save({**payload, "format_version": 0}, root / "old-format.pt")
     bigger = json.dumps({**json.loads(payload["config"]), "hidden": 64})
     torch.save({**payload, "config": bigger}, root / "other-config.pt")
@@ -180,6 +184,11 @@ CASES = {
         ["posterior", CK, "labelled/a.png", "--out", "p.nc"],
         1,
         "labelled/labels.csv, a.png: label 'cat' is not one of this model's classes",
+    ),
+    "evaluate-label-outside-classes": (
+        ["evaluate", "photo-model.pt", "--data-dir", "birds"],
+        1,
+        "birds: labels ['birds'] are not among the classes ['cats', 'dogs']",
     ),
     "visualize-label-outside-classes": (
         ["visualize", CK, "labelled/a.png", "--out", "pictures"],

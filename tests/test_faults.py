@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from pyro_saccade import SaccadeConfig, TrainingDiverged, load, predict, train
 from pyro_saccade import training as training_module
 from pyro_saccade.cli import main
-from pyro_saccade.data import class_names
+from pyro_saccade.data import class_names, save_image
 from pyro_saccade.training import TrainConfig, read_checkpoint
 
 TINY = dict(
@@ -132,6 +132,10 @@ def test_same_seed_same_results(reference: Path, tmp_path: Path) -> None:
     first = predict(model, images, samples=4)
     pyro.set_rng_seed(5)
     assert torch.equal(predict(again, images, samples=4), first)
+    save_image(images[0], tmp_path / "image.png")
+    args = ["predict", str(reference), str(tmp_path / "image.png"), "--samples", "4", "--json"]
+    outputs = {CliRunner().invoke(main, [*args, "--seed", "3"]).output for _ in range(2)}
+    assert len(outputs) == 1 and "probability" in outputs.pop()
     versions = json.loads(read_checkpoint(tmp_path)["versions"])
     assert {"pyro_saccade", "torch", "pyro", "numpy", "python"} <= set(versions)
     assert json.loads((tmp_path / "config.json").read_text())["versions"] == versions

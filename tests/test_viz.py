@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyro
@@ -97,3 +98,15 @@ def test_visualize_command_writes_one_picture_per_image(model: SaccadeModel, tmp
     for name in ("a_glimpses.png", "b_glimpses.png"):
         with Image.open(out / name) as picture:
             assert picture.format == "PNG" and min(picture.size) > 200
+
+
+def test_training_curves_plot(tmp_path) -> None:
+    from pyro_saccade.viz import training_curves
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"epoch": e, "test_accuracy": 0.1 * e, "train_seconds": 60.0} for e in (1, 2)]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    out = training_curves({"run": run}, tmp_path / "curve.png")
+    assert out.stat().st_size > 1000
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -29,7 +29,7 @@ import os
 import struct
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -587,6 +587,19 @@ def split_photos(
     return [entry for i, entry in enumerate(entries) if (i in test) == (split == "test")]
 
 
+def checked_photo(
+    path: Path, channels: int, check: Callable[[int, int, int], None] | None
+) -> Photo:
+    """``Photo(path, channels)``, or an ImageError if ``check`` refuses its shape."""
+    photo = Photo(path, channels)
+    try:
+        if check is not None:
+            check(*photo.shape)
+    except ValueError as error:
+        raise ImageError(f"{path}: {error}") from None
+    return photo
+
+
 class PhotoFolder(Dataset):
     """Labelled photos of any size: items are (Photo, proxy [C, J, J], class index).
 
@@ -595,8 +608,10 @@ class PhotoFolder(Dataset):
     skipped). ``split`` takes a seeded, class-stratified ``test_fraction`` (``test``), the rest
     (``train``) or everything (``all``). ``classes`` fixes the class order (a trained model's).
     Every proxy is computed (or read from ``cache_dir``) here, which also checks that each photo
-    decodes: unreadable photos are left out and listed in ``skipped`` with the reason, and one
-    warning names them. Batch with ``collate``; photos of different sizes mix freely.
+    decodes: unreadable photos, and those that ``check(channels, height, width)`` (e.g. a model's
+    ``SaccadeConfig.check_image``) refuses with a ValueError, are left out and listed in
+    ``skipped`` with the reason, and one warning names them. Batch with ``collate``; photos of
+    different sizes mix freely.
     """
 
     def __init__(
@@ -610,6 +625,7 @@ class PhotoFolder(Dataset):
         channels: int = 3,
         cache_dir: str | Path | None = None,
         progress: bool = False,
+        check: Callable[[int, int, int], None] | None = None,
     ) -> None:
         if not 0 <= test_fraction < 1:
             raise ValueError(f"test_fraction must lie in [0, 1), got {test_fraction}")
@@ -626,7 +642,7 @@ class PhotoFolder(Dataset):
         chosen = split_photos(entries, split, test_fraction, seed)
         for path, label in tqdm(chosen, desc=f"{split} photos", disable=not progress, leave=False):
             try:
-                proxies.append(cached_proxy(Photo(path, channels), proxy, cache_dir))
+                proxies.append(cached_proxy(checked_photo(path, channels, check), proxy, cache_dir))
             except ImageError as error:
                 self.skipped.append((path, str(error)))
                 continue
@@ -637,7 +653,7 @@ class PhotoFolder(Dataset):
             part = "" if split == "all" else f" ({split} split)"
             warnings.warn(
                 f"skipped {len(self.skipped)} of {len(chosen)} photos{part} in {source} that "
-                f"cannot be read: {names}{more}",
+                f"cannot be used: {names}{more}",
                 stacklevel=2,
             )
         if not self.samples:
