@@ -566,8 +566,11 @@ def train(
 
     Writes ``checkpoint.pt`` (atomically, every epoch and on interrupt), ``config.json`` and
     ``metrics.jsonl`` under ``out``. With ``resume=True`` it continues from ``out``'s checkpoint
-    with its optimiser, schedule, RNG state and position, so the result equals an uninterrupted run.
-    ``model`` (optional) starts from given weights, for fine-tuning.
+    with its optimiser, schedule, RNG state and position, so the result equals an uninterrupted run
+    (the configs it was saved with apply; those given are not used, except for the device).
+    ``model`` (optional) starts from given weights, for fine-tuning. A NaN or infinite loss or
+    gradient raises ``TrainingDiverged`` before the weights change; Ctrl-C (SIGINT, SIGTERM)
+    writes a checkpoint and raises KeyboardInterrupt.
 
     Under ``torchrun --nproc_per_node N`` (and ``--nnodes M``) the processes train one model
     with DistributedDataParallel: ``batch_size`` is the global batch, split evenly over them.
@@ -654,7 +657,7 @@ def _train(
 
     with interrupt_flag() as flag:
         for epoch in range(position["epoch"], tc.epochs):
-            started = time.perf_counter()
+            started, seen = time.perf_counter(), position["sums"][2]  # seen before an interrupt
             subset = epoch_subset(
                 train_set, epoch, tc.train_size, position["batch"] * local_batch(tc)
             )
@@ -712,7 +715,7 @@ def _train(
                 "lr": schedule.get_last_lr()[0],
                 "annealing": kl_annealing((epoch + 1) * steps_per_epoch - 1, total, tc.kl_anneal),
                 "train_seconds": seconds,
-                "canvases_per_second": sums[2] / seconds,
+                "canvases_per_second": (sums[2] - seen) / seconds,
                 "processes": processes,
             }
             position = {"epoch": epoch + 1, "batch": 0, "sums": [0.0, 0.0, 0.0]}
