@@ -17,6 +17,7 @@ import os
 import platform
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -206,12 +207,13 @@ class ELBOLoss(nn.Module):
     def forward(
         self, images: Tensor, proxies: Tensor, labels: Tensor, annealing: float = 1.0
     ) -> Tensor:
-        return (
-            self.elbo.differentiable_loss(
+        with warnings.catch_warnings():
+            # The training loop reports a non-finite loss itself, as one clear error.
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            loss = self.elbo.differentiable_loss(
                 self.saccade.model, self.saccade.guide, images, proxies, labels, annealing
             )
-            / images.shape[0]
-        )
+        return loss / images.shape[0]
 
 
 def objective(model: nn.Module) -> nn.Module:
