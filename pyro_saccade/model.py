@@ -322,16 +322,19 @@ class SaccadeModel(nn.Module):
     # -- prediction ---------------------------------------------------------------------------
 
     def check_images(self, images: Tensor) -> None:
-        """Raise ValueError unless ``images`` is a [B, C, H, W] batch of finite values that suits
-        this model (see ``SaccadeConfig.check_image``)."""
+        """Raise ValueError unless ``images`` is a [B, C, H, W] batch that suits this model (see
+        ``SaccadeConfig.check_image``); ``infer`` checks the values through the proxies."""
         if images.dim() != 4:
             raise ValueError(f"expected images [B, C, H, W], got shape {list(images.shape)}")
         try:
             self.config.check_image(*images.shape[1:])
         except ValueError as error:
             raise ValueError(f"images {list(images.shape)}: {error}") from None
-        if not torch.isfinite(images).all():
-            raise ValueError("images contain NaN or infinite values")
+
+    @staticmethod
+    def check_finite(values: Tensor, what: str) -> None:
+        if not torch.isfinite(values).all():
+            raise ValueError(f"{what} contain NaN or infinite values")
 
     @torch.no_grad()
     def infer(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Prediction:
@@ -342,6 +345,9 @@ class SaccadeModel(nn.Module):
             from .data.proxy import make_proxy
 
             proxies = make_proxy(images, self.config.proxy)
+        # An area average is NaN or infinite whenever a pixel is: checking the small proxy
+        # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
+        self.check_finite(proxies, "images")
         sites = [f"z_{t}" for t in range(self.config.glimpses)]
         was_training = self.training
         self.eval()
@@ -363,6 +369,7 @@ class SaccadeModel(nn.Module):
             self.train(was_training)
             self._memo, self._memo_images = [], None
         z = torch.stack([out[name] for name in sites], -2)
+        self.check_finite(out["probs"], "the glimpsed parts of the images")
         return Prediction(probs=out["probs"].mean(0), z=z)
 
     def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:

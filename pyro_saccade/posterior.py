@@ -210,6 +210,7 @@ def sample_posterior(
             batch = torch.stack(list(images[part])).to(device)
             model.check_images(batch)
             proxies = make_proxy(batch, model.config.proxy)
+            model.check_finite(proxies, "images")
             posterior.append(draw(model, batch, proxies, samples))
             prior.append(draw(model, batch, proxies, samples, posterior=False))
     finally:
