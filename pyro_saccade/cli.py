@@ -233,6 +233,9 @@ DEVICE = click.option(
     "--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1, ..."
 )
 SEED = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+IMAGES = click.argument(
+    "images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
 TASK = click.option(
     "--task",
     type=click.Choice(["identify", "sum", "mark"]),
@@ -779,7 +782,7 @@ def _evaluate_photos(
 
 @main.command("predict")
 @click.argument("checkpoint")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@IMAGES
 @click.option(
     "--samples",
     type=click.IntRange(min=0),
@@ -931,7 +934,7 @@ def _open_image(path: Path, model: object, lazy: bool = False) -> object:
 
 @main.command("posterior")
 @click.argument("checkpoint")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@IMAGES
 @click.option(
     "--samples",
     type=click.IntRange(min=1),
@@ -990,7 +993,7 @@ def posterior_command(
 
 @main.command("visualize")
 @click.argument("checkpoint")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@IMAGES
 @click.option(
     "--samples",
     type=click.IntRange(min=0),
