@@ -11,23 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from tiny import TINY
 
 from pyro_saccade import CheckpointError, SaccadeConfig, SaccadeModel, load, train
 from pyro_saccade.cli import main
 from pyro_saccade.data import ImageError, class_names, load_image
 from pyro_saccade.training import TrainConfig, save_checkpoint
 
-TINY = dict(
-    glimpses=2,
-    hidden=32,
-    crop_width=8,
-    crop_features=16,
-    proxy_width=8,
-    proxy_features=16,
-    z_features=8,
-    crop=16,
-    proxy=16,
-)
 RUN = dict(canvas=[40, 40], train_size=8, test_size=8, batch_size=8, epochs=1)
 
 

@@ -14,6 +14,7 @@ import pyro
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, TrainingDiverged, load, predict, train
 from pyro_saccade import training as training_module
@@ -21,17 +22,6 @@ from pyro_saccade.cli import main
 from pyro_saccade.data import class_names, save_image
 from pyro_saccade.training import TrainConfig, read_checkpoint
 
-TINY = dict(
-    glimpses=2,
-    hidden=32,
-    crop_width=8,
-    crop_features=16,
-    proxy_width=8,
-    proxy_features=16,
-    z_features=8,
-    crop=16,
-    proxy=16,
-)
 # Two steps of 8 canvases per epoch; noise on the proxy so that the RNG state matters too.
 RUN = dict(canvas=[40, 40], train_size=16, test_size=8, batch_size=8, epochs=2, proxy_noise=0.1)
 TIMING = ("train_seconds", "canvases_per_second")
@@ -218,6 +208,7 @@ torch.set_num_threads(1)
 from pyro_saccade import SaccadeConfig, train
 from pyro_saccade.data import class_names
 from pyro_saccade.training import TrainConfig
+
 config = SaccadeConfig(classes=class_names("identify"), **{tiny})
 train(config, TrainConfig(**{run}), out=sys.argv[1], progress=False)
 """

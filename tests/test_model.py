@@ -6,13 +6,11 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel, TrainConfig, load, train
 from pyro_saccade.glimpse import extract_glimpse, glimpse_boxes, unsquash
 from pyro_saccade.training import ELBOLoss
-
-TINY = dict(glimpses=2, hidden=32, crop_width=8, crop_features=16, proxy_width=8,
-            proxy_features=16, z_features=8, crop=16, proxy=16)
 
 
 def tiny_model(**overrides: object) -> SaccadeModel:
@@ -35,7 +33,8 @@ def test_trace_structure(likelihood: str) -> None:
     images, proxies, labels = batch()
     guide_trace = poutine.trace(model.guide).get_trace(images, proxies, labels)
     model_trace = poutine.trace(poutine.replay(model.model, guide_trace)).get_trace(
-        images, proxies, labels)
+        images, proxies, labels
+    )
     for t in range(2):
         for trace in (guide_trace, model_trace):
             site = trace.nodes[f"z_{t}"]
@@ -130,8 +129,12 @@ def test_any_image_size() -> None:
 
 
 def test_config_rejects_nonsense() -> None:
-    for bad in [dict(glimpses=0), dict(proxy=30), dict(scale_min=0.6, scale_max=0.5),
-                dict(likelihood="product")]:
+    for bad in [
+        dict(glimpses=0),
+        dict(proxy=30),
+        dict(scale_min=0.6, scale_max=0.5),
+        dict(likelihood="product"),
+    ]:
         with pytest.raises(ValueError):
             SaccadeConfig(**bad)
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from pyro import poutine
+from tiny import TINY
 
 from pyro_saccade.cli import main
 from pyro_saccade.data import class_names, make_proxy
@@ -27,18 +28,6 @@ from pyro_saccade.posterior import (
 )
 from pyro_saccade.priors import FixedGaussianPrior
 from pyro_saccade.training import TrainConfig, train
-
-TINY = dict(
-    glimpses=2,
-    hidden=32,
-    crop=16,
-    proxy=16,
-    crop_width=8,
-    crop_features=16,
-    proxy_width=8,
-    proxy_features=16,
-    z_features=8,
-)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyro
 import pytest
+import tiny
 import torch
 from click.testing import CliRunner
 from matplotlib.patches import Rectangle
@@ -18,17 +19,7 @@ from pyro_saccade.model import SaccadeConfig, SaccadeModel
 from pyro_saccade.training import save_checkpoint
 from pyro_saccade.viz import for_display, glimpse_figure
 
-TINY = dict(
-    glimpses=3,
-    hidden=32,
-    crop=16,
-    proxy=16,
-    crop_width=8,
-    crop_features=16,
-    proxy_width=8,
-    proxy_features=16,
-    z_features=8,
-)
+TINY = {**tiny.TINY, "glimpses": 3}
 
 
 @pytest.fixture(scope="module")
