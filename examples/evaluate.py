@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 
-from pyro_saccade.training import TrainConfig, canvases, evaluate, load, read_checkpoint
+from pyro_saccade.training import (
+    canvases,
+    evaluate,
+    model_from_checkpoint,
+    read_checkpoint,
+    trained_config,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,9 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     # Test canvases like the ones the model was trained on: same task, size and clutter.
-    trained = TrainConfig(**json.loads(read_checkpoint(args.checkpoint)["train_config"]))
+    payload = read_checkpoint(args.checkpoint)
+    trained = trained_config(payload)
     test_set = canvases(dataclasses.replace(trained, seed=1), "test", args.n)
-    model = load(args.checkpoint)
+    model = model_from_checkpoint(payload, args.checkpoint).eval()
     accuracy = evaluate(model, test_set, samples=args.samples, progress=True)
     print(f"accuracy {accuracy:.4f} on {args.n} held-out canvases ({trained.task})")
 

@@ -667,16 +667,12 @@ def evaluate_command(
     import pyro
 
     from .model import SaccadeModel
-    from .training import TrainConfig, canvases, evaluate, load, read_checkpoint
+    from .training import canvases, evaluate, model_from_checkpoint, read_checkpoint, trained_config
 
     _check_device(device)
     payload = read_checkpoint(checkpoint)
-    trained = (
-        TrainConfig(**json.loads(payload["train_config"]))
-        if payload.get("train_config")
-        else TrainConfig()
-    )
-    model = load(checkpoint, device)
+    trained = trained_config(payload)
+    model = model_from_checkpoint(payload, checkpoint).to(device).eval()
     pyro.set_rng_seed(seed)  # the same posterior samples every time
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     photos = _photos(data_dir, csv_file)

@@ -207,8 +207,10 @@ class ELBOLoss(nn.Module):
     def forward(
         self, images: Tensor, proxies: Tensor, labels: Tensor, annealing: float = 1.0
     ) -> Tensor:
-        with warnings.catch_warnings():
-            # The training loop reports a non-finite loss itself, as one clear error.
+        # The training loop reports a non-finite loss itself, as one clear error: without
+        # Pyro's argument checks and its NaN warning, a NaN in the network reaches it as a NaN
+        # loss rather than as an error inside a distribution.
+        with warnings.catch_warnings(), pyro.validation_enabled(False):
             warnings.filterwarnings("ignore", message="Encountered NaN")
             loss = self.elbo.differentiable_loss(
                 self.saccade.model, self.saccade.guide, images, proxies, labels, annealing
@@ -400,6 +402,12 @@ def state_differences(expected: dict[str, Tensor], found: dict[str, Tensor]) -> 
         for what, names in groups.items()
         if names
     )
+
+
+def trained_config(payload: dict) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with (the defaults for a bare model)."""
+    text = payload.get("train_config")
+    return TrainConfig(**json.loads(text)) if text else TrainConfig()
 
 
 def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> SaccadeModel:
@@ -602,7 +610,7 @@ def _train(
         if "position" not in payload:
             raise CheckpointError(f"{out / CHECKPOINT}: a model without training state to resume")
         model = model_from_checkpoint(payload, str(out / CHECKPOINT))
-        tc = TrainConfig(**json.loads(payload["train_config"]))
+        tc = trained_config(payload)
         position = json.loads(payload["position"])
     else:
         # DDP gives every process rank 0's initial weights; the noise must differ by process.
@@ -640,7 +648,7 @@ def _train(
     if payload is not None:
         optimizer.load_state_dict(payload["optimizer"])
         schedule.load_state_dict(payload["schedule"])
-        rngs = payload.get("rngs", [payload["rng"]])
+        rngs = payload["rngs"]
         if len(rngs) == processes:
             torch.set_rng_state(rngs[rank])
         else:  # resumed on another number of processes: same weights and data, new noise
@@ -650,7 +658,6 @@ def _train(
         state = {
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
-            "rng": torch.get_rng_state(),
             "rngs": rng_states(),  # every process's, so a resumed run draws the same noise
             "position": json.dumps(position),
         }
@@ -675,10 +682,7 @@ def _train(
                 annealing = kl_annealing(step, total, tc.kl_anneal)
                 images, proxies = prepare(images, device, model.config.proxy, tc.proxy_noise)
                 labels = labels.to(device)
-                # Without Pyro's argument checks a NaN in the network shows as a NaN loss below,
-                # which stops the run cleanly, rather than as an error inside a distribution.
-                with pyro.validation_enabled(False):
-                    loss = loss_fn(images, proxies, labels, annealing)
+                loss = loss_fn(images, proxies, labels, annealing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
