@@ -814,9 +814,8 @@ def predict_command(
 
 def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     """Label, probability and glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
-    import torch
-
     from .data import Photo, PhotoBatch
+    from .glimpse import squash
     from .posterior import predicted
     from .training import prepare
 
@@ -831,9 +830,7 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     probs = prediction.probs[0]
     z = prediction.z.mean(0)[0]  # [T, 3]: mean over posterior samples
     boxes = model.boxes(z, height, width)
-    scale = model.config.scale_min + (
-        model.config.scale_max - model.config.scale_min
-    ) * torch.sigmoid(z[:, 0])
+    scale = squash(z, model.config.scale_min, model.config.scale_max)[0]
     label, probability = predicted(probs, model.config.classes, model.config.multilabel)
     return {
         "label": label,
