@@ -495,6 +495,11 @@ def train_command(
             f"{init} holds a {getattr(start, 'kind', 'saccade')} model, not {model_kind}",
             param_hint="--init",
         )
+    if start is not None and model_kind == "saccade" and start.config.task != train_config.task:
+        try:
+            start = start.for_task(train_config.task, class_names(task))
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--init") from error
     if not photos:
         try:  # e.g. digits larger than the canvas
             canvases(train_config, "test", 1)

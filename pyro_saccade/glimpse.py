@@ -19,10 +19,14 @@ from torch import Tensor
 ALIGN_CORNERS = False
 
 
+def crop_scale(z_scale: Tensor, scale_min: float, scale_max: float) -> Tensor:
+    """The crop side, as a fraction of the shorter image side, of the scale coordinate of z."""
+    return scale_min + (scale_max - scale_min) * torch.sigmoid(z_scale)
+
+
 def squash(z: Tensor, scale_min: float, scale_max: float) -> tuple[Tensor, Tensor, Tensor]:
     """Map unconstrained z [..., 3] to (scale in [scale_min, scale_max], x, y in [-1, 1])."""
-    scale = scale_min + (scale_max - scale_min) * torch.sigmoid(z[..., 0])
-    return scale, torch.tanh(z[..., 1]), torch.tanh(z[..., 2])
+    return crop_scale(z[..., 0], scale_min, scale_max), torch.tanh(z[..., 1]), torch.tanh(z[..., 2])
 
 
 def normalised_box(
@@ -86,3 +90,12 @@ def unsquash(
         ],
         -1,
     )
+
+
+def aim(z_scale: Tensor, centre: Tensor, scale_min: float, scale_max: float) -> Tensor:
+    """The z [..., 3] whose crop, of scale ``squash(z_scale)``, is centred on ``centre`` [..., 2]
+    (x, y in normalised [-1, 1] coordinates), or as near as the image's border allows.
+    Exact on square images; on others the crop lands slightly further out along the long side."""
+    scale = crop_scale(z_scale, scale_min, scale_max)
+    reach = (centre / (1 - scale).unsqueeze(-1)).clamp(-0.98, 0.98)
+    return torch.cat([z_scale.unsqueeze(-1), torch.atanh(reach)], -1)

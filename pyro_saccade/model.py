@@ -16,9 +16,10 @@ whose term is constant.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import NamedTuple, Self
+from typing import ClassVar, NamedTuple, Self
 
 import pyro
 import pyro.distributions as dist
@@ -27,7 +28,7 @@ from pyro import poutine
 from pyro.infer import Predictive
 from torch import Tensor, nn
 
-from .glimpse import extract_glimpse, glimpse_boxes
+from .glimpse import aim, extract_glimpse, glimpse_boxes
 from .networks import (
     CropEncoder,
     DigitPairHead,
@@ -36,6 +37,7 @@ from .networks import (
     ProxyDecoder,
     ProxyEncoder,
     Recurrence,
+    SaliencyHead,
 )
 from .priors import LATENT, GlimpsePrior, make_prior
 
@@ -45,10 +47,15 @@ HEADS = ("linear", "digit_pairs")
 DIGIT_TASKS = ("identify", "sum", "mark")
 EVIDENCE = ("crops", "state")
 PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
+POSTERIORS = ("saliency", "mlp")
 
 
 class ConfigMixin:
     """What every configuration dataclass shares: validation and a JSON-ready dict."""
+
+    # Fields added after a configuration was first saved, with the value that applied before
+    # they existed, so that older checkpoints load as they were trained.
+    added: ClassVar[dict[str, object]] = {}
 
     @staticmethod
     def validate(checks: list[tuple[bool, str]]) -> None:
@@ -63,6 +70,7 @@ class ConfigMixin:
     @classmethod
     def from_dict(cls, values: dict) -> Self:
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {**cls.added, **values}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(unknown)}")
@@ -88,6 +96,8 @@ class ClassifierConfigMixin(ConfigMixin):
 class SaccadeConfig(ClassifierConfigMixin):
     """Everything that defines a model; saved as JSON beside its weights."""
 
+    added: ClassVar[dict[str, object]] = {"posterior": "mlp", "posterior_std": 1.0}
+
     classes: list[str] = field(
         default_factory=lambda: [f"{a}-{b}" for a in range(10) for b in range(a, 10)]
     )
@@ -96,8 +106,8 @@ class SaccadeConfig(ClassifierConfigMixin):
     glimpses: int = 4  # T
     crop: int = 32  # L: side of each crop in pixels, whatever the image size
     proxy: int = 32  # J: side of the proxy image
-    scale_min: float = 0.15  # crop side as a fraction of the image's shorter side
-    scale_max: float = 0.5
+    scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
+    scale_max: float = 0.7
     hidden: int = 256  # recurrent state
     rnn_layers: int = 1
     crop_width: int = 16  # channels of the crop encoder's first layers
@@ -108,8 +118,10 @@ class SaccadeConfig(ClassifierConfigMixin):
     head: str = "auto"  # linear | digit_pairs (networks.DigitPairHead) | auto: by task
     evidence: str = "state"  # state: read from h_t | crops: summed per-crop evidence
     likelihood: str = "per_glimpse"  # per_glimpse (Eq. 6) | aggregate: once, at the end
+    posterior: str = "saliency"  # saliency (networks.SaliencyHead) | mlp (networks.GaussianHead)
+    posterior_std: float = 0.2  # initial standard deviation of q(z_t | c, h_{t-1})
     proxy_likelihood: str = "bernoulli"  # bernoulli (continuous targets) | gaussian
-    kl_weight: float = 1.0
+    kl_weight: float = 0.05
     label_weight: float = 1.0
     proxy_weight: float = 0.001  # the proxy term has J*J pixels; see docs/results.md
     prior: str = "vrnn"
@@ -145,13 +157,17 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}",
             ),
             (
+                self.posterior in POSTERIORS,
+                f"posterior must be one of {POSTERIORS}, got {self.posterior!r}",
+            ),
+            (
                 self.proxy_likelihood in PROXY_LIKELIHOODS,
                 f"proxy_likelihood must be one of {PROXY_LIKELIHOODS}, "
                 f"got {self.proxy_likelihood!r}",
             ),
             (
-                self.kl_weight > 0 and self.label_weight > 0 and self.proxy_weight > 0,
-                "kl_weight, label_weight and proxy_weight must be positive",
+                min(self.kl_weight, self.label_weight, self.proxy_weight, self.posterior_std) > 0,
+                "kl_weight, label_weight, proxy_weight and posterior_std must be positive",
             ),
         ]
         self.validate(checks)
@@ -205,7 +221,12 @@ class SaccadeModel(nn.Module):
         )
         self.proxy_decoder = ProxyDecoder(LATENT, c.hidden, c.channels, c.proxy, c.proxy_width)
         self.proxy_log_scale = nn.Parameter(torch.zeros(c.channels, 1, 1))
-        self.posterior_net = GaussianHead(c.proxy_features + c.hidden, c.hidden, LATENT)
+        inputs = c.proxy_features + c.hidden
+        self.posterior_net = (
+            SaliencyHead(2 * c.proxy_width, c.proxy // 4, inputs, c.hidden, LATENT, c.posterior_std)
+            if c.posterior == "saliency"
+            else GaussianHead(inputs, c.hidden, LATENT, c.posterior_std)
+        )
         self.prior = prior if prior is not None else make_prior(c.prior, c.hidden, c.prior_args)
         # The guide runs the same recurrence as the model; under Trace_ELBO the model is replayed
         # with the guide's very z tensors, so the model reuses the guide's states instead of
@@ -256,6 +277,13 @@ class SaccadeModel(nn.Module):
     def class_probs(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits) if self.config.multilabel else logits.softmax(-1)
 
+    def posterior(self, features: Tensor, maps: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """loc and scale of q(z_t | c, h_{t-1}) from the proxy's features and map."""
+        if self.config.posterior == "mlp":
+            return self.posterior_net(torch.cat([features, h], -1))
+        loc, scale, centre = self.posterior_net(maps, features, h)
+        return aim(loc[..., 0], centre, self.config.scale_min, self.config.scale_max), scale
+
     # -- the probabilistic program ------------------------------------------------------------
 
     def model(
@@ -305,13 +333,13 @@ class SaccadeModel(nn.Module):
         pyro.module("saccade", self)
         c = self.config
         batch = images.shape[0]
-        proxy_features = self.proxy_encoder(proxies)
+        proxy_features, proxy_maps = self.proxy_encoder.encode(proxies)
         state = self.rnn.initial(batch, proxy_features)
         h = state[0][-1]
         self._memo, self._memo_images = [], images
         with pyro.plate("data", batch, device=images.device):
             for t in pyro.markov(range(c.glimpses)):
-                loc, scale = self.posterior_net(torch.cat([proxy_features, h], -1))
+                loc, scale = self.posterior(proxy_features, proxy_maps, h)
                 q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
                 with poutine.scale(scale=annealing * c.kl_weight):
                     z = pyro.sample(f"z_{t}", q.to_event(1))
@@ -375,6 +403,20 @@ class SaccadeModel(nn.Module):
     def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:
         """Class probabilities [B, K] for images [B, C, H, W] of any size."""
         return self.infer(images, proxies, samples).probs
+
+    def for_task(self, task: str, classes: list[str]) -> SaccadeModel:
+        """A copy of this two-digit model that answers another two-digit task: the digit
+        evidence is shared by identify, sum and mark, only the head's combination of it differs,
+        so a model that identifies digit pairs starts the sum task knowing the digits."""
+        if self.config.head != "digit_pairs" or task not in DIGIT_TASKS:
+            raise ValueError(
+                f"only a digit-pair model moves between the tasks {DIGIT_TASKS}: this one is "
+                f"a {self.config.task!r} model with a {self.config.head!r} head, asked for {task!r}"
+            )
+        config = dataclasses.replace(self.config, task=task, classes=list(classes))
+        model = SaccadeModel(config, prior=copy.deepcopy(self.prior))
+        model.load_state_dict(self.state_dict())
+        return model.to(next(self.parameters()).device)
 
     def boxes(self, z: Tensor, height: int, width: int) -> Tensor:
         """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., 3] on an image of the given size."""

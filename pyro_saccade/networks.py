@@ -55,6 +55,11 @@ class ProxyEncoder(nn.Module):
     def forward(self, proxies: Tensor) -> Tensor:
         return self.body(proxies)
 
+    def encode(self, proxies: Tensor) -> tuple[Tensor, Tensor]:
+        """The pooled features [B, F] and the feature map [B, 2 * width, J / 4, J / 4]."""
+        maps = self.body[:3](proxies)
+        return self.body[3:](maps), maps
+
 
 class ProxyDecoder(nn.Module):
     """Logits (or means) of p(c | z_t, h_{t-1}) from [z, h]: conv-transpose upsampling to J x J."""
@@ -97,6 +102,45 @@ class GaussianHead(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = self.body(x)
         return self.loc(x), F.softplus(self.scale(x)) + 1e-4
+
+
+class SaliencyHead(nn.Module):
+    """q(z_t | c, h_{t-1}) that looks for its glimpse on the proxy's feature map.
+
+    A 1x1 convolution scores every cell of the map, a linear map of h_{t-1} adds a score per cell
+    (so that a later glimpse can avoid what was seen), and the glimpse centre is the soft-argmax
+    of the scores in normalised image coordinates. Finding "a digit somewhere" is then the same
+    small detector at every position instead of a regression from flattened features to
+    coordinates, which is what the plain ``GaussianHead`` has to learn and learns slowly.
+    The scale's location and all three standard deviations come from a ``GaussianHead``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        grid: int,
+        inputs: int,
+        hidden: int,
+        latent: int,
+        init_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.cell = nn.Conv2d(channels, 1, 1)
+        self.recall = nn.Linear(hidden, grid * grid)
+        nn.init.zeros_(self.recall.weight)
+        nn.init.zeros_(self.recall.bias)
+        self.rest = GaussianHead(inputs, hidden, latent, init_scale)
+        centres = (torch.arange(grid) + 0.5) / grid * 2 - 1
+        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+        self.register_buffer("cells", torch.stack([xs, ys], -1).view(-1, 2), persistent=False)
+
+    def forward(self, maps: Tensor, features: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(loc, scale) of q over z, and the centre [B, 2] (x, y in [-1, 1]) it aims at;
+        loc[..., 1:] is left for the caller to set from the centre and the crop's scale."""
+        scores = self.cell(maps).flatten(1) + self.recall(h)
+        centre = scores.softmax(-1) @ self.cells.to(scores.dtype)
+        loc, scale = self.rest(torch.cat([features, h], -1))
+        return loc, scale, centre
 
 
 class Recurrence(nn.Module):

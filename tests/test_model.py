@@ -9,7 +9,7 @@ import torch
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel, TrainConfig, load, train
-from pyro_saccade.glimpse import extract_glimpse, glimpse_boxes, unsquash
+from pyro_saccade.glimpse import aim, extract_glimpse, glimpse_boxes, unsquash
 from pyro_saccade.training import ELBOLoss
 
 
@@ -26,10 +26,12 @@ def batch(n: int = 4, size: int = 40, classes: int = 55) -> tuple[torch.Tensor, 
     return images, proxies, labels
 
 
-@pytest.mark.parametrize("likelihood", ["aggregate", "per_glimpse"])
-def test_trace_structure(likelihood: str) -> None:
+@pytest.mark.parametrize(
+    "likelihood, posterior", [("aggregate", "saliency"), ("per_glimpse", "mlp")]
+)
+def test_trace_structure(likelihood: str, posterior: str) -> None:
     pyro.set_rng_seed(0)
-    model = tiny_model(likelihood=likelihood)
+    model = tiny_model(likelihood=likelihood, posterior=posterior)
     images, proxies, labels = batch()
     guide_trace = poutine.trace(model.guide).get_trace(images, proxies, labels)
     model_trace = poutine.trace(poutine.replay(model.model, guide_trace)).get_trace(
@@ -76,6 +78,43 @@ def test_glimpse_stays_inside_image() -> None:
     assert (boxes[:, 1] >= -1e-4).all() and (boxes[:, 3] <= 300 + 1e-4).all()
     sides = boxes[:, 2] - boxes[:, 0]
     assert torch.allclose(sides, torch.tensor([120.0, 30.0]), atol=0.1)  # 0.4 / 0.1 of 300
+
+
+def test_aim_centres_the_crop_as_far_as_the_border_allows() -> None:
+    z_scale = unsquash(torch.tensor([0.4, 0.4]), torch.zeros(2), torch.zeros(2), 0.2, 0.6)[:, 0]
+    centre = torch.tensor([[0.3, -0.5], [0.95, 0.0]])  # normalised (x, y)
+    box = glimpse_boxes(aim(z_scale, centre, 0.2, 0.6), 100, 100, 0.2, 0.6)
+    # 40 px crops: the first centred on (65, 25); the second would cross the right edge, so
+    # it stops there (98% of the way, where atanh is still finite).
+    assert torch.allclose(box[0], torch.tensor([45.0, 5.0, 85.0, 45.0]), atol=0.05)
+    assert 99.0 < box[1, 2] <= 100.0 and torch.allclose(box[1, 1::2], torch.tensor([30.0, 70.0]))
+
+
+def test_saliency_posterior_moves_glimpses_towards_high_scores() -> None:
+    model = tiny_model()
+    head = model.posterior_net
+    maps = torch.zeros(1, head.cell.in_channels, 4, 4)
+    maps[0, :, 0, 3] = 1.0  # one bright cell, top right
+    torch.nn.init.constant_(head.cell.weight, 5.0)
+    features, h = torch.zeros(1, 16), torch.zeros(1, 32)
+    _, _, centre = head(maps, features, h)
+    assert centre[0, 0] > 0.5 and centre[0, 1] < -0.5
+
+
+def test_for_task_turns_pair_probabilities_into_sums() -> None:
+    pyro.set_rng_seed(0)
+    identify = tiny_model()
+    with torch.no_grad():
+        identify.classifier.evidence.weight.normal_()  # make the digit evidence matter
+    sums = identify.for_task("sum", [str(k) for k in range(19)])
+    assert sums.config.task == "sum" and sums.config.num_classes == 19
+    images, proxies, _ = batch(n=3)
+    pairs = identify.predict(images, proxies)
+    digit_sums = torch.tensor([a + b for a in range(10) for b in range(a, 10)])
+    expected = torch.zeros(3, 19).index_add_(1, digit_sums, pairs)
+    assert torch.allclose(sums.predict(images, proxies), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="digit-pair model"):
+        tiny_model(head="linear").for_task("sum", [str(k) for k in range(19)])
 
 
 def test_scale_gets_a_gradient() -> None:
@@ -134,6 +173,8 @@ def test_config_rejects_nonsense() -> None:
         dict(proxy=30),
         dict(scale_min=0.6, scale_max=0.5),
         dict(likelihood="product"),
+        dict(posterior="grid"),
+        dict(posterior_std=0.0),
     ]:
         with pytest.raises(ValueError):
             SaccadeConfig(**bad)
@@ -149,3 +190,25 @@ def test_train_checkpoint_round_trip(tmp_path) -> None:
     assert loaded.config == model.config
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and "test_accuracy" in lines[0]
+
+
+def test_cli_fine_tunes_an_identify_model_on_sums(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from pyro_saccade.cli import main
+
+    run = TrainConfig(epochs=1, train_size=8, test_size=4, batch_size=4, canvas=[40, 40])
+    train(SaccadeConfig(**TINY), run, out=tmp_path / "identify", progress=False)
+    args = ["train", "--init", str(tmp_path / "identify"), "--task", "sum", "--canvas", "40"]
+    args += ["--epochs", "1", "--train-size", "8", "--test-size", "4", "--batch-size", "4"]
+    result = CliRunner().invoke(main, [*args, "--quiet", "--out", str(tmp_path / "sum")])
+    assert result.exit_code == 0, result.output
+    model = load(tmp_path / "sum")
+    assert model.config.task == "sum" and model.config.classes[-1] == "18"
+
+
+def test_configs_saved_before_a_field_existed_load_as_they_were_trained() -> None:
+    saved = SaccadeConfig(**TINY).to_dict()
+    del saved["posterior"], saved["posterior_std"]
+    config = SaccadeConfig.from_dict(saved)
+    assert config.posterior == "mlp" and config.posterior_std == 1.0

@@ -289,7 +289,7 @@ def test_model_trains_on_a_batch_of_mixed_photo_sizes(tmp_path: Path) -> None:
     loss.backward()
     assert torch.isfinite(loss)
     assert model.crop_encoder.body[0][0].weight.grad.abs().sum() > 0  # gradients reach the crops
-    assert model.posterior_net.loc.weight.grad.abs().sum() > 0  # ... and the glimpse locations
+    assert model.posterior_net.cell.weight.grad.abs().sum() > 0  # ... and the glimpse locations
 
 
 def test_cli_trains_on_a_folder_and_predicts_evaluates_photos(
