@@ -7,6 +7,7 @@ so drawing needs no display and leaves the caller's matplotlib backend alone.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -174,18 +175,29 @@ def glimpse_figure(
     )
 
 
-def training_curves(runs: dict[str, str | Path], out: str | Path) -> Path:
-    """Plot held-out accuracy against wall time for run directories (their metrics.jsonl)."""
+def accuracy_curve(stages: str | Path | Sequence[str | Path]) -> tuple[list[float], list[float]]:
+    """Cumulative training minutes and held-out accuracy (%) after each epoch of a run directory,
+    or of a sequence of them: one model trained in stages (a run, then a run started from its
+    weights with ``--init``), its time running on from stage to stage."""
+    stages = [stages] if isinstance(stages, str | Path) else stages
+    records = [
+        json.loads(line)
+        for run in stages
+        for line in (Path(run) / "metrics.jsonl").read_text().splitlines()
+    ]
+    minutes = torch.tensor([r.get("train_seconds", 0.0) for r in records]).cumsum(0) / 60
+    return minutes.tolist(), [100 * r["test_accuracy"] for r in records]
+
+
+def training_curves(
+    runs: dict[str, str | Path | Sequence[str | Path]], out: str | Path
+) -> Path:
+    """Plot held-out accuracy against wall time, one line per run (see ``accuracy_curve``)."""
     figure = Figure(figsize=(6, 4))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for t, (name, run) in enumerate(runs.items()):
-        records = [
-            json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()
-        ]
-        minutes = torch.tensor([r.get("train_seconds", 0.0) for r in records]).cumsum(0) / 60
-        accuracy = [100 * r["test_accuracy"] for r in records]
-        ax.plot(minutes.tolist(), accuracy, marker="o", color=colour(t), label=name)
+    for t, (name, stages) in enumerate(runs.items()):
+        ax.plot(*accuracy_curve(stages), marker="o", color=colour(t), label=name)
     ax.set_xlabel("training wall time (minutes, without evaluation)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.grid(alpha=0.3)

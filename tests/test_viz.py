@@ -92,12 +92,14 @@ def test_visualize_command_writes_one_picture_per_image(model: SaccadeModel, tmp
 
 
 def test_training_curves_plot(tmp_path) -> None:
-    from pyro_saccade.viz import training_curves
+    from pyro_saccade.viz import accuracy_curve, training_curves
 
     run = tmp_path / "run"
     run.mkdir()
     lines = [{"epoch": e, "test_accuracy": 0.1 * e, "train_seconds": 60.0} for e in (1, 2)]
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    out = training_curves({"run": run}, tmp_path / "curve.png")
+    out = training_curves({"run": run, "staged": [run, run]}, tmp_path / "curve.png")
     assert out.stat().st_size > 1000
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A model trained in two stages: the second stage's time runs on from the first's.
+    assert accuracy_curve([run, run]) == ([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 10.0, 20.0])

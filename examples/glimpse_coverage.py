@@ -1,0 +1,58 @@
+"""How often a model's glimpses hold the digits: the diagnostic that found what held training back.
+
+For each held-out canvas, the share of each digit's 28x28 box inside the best of the model's
+(posterior-mean) glimpses, and the standard deviation of q(z_t | c, h_{t-1}) at each step: a
+guide whose standard deviation stays near 1 crops at random places while it trains.
+
+python examples/glimpse_coverage.py identify-100 --n 400
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from pyro import poutine
+
+from pyro_saccade import load, make_proxy
+from pyro_saccade.data import TwoDigitCluttered
+
+
+def coverage(digit: tuple[int, int, int, int], crops: torch.Tensor) -> float:
+    """The largest share of the digit's box (x0, y0, x1, y1) inside any of the crops [T, 4]."""
+    x0, y0, x1, y1 = digit
+    width = (crops[:, 2].clamp(max=x1) - crops[:, 0].clamp(min=x0)).clamp(min=0)
+    height = (crops[:, 3].clamp(max=y1) - crops[:, 1].clamp(min=y0)).clamp(min=0)
+    return float((width * height).max()) / ((x1 - x0) * (y1 - y0))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Glimpse coverage of the digits.")
+    parser.add_argument("checkpoint", nargs="?", default="identify-100")
+    parser.add_argument("--n", type=int, default=400, help="number of held-out canvases")
+    parser.add_argument("--canvas", type=int, default=100)
+    args = parser.parse_args(argv)
+
+    model = load(args.checkpoint)
+    data = TwoDigitCluttered("identify", args.canvas, n=args.n, split="test", seed=123)
+    images = torch.stack([data[i][0] for i in range(args.n)])
+    labels = torch.stack([data[i][1] for i in range(args.n)])
+    out = model.infer(images)
+    boxes = model.boxes(out.z[0], args.canvas, args.canvas)
+    shares = torch.tensor(
+        [coverage(box, boxes[i]) for i in range(args.n) for box in data.describe(i)["boxes"]]
+    )
+    accuracy = (out.probs.argmax(-1) == labels).float().mean()
+    print(f"accuracy {accuracy:.3f} on {args.n} held-out canvases")
+    print(f"digits at least 90% inside a glimpse: {(shares >= 0.9).float().mean():.3f}")
+    print(f"digits at least 70% inside a glimpse: {(shares >= 0.7).float().mean():.3f}")
+    sides = (boxes[..., 2] - boxes[..., 0]).mean(0)
+    print("mean crop side per glimpse (px):", " ".join(f"{s:.1f}" for s in sides.tolist()))
+    guide = poutine.trace(model.guide).get_trace(images, make_proxy(images, model.config.proxy))
+    for t in range(model.config.glimpses):
+        std = guide.nodes[f"z_{t}"]["fn"].base_dist.scale.mean(0)
+        print(f"glimpse {t}: mean std of q over (scale, x, y):", " ".join(f"{s:.3f}" for s in std))
+
+
+if __name__ == "__main__":
+    main()

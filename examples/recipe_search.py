@@ -1,0 +1,57 @@
+"""One short training run of a recipe variant, for comparing recipes by measurement.
+
+Model settings (SaccadeConfig fields) and training settings (TrainConfig fields) are given as
+KEY=VALUE, the values as JSON (strings need no quotes). The short runs of docs/results.md:
+
+python examples/recipe_search.py runs/short-v6 --model evidence=crops posterior_std=0.2 \\
+    kl_weight=0.05 --train epochs=8 train_size=5000 test_size=500 workers=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from pyro_saccade.training import TrainConfig, default_model_config, train
+
+
+def settings(pairs: list[str]) -> dict[str, object]:
+    """KEY=VALUE strings as a dict, each value parsed as JSON when it is JSON."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train one recipe variant briefly.")
+    parser.add_argument("out", help="run directory")
+    parser.add_argument("--model", nargs="*", default=[], help="SaccadeConfig KEY=VALUE")
+    parser.add_argument("--train", nargs="*", default=[], help="TrainConfig KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    train_config = TrainConfig(**settings(args.train))
+    model_config = default_model_config(train_config)
+    for key, value in settings(args.model).items():
+        if not hasattr(model_config, key):
+            raise SystemExit(f"SaccadeConfig has no field {key!r}")
+        setattr(model_config, key, value)
+    model_config.__post_init__()  # validate the changed fields
+    train(model_config, train_config, out=args.out, progress=False)
+    for line in open(f"{args.out}/metrics.jsonl"):
+        record = json.loads(line)
+        print(f"epoch {record['epoch']}: held-out accuracy {record['test_accuracy']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
