@@ -51,7 +51,7 @@ def main() -> None:
 
     z = torch.zeros(args.batch, 3)
     h = torch.zeros(args.batch, c.hidden)
-    features = model.proxy_encoder(proxies)
+    features, maps = model.proxy_encoder.encode(proxies)
     state = model.rnn.initial(args.batch, features)
     crops = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max)
     rows = [
@@ -59,7 +59,7 @@ def main() -> None:
         ("model.predict(images, proxies): pyro Predictive", lambda: model.predict(images, proxies)),
         ("guide (posterior mean) + model replayed on it", guide_then_model),
         ("guide alone", lambda: model.guide(images, proxies, mean=True)),
-        ("  proxy encoder", lambda: model.proxy_encoder(proxies)),
+        ("  proxy encoder", lambda: model.proxy_encoder.encode(proxies)),
         ("  one step: crop, crop encoder, LSTM", lambda: model.step(0, images, z, features, state)),
         (
             "    extract_glimpse",
@@ -67,7 +67,7 @@ def main() -> None:
         ),
         ("    crop encoder", lambda: model.crop_encoder(crops)),
         ("    LSTM", lambda: model.rnn(torch.zeros(args.batch, model.rnn.lstm.input_size), state)),
-        ("  posterior head", lambda: model.posterior_net(torch.cat([features, h], -1))),
+        ("  posterior head", lambda: model.posterior(features, maps, h)),
         ("  proxy decoder (model only)", lambda: model.proxy_decoder(z, h)),
     ]
     print(f"{args.size}x{args.size}, batch {args.batch}, {args.threads} thread(s), T={c.glimpses}")
