@@ -96,7 +96,11 @@ class ClassifierConfigMixin(ConfigMixin):
 class SaccadeConfig(ClassifierConfigMixin):
     """Everything that defines a model; saved as JSON beside its weights."""
 
-    added: ClassVar[dict[str, object]] = {"posterior": "mlp", "posterior_std": 1.0}
+    added: ClassVar[dict[str, object]] = {
+        "posterior": "mlp",
+        "posterior_std": 1.0,
+        "posterior_std_max": None,
+    }
 
     classes: list[str] = field(
         default_factory=lambda: [f"{a}-{b}" for a in range(10) for b in range(a, 10)]
@@ -107,7 +111,7 @@ class SaccadeConfig(ClassifierConfigMixin):
     crop: int = 32  # L: side of each crop in pixels, whatever the image size
     proxy: int = 32  # J: side of the proxy image
     scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
-    scale_max: float = 0.7
+    scale_max: float = 0.9
     hidden: int = 256  # recurrent state
     rnn_layers: int = 1
     crop_width: int = 16  # channels of the crop encoder's first layers
@@ -120,6 +124,7 @@ class SaccadeConfig(ClassifierConfigMixin):
     likelihood: str = "per_glimpse"  # per_glimpse (Eq. 6) | aggregate: once, at the end
     posterior: str = "saliency"  # saliency (networks.SaliencyHead) | mlp (networks.GaussianHead)
     posterior_std: float = 0.2  # initial standard deviation of q(z_t | c, h_{t-1})
+    posterior_std_max: float | None = 0.5  # its bound (None: unbounded)
     proxy_likelihood: str = "bernoulli"  # bernoulli (continuous targets) | gaussian
     kl_weight: float = 0.05
     label_weight: float = 1.0
@@ -168,6 +173,11 @@ class SaccadeConfig(ClassifierConfigMixin):
             (
                 min(self.kl_weight, self.label_weight, self.proxy_weight, self.posterior_std) > 0,
                 "kl_weight, label_weight, proxy_weight and posterior_std must be positive",
+            ),
+            (
+                self.posterior_std_max is None or self.posterior_std < self.posterior_std_max,
+                f"posterior_std ({self.posterior_std}) must be below posterior_std_max "
+                f"({self.posterior_std_max})",
             ),
         ]
         self.validate(checks)
@@ -222,10 +232,13 @@ class SaccadeModel(nn.Module):
         self.proxy_decoder = ProxyDecoder(LATENT, c.hidden, c.channels, c.proxy, c.proxy_width)
         self.proxy_log_scale = nn.Parameter(torch.zeros(c.channels, 1, 1))
         inputs = c.proxy_features + c.hidden
+        posterior_std = (c.posterior_std, c.posterior_std_max)
         self.posterior_net = (
-            SaliencyHead(2 * c.proxy_width, c.proxy // 4, inputs, c.hidden, LATENT, c.posterior_std)
+            SaliencyHead(
+                2 * c.proxy_width, c.proxy // 4, inputs, c.hidden, LATENT, *posterior_std
+            )
             if c.posterior == "saliency"
-            else GaussianHead(inputs, c.hidden, LATENT, c.posterior_std)
+            else GaussianHead(inputs, c.hidden, LATENT, *posterior_std)
         )
         self.prior = prior if prior is not None else make_prior(c.prior, c.hidden, c.prior_args)
         # The guide runs the same recurrence as the model; under Trace_ELBO the model is replayed

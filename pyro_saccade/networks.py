@@ -86,10 +86,25 @@ class ProxyDecoder(nn.Module):
 
 
 class GaussianHead(nn.Module):
-    """loc and positive scale of a diagonal Gaussian over z from a feature vector."""
+    """loc and positive scale of a diagonal Gaussian over z from a feature vector.
 
-    def __init__(self, inputs: int, hidden: int, latent: int, init_scale: float = 1.0) -> None:
+    With ``max_scale`` the scale is bounded (a sigmoid instead of a softplus): a guide's scale
+    left free grows with the entropy term of the bound wherever the likelihood is flat, until its
+    training glimpses land at random.
+    """
+
+    def __init__(
+        self,
+        inputs: int,
+        hidden: int,
+        latent: int,
+        init_scale: float = 1.0,
+        max_scale: float | None = None,
+    ) -> None:
         super().__init__()
+        if max_scale is not None and not 0 < init_scale < max_scale:
+            raise ValueError(f"need 0 < init_scale < max_scale, got {init_scale}, {max_scale}")
+        self.max_scale = max_scale
         self.body = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(inplace=True))
         self.loc = nn.Linear(hidden, latent)
         self.scale = nn.Linear(hidden, latent)
@@ -97,11 +112,16 @@ class GaussianHead(nn.Module):
         nn.init.zeros_(self.loc.weight)
         nn.init.zeros_(self.loc.bias)
         nn.init.zeros_(self.scale.weight)
-        nn.init.constant_(self.scale.bias, float(torch.log(torch.expm1(torch.tensor(init_scale)))))
+        init = torch.tensor(init_scale)
+        bias = torch.log(torch.expm1(init)) if max_scale is None else torch.logit(init / max_scale)
+        nn.init.constant_(self.scale.bias, float(bias))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = self.body(x)
-        return self.loc(x), F.softplus(self.scale(x)) + 1e-4
+        raw = self.scale(x)
+        if self.max_scale is None:
+            return self.loc(x), F.softplus(raw) + 1e-4
+        return self.loc(x), self.max_scale * torch.sigmoid(raw) + 1e-4
 
 
 class SaliencyHead(nn.Module):
@@ -123,13 +143,14 @@ class SaliencyHead(nn.Module):
         hidden: int,
         latent: int,
         init_scale: float = 1.0,
+        max_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.cell = nn.Conv2d(channels, 1, 1)
         self.recall = nn.Linear(hidden, grid * grid)
         nn.init.zeros_(self.recall.weight)
         nn.init.zeros_(self.recall.bias)
-        self.rest = GaussianHead(inputs, hidden, latent, init_scale)
+        self.rest = GaussianHead(inputs, hidden, latent, init_scale, max_scale)
         centres = (torch.arange(grid) + 0.5) / grid * 2 - 1
         ys, xs = torch.meshgrid(centres, centres, indexing="ij")
         self.register_buffer("cells", torch.stack([xs, ys], -1).view(-1, 2), persistent=False)

@@ -101,6 +101,18 @@ def test_saliency_posterior_moves_glimpses_towards_high_scores() -> None:
     assert centre[0, 0] > 0.5 and centre[0, 1] < -0.5
 
 
+def test_the_guide_scale_stays_under_its_bound() -> None:
+    from pyro_saccade.networks import GaussianHead
+
+    bounded = GaussianHead(4, 8, 3, init_scale=0.2, max_scale=0.5)
+    free = GaussianHead(4, 8, 3, init_scale=0.2)
+    for head in (bounded, free):
+        assert torch.allclose(head(torch.zeros(1, 4))[1], torch.full((1, 3), 0.2), atol=1e-3)
+        torch.nn.init.constant_(head.scale.bias, 50.0)  # what a runaway entropy term does
+    assert bounded(torch.zeros(1, 4))[1].max() <= 0.5 + 1e-4
+    assert free(torch.zeros(1, 4))[1].min() > 10
+
+
 def test_for_task_turns_pair_probabilities_into_sums() -> None:
     pyro.set_rng_seed(0)
     identify = tiny_model()
@@ -175,6 +187,7 @@ def test_config_rejects_nonsense() -> None:
         dict(likelihood="product"),
         dict(posterior="grid"),
         dict(posterior_std=0.0),
+        dict(posterior_std=0.6, posterior_std_max=0.5),
     ]:
         with pytest.raises(ValueError):
             SaccadeConfig(**bad)
@@ -209,6 +222,7 @@ def test_cli_fine_tunes_an_identify_model_on_sums(tmp_path) -> None:
 
 def test_configs_saved_before_a_field_existed_load_as_they_were_trained() -> None:
     saved = SaccadeConfig(**TINY).to_dict()
-    del saved["posterior"], saved["posterior_std"]
+    del saved["posterior"], saved["posterior_std"], saved["posterior_std_max"]
     config = SaccadeConfig.from_dict(saved)
     assert config.posterior == "mlp" and config.posterior_std == 1.0
+    assert config.posterior_std_max is None
