@@ -614,6 +614,13 @@ def _check_device(device: str) -> None:
     "--distractors", type=click.IntRange(min=0), default=None, help="[default: as trained]"
 )
 @click.option(
+    "--task",
+    type=click.Choice(["identify", "sum", "mark"]),
+    default=None,
+    help="Another two-digit task for a digit-pair model (identify answers sums as it is) "
+    "[default: as trained].",
+)
+@click.option(
     "--n",
     "n",
     type=click.IntRange(min=1),
@@ -650,6 +657,7 @@ def evaluate_command(
     checkpoint: str,
     canvas: tuple[int, int] | None,
     distractors: int | None,
+    task: str | None,
     n: int,
     samples: int,
     proxy_noise: float | None,
@@ -671,6 +679,7 @@ def evaluate_command(
 
     import pyro
 
+    from .data import class_names
     from .model import SaccadeModel
     from .training import canvases, evaluate, model_from_checkpoint, read_checkpoint, trained_config
 
@@ -687,9 +696,19 @@ def evaluate_command(
     config = dataclasses.replace(
         trained,
         seed=seed,
+        task=task or trained.task,
         canvas=list(canvas) if canvas else trained.canvas,
         distractors=trained.distractors if distractors is None else distractors,
     )
+    if config.task != trained.task:
+        if not isinstance(model, SaccadeModel):
+            raise click.BadParameter(
+                f"a {type(model).__name__} answers {trained.task!r} only", param_hint="--task"
+            )
+        try:
+            model = model.for_task(config.task, class_names(config.task))
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--task") from error
     try:
         if isinstance(model, SaccadeModel):
             model.config.check_image(model.config.channels, *config.canvas)

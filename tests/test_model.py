@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -218,6 +220,11 @@ def test_cli_fine_tunes_an_identify_model_on_sums(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     model = load(tmp_path / "sum")
     assert model.config.task == "sum" and model.config.classes[-1] == "18"
+    # An identify model is evaluated on sums as it is.
+    args = ["evaluate", str(tmp_path / "identify"), "--task", "sum", "--n", "4", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["task"] == "sum"
 
 
 def test_configs_saved_before_a_field_existed_load_as_they_were_trained() -> None:
