@@ -1,8 +1,10 @@
 """How often a model's glimpses hold the digits: the diagnostic that found what held training back.
 
-For each held-out canvas, the share of each digit's 28x28 box inside the best of the model's
+For each held-out canvas, the share of each digit's box inside the best of the model's
 (posterior-mean) glimpses, and the standard deviation of q(z_t | c, h_{t-1}) at each step: a
-guide whose standard deviation stays near 1 crops at random places while it trains.
+guide whose standard deviation stays near 1 crops at random places while it trains. Then the
+accuracy by how much the two digits overlap (the mnist-cluttered recipe places them
+independently, so some canvases hold one digit drawn over the other).
 
 python examples/glimpse_coverage.py identify-100 --n 400
 """
@@ -18,11 +20,11 @@ from pyro_saccade import load, make_proxy
 from pyro_saccade.data import TwoDigitCluttered
 
 
-def coverage(digit: tuple[int, int, int, int], crops: torch.Tensor) -> float:
-    """The largest share of the digit's box (x0, y0, x1, y1) inside any of the crops [T, 4]."""
+def coverage(digit: tuple[int, int, int, int], boxes: torch.Tensor) -> float:
+    """The largest share of the digit's box (x0, y0, x1, y1) inside any of the boxes [N, 4]."""
     x0, y0, x1, y1 = digit
-    width = (crops[:, 2].clamp(max=x1) - crops[:, 0].clamp(min=x0)).clamp(min=0)
-    height = (crops[:, 3].clamp(max=y1) - crops[:, 1].clamp(min=y0)).clamp(min=0)
+    width = (boxes[:, 2].clamp(max=x1) - boxes[:, 0].clamp(min=x0)).clamp(min=0)
+    height = (boxes[:, 3].clamp(max=y1) - boxes[:, 1].clamp(min=y0)).clamp(min=0)
     return float((width * height).max()) / ((x1 - x0) * (y1 - y0))
 
 
@@ -42,12 +44,26 @@ def main(argv: list[str] | None = None) -> None:
     shares = torch.tensor(
         [coverage(box, boxes[i]) for i in range(args.n) for box in data.describe(i)["boxes"]]
     )
-    accuracy = (out.probs.argmax(-1) == labels).float().mean()
-    print(f"accuracy {accuracy:.3f} on {args.n} held-out canvases")
+    hits = out.probs.argmax(-1) == labels
+    print(f"accuracy {hits.float().mean():.3f} on {args.n} held-out canvases")
     print(f"digits at least 90% inside a glimpse: {(shares >= 0.9).float().mean():.3f}")
     print(f"digits at least 70% inside a glimpse: {(shares >= 0.7).float().mean():.3f}")
     sides = (boxes[..., 2] - boxes[..., 0]).mean(0)
     print("mean crop side per glimpse (px):", " ".join(f"{s:.1f}" for s in sides.tolist()))
+    overlap = torch.tensor(
+        [
+            coverage(first, torch.tensor([second], dtype=torch.float32))
+            for first, second in (data.describe(i)["boxes"] for i in range(args.n))
+        ]
+    )
+    for low, high in [(0, 0), (0, 0.25), (0.25, 0.5), (0.5, 1)]:
+        chosen = (overlap == 0) if high == 0 else (overlap > low) & (overlap <= high)
+        span = "no overlap" if high == 0 else f"overlap in ({low}, {high}]"
+        if chosen.any():
+            print(
+                f"digits' boxes with {span}: {int(chosen.sum())} canvases, "
+                f"accuracy {hits[chosen].float().mean():.3f}"
+            )
     guide = poutine.trace(model.guide).get_trace(images, make_proxy(images, model.config.proxy))
     for t in range(model.config.glimpses):
         std = guide.nodes[f"z_{t}"]["fn"].base_dist.scale.mean(0)
