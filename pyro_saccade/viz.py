@@ -192,12 +192,18 @@ def accuracy_curve(stages: str | Path | Sequence[str | Path]) -> tuple[list[floa
 def training_curves(
     runs: dict[str, str | Path | Sequence[str | Path]], out: str | Path
 ) -> Path:
-    """Plot held-out accuracy against wall time, one line per run (see ``accuracy_curve``)."""
+    """Plot held-out accuracy against wall time, one line per run (see ``accuracy_curve``).
+
+    A run in stages is drawn from the last epoch of its earlier stages on, so that a model
+    fine-tuned from another continues that one's line instead of drawing over it."""
     figure = Figure(figsize=(6, 4))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     for t, (name, stages) in enumerate(runs.items()):
-        ax.plot(*accuracy_curve(stages), marker="o", color=colour(t), label=name)
+        minutes, accuracy = accuracy_curve(stages)
+        earlier = 0 if isinstance(stages, str | Path) else len(accuracy_curve(stages[:-1])[0])
+        start = max(earlier - 1, 0)
+        ax.plot(minutes[start:], accuracy[start:], marker="o", color=colour(t), label=name)
     ax.set_xlabel("training wall time (minutes, without evaluation)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.grid(alpha=0.3)
