@@ -49,22 +49,32 @@ def affine_theta(z: Tensor, height: int, width: int, scale_min: float, scale_max
 
 
 def extract_glimpse(
-    images: Tensor, z: Tensor, size: int, scale_min: float, scale_max: float
+    images: Tensor,
+    z: Tensor,
+    size: int,
+    scale_min: float,
+    scale_max: float,
+    antialias: int = 1,
 ) -> Tensor:
     """Bilinearly sample a ``size``x``size`` crop of each image [B, C, H, W] at z [B, 3].
 
-    The cost depends on ``size`` only, not on the image's resolution. ``images`` may also be a
-    lazy source with a ``glimpse(z, size, scale_min, scale_max)`` method (photos read from disk,
+    The cost depends on ``size`` only, not on the image's resolution. With ``antialias`` k > 1
+    each crop pixel averages k x k samples: one sample per pixel misses thin strokes when the
+    window is several times wider than the crop. ``images`` may also be a lazy source with a
+    ``glimpse(z, size, scale_min, scale_max)`` method (photos read from disk,
     ``data.PhotoBatch``), which then crops itself.
     """
+    side = size * antialias
     if not isinstance(images, Tensor):
-        return images.glimpse(z, size, scale_min, scale_max)
-    batch, channels, height, width = images.shape
-    theta = affine_theta(z, height, width, scale_min, scale_max).to(images.dtype)
-    grid = F.affine_grid(theta, [batch, channels, size, size], align_corners=ALIGN_CORNERS)
-    return F.grid_sample(
-        images, grid, mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS
-    )
+        crops = images.glimpse(z, side, scale_min, scale_max)
+    else:
+        batch, channels, height, width = images.shape
+        theta = affine_theta(z, height, width, scale_min, scale_max).to(images.dtype)
+        grid = F.affine_grid(theta, [batch, channels, side, side], align_corners=ALIGN_CORNERS)
+        crops = F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS
+        )
+    return crops if antialias == 1 else F.avg_pool2d(crops, antialias)
 
 
 def glimpse_boxes(z: Tensor, height: int, width: int, scale_min: float, scale_max: float) -> Tensor:

@@ -100,6 +100,7 @@ class SaccadeConfig(ClassifierConfigMixin):
         "posterior": "mlp",
         "posterior_std": 1.0,
         "posterior_std_max": None,
+        "antialias": 1,
     }
 
     classes: list[str] = field(
@@ -109,6 +110,7 @@ class SaccadeConfig(ClassifierConfigMixin):
     channels: int = 1
     glimpses: int = 4  # T
     crop: int = 32  # L: side of each crop in pixels, whatever the image size
+    antialias: int = 1  # k: each crop pixel averages k x k bilinear samples
     proxy: int = 32  # J: side of the proxy image
     scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
     scale_max: float = 0.9
@@ -147,6 +149,7 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
             ),
             (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
+            (self.antialias >= 1, f"antialias must be at least 1, got {self.antialias}"),
             (
                 self.proxy >= 4 and self.proxy % 4 == 0,
                 f"proxy must be a positive multiple of 4, got {self.proxy}",
@@ -262,7 +265,7 @@ class SaccadeModel(nn.Module):
         if self._memo_images is images and t < len(self._memo) and self._memo[t][0] is z:
             return self._memo[t][1]
         c = self.config
-        crop = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max)
+        crop = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max, c.antialias)
         features = self.crop_encoder(crop)
         h, state = self.rnn(torch.cat([features, self.z_embed(z), proxy_features], -1), state)
         return Step(h, state, features)

@@ -131,6 +131,17 @@ def test_for_task_turns_pair_probabilities_into_sums() -> None:
         tiny_model(head="linear").for_task("sum", [str(k) for k in range(19)])
 
 
+def test_antialiased_glimpse_averages_fine_detail_instead_of_aliasing_it() -> None:
+    image = torch.zeros(1, 1, 100, 100)
+    image[..., ::3] = 1.0  # one-pixel stripes every third column: a mean of 1/3
+    z = torch.tensor([[10.0, 0.0, 0.0]])  # the widest crop: a 90-pixel window into 32 pixels
+    aliased = extract_glimpse(image, z, 32, 0.3, 0.9)
+    averaged = extract_glimpse(image, z, 32, 0.3, 0.9, antialias=4)
+    assert averaged.shape == aliased.shape == (1, 1, 32, 32)
+    assert aliased.std() > 0.25  # one sample per pixel: stripes or gaps, depending on where
+    assert averaged.std() < 0.05 and abs(averaged.mean() - 1 / 3) < 0.01
+
+
 def test_scale_gets_a_gradient() -> None:
     image = torch.rand(1, 1, 64, 64)
     z = torch.zeros(1, 3, requires_grad=True)
