@@ -40,10 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     images = torch.stack([data[i][0] for i in range(args.n)])
     labels = torch.stack([data[i][1] for i in range(args.n)])
     out = model.infer(images)
+    digits = [data.describe(i)["boxes"] for i in range(args.n)]  # two boxes per canvas
     boxes = model.boxes(out.z[0], args.canvas, args.canvas)
-    shares = torch.tensor(
-        [coverage(box, boxes[i]) for i in range(args.n) for box in data.describe(i)["boxes"]]
-    )
+    shares = torch.tensor([coverage(box, boxes[i]) for i in range(args.n) for box in digits[i]])
     hits = out.probs.argmax(-1) == labels
     print(f"accuracy {hits.float().mean():.3f} on {args.n} held-out canvases")
     print(f"digits at least 90% inside a glimpse: {(shares >= 0.9).float().mean():.3f}")
@@ -51,10 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     sides = (boxes[..., 2] - boxes[..., 0]).mean(0)
     print("mean crop side per glimpse (px):", " ".join(f"{s:.1f}" for s in sides.tolist()))
     overlap = torch.tensor(
-        [
-            coverage(first, torch.tensor([second], dtype=torch.float32))
-            for first, second in (data.describe(i)["boxes"] for i in range(args.n))
-        ]
+        [coverage(first, torch.tensor([second], dtype=torch.float32)) for first, second in digits]
     )
     for low, high in [(0, 0), (0, 0.25), (0.25, 0.5), (0.5, 1)]:
         chosen = (overlap == 0) if high == 0 else (overlap > low) & (overlap <= high)

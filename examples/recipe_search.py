@@ -10,6 +10,7 @@ python examples/recipe_search.py runs/short-v6 --model evidence=crops posterior_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import torch
@@ -41,12 +42,12 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     train_config = TrainConfig(**settings(args.train))
-    model_config = default_model_config(train_config)
-    for key, value in settings(args.model).items():
-        if not hasattr(model_config, key):
-            raise SystemExit(f"SaccadeConfig has no field {key!r}")
-        setattr(model_config, key, value)
-    model_config.__post_init__()  # validate the changed fields
+    try:  # replace() validates the changed fields, and rejects unknown ones
+        model_config = dataclasses.replace(
+            default_model_config(train_config), **settings(args.model)
+        )
+    except TypeError as error:
+        raise SystemExit(f"SaccadeConfig: {error}") from None
     train(model_config, train_config, out=args.out, progress=False)
     for line in open(f"{args.out}/metrics.jsonl"):
         record = json.loads(line)

@@ -496,10 +496,7 @@ def train_command(
             param_hint="--init",
         )
     if start is not None and model_kind == "saccade" and start.config.task != train_config.task:
-        try:
-            start = start.for_task(train_config.task, class_names(task))
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--init") from error
+        start = _for_task(start, train_config.task, "--init")
     if not photos:
         try:  # e.g. digits larger than the canvas
             canvases(train_config, "test", 1)
@@ -591,6 +588,22 @@ def _check_resume(ctx: click.Context, out: Path) -> object:
     return TrainConfig(**trained) if trained else None
 
 
+def _for_task(model: object, task: str, param_hint: str) -> object:
+    """The model answering another two-digit task (``SaccadeModel.for_task``), or a usage
+    error naming ``param_hint`` when it cannot."""
+    from .data import class_names
+    from .model import SaccadeModel
+
+    if not isinstance(model, SaccadeModel):
+        raise click.BadParameter(
+            f"a {type(model).__name__} answers {model.config.task!r} only", param_hint=param_hint
+        )
+    try:
+        return model.for_task(task, class_names(task))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=param_hint) from error
+
+
 def _check_device(device: str) -> None:
     import torch
 
@@ -679,7 +692,6 @@ def evaluate_command(
 
     import pyro
 
-    from .data import class_names
     from .model import SaccadeModel
     from .training import canvases, evaluate, model_from_checkpoint, read_checkpoint, trained_config
 
@@ -701,14 +713,7 @@ def evaluate_command(
         distractors=trained.distractors if distractors is None else distractors,
     )
     if config.task != trained.task:
-        if not isinstance(model, SaccadeModel):
-            raise click.BadParameter(
-                f"a {type(model).__name__} answers {trained.task!r} only", param_hint="--task"
-            )
-        try:
-            model = model.for_task(config.task, class_names(config.task))
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--task") from error
+        model = _for_task(model, config.task, "--task")
     try:
         if isinstance(model, SaccadeModel):
             model.config.check_image(model.config.channels, *config.canvas)
