@@ -353,6 +353,21 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
     help="Crop side L in pixels.",
 )
 @click.option(
+    "--antialias",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Each crop pixel averages k x k bilinear samples of the image (1: one sample).",
+)
+@click.option(
+    "--scale-range",
+    type=(click.FloatRange(min=0, max=1, min_open=True), click.FloatRange(min=0, max=1)),
+    default=(0.3, 0.9),
+    show_default=True,
+    metavar="MIN MAX",
+    help="Crop side as a fraction of the image's shorter side.",
+)
+@click.option(
     "--proxy",
     type=click.IntRange(min=4),
     default=32,
@@ -374,7 +389,11 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
     help="Label likelihood at every glimpse (Eq. 6) or once after the last.",
 )
 @click.option(
-    "--kl-weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+    "--kl-weight",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Weight of the KL terms of Eq. 6.",
 )
 @click.option(
     "--prior",
@@ -433,6 +452,8 @@ def train_command(
     lr: float,
     glimpses: int,
     crop: int,
+    antialias: int,
+    scale_range: tuple[float, float],
     proxy: int,
     proxy_noise: float,
     likelihood: str,
@@ -515,6 +536,9 @@ def train_command(
                     channels=3 if photos else 1,
                     glimpses=glimpses,
                     crop=crop,
+                    antialias=antialias,
+                    scale_min=scale_range[0],
+                    scale_max=scale_range[1],
                     proxy=proxy,
                     likelihood=likelihood,
                     kl_weight=kl_weight,
@@ -561,6 +585,8 @@ def _check_resume(ctx: click.Context, out: Path) -> object:
         **json.loads(payload["config"]),
         "kind": payload.get("kind", "saccade"),
     }
+    if "scale_min" in saved:
+        saved["scale_range"] = [saved["scale_min"], saved["scale_max"]]
     fields = {
         "data_dir": "photos",
         "csv_file": "photos",

@@ -237,9 +237,7 @@ class SaccadeModel(nn.Module):
         inputs = c.proxy_features + c.hidden
         posterior_std = (c.posterior_std, c.posterior_std_max)
         self.posterior_net = (
-            SaliencyHead(
-                2 * c.proxy_width, c.proxy // 4, inputs, c.hidden, LATENT, *posterior_std
-            )
+            SaliencyHead(2 * c.proxy_width, c.proxy // 4, inputs, c.hidden, LATENT, *posterior_std)
             if c.posterior == "saliency"
             else GaussianHead(inputs, c.hidden, LATENT, *posterior_std)
         )

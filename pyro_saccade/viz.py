@@ -189,9 +189,7 @@ def accuracy_curve(stages: str | Path | Sequence[str | Path]) -> tuple[list[floa
     return minutes.tolist(), [100 * r["test_accuracy"] for r in records]
 
 
-def training_curves(
-    runs: dict[str, str | Path | Sequence[str | Path]], out: str | Path
-) -> Path:
+def training_curves(runs: dict[str, str | Path | Sequence[str | Path]], out: str | Path) -> Path:
     """Plot held-out accuracy against wall time, one line per run (see ``accuracy_curve``).
 
     A run in stages is drawn from the last epoch of its earlier stages on, so that a model

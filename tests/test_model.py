@@ -245,3 +245,14 @@ def test_configs_saved_before_a_field_existed_load_as_they_were_trained() -> Non
     config = SaccadeConfig.from_dict(saved)
     assert config.posterior == "mlp" and config.posterior_std == 1.0
     assert config.posterior_std_max is None
+
+
+def test_cli_model_options_default_to_the_config_defaults() -> None:
+    # `saccade train` without model options must train the recipe SaccadeConfig documents.
+    from pyro_saccade.cli import train_command
+
+    config = SaccadeConfig()
+    defaults = {param.name: param.default for param in train_command.params}
+    assert tuple(defaults.pop("scale_range")) == (config.scale_min, config.scale_max)
+    for name in ["glimpses", "crop", "antialias", "proxy", "likelihood", "kl_weight", "prior"]:
+        assert defaults[name] == getattr(config, name), name
