@@ -355,14 +355,14 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
 @click.option(
     "--antialias",
     type=click.IntRange(min=1),
-    default=1,
+    default=3,
     show_default=True,
     help="Each crop pixel averages k x k bilinear samples of the image (1: one sample).",
 )
 @click.option(
     "--scale-range",
     type=(click.FloatRange(min=0, max=1, min_open=True), click.FloatRange(min=0, max=1)),
-    default=(0.3, 0.9),
+    default=(0.3, 0.7),
     show_default=True,
     metavar="MIN MAX",
     help="Crop side as a fraction of the image's shorter side.",
@@ -731,14 +731,17 @@ def evaluate_command(
     if photos or trained.photos:
         _evaluate_photos(model, trained, photos, batch_size, samples, noise, as_json)
         return
+    # The model's own task, which is the trained one unless the model was moved to another
+    # (SaccadeModel.for_task) and saved, as sum-100 is.
+    answers = model.config.task
     config = dataclasses.replace(
         trained,
         seed=seed,
-        task=task or trained.task,
+        task=task or answers,
         canvas=list(canvas) if canvas else trained.canvas,
         distractors=trained.distractors if distractors is None else distractors,
     )
-    if config.task != trained.task:
+    if config.task != answers:
         model = _for_task(model, config.task, "--task")
     try:
         if isinstance(model, SaccadeModel):

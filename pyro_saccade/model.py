@@ -110,10 +110,10 @@ class SaccadeConfig(ClassifierConfigMixin):
     channels: int = 1
     glimpses: int = 4  # T
     crop: int = 32  # L: side of each crop in pixels, whatever the image size
-    antialias: int = 1  # k: each crop pixel averages k x k bilinear samples
+    antialias: int = 3  # k: each crop pixel averages k x k bilinear samples
     proxy: int = 32  # J: side of the proxy image
     scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
-    scale_max: float = 0.9
+    scale_max: float = 0.7
     hidden: int = 256  # recurrent state
     rnn_layers: int = 1
     crop_width: int = 16  # channels of the crop encoder's first layers

@@ -733,6 +733,8 @@ def _train(
                     f"epoch {epoch + 1}: loss {record['loss']:.2f}  train acc "
                     f"{record['train_accuracy']:.4f}  test acc {accuracy:.4f}"
                 )
+        if tc.epochs == 0:  # a model saved as it starts: moved to another task, or re-read
+            checkpoint()
     return model.eval()
 
 

@@ -219,6 +219,14 @@ def test_train_checkpoint_round_trip(tmp_path) -> None:
     assert len(lines) == 1 and "test_accuracy" in lines[0]
 
 
+def test_zero_epochs_save_the_starting_model(tmp_path) -> None:
+    start = tiny_model()
+    run = TrainConfig(epochs=0, test_size=4, batch_size=4, canvas=[40, 40])
+    train(start.config, run, out=tmp_path, progress=False, model=start)
+    images = torch.rand(2, 1, 40, 40)
+    assert torch.equal(load(tmp_path).predict(images), start.eval().predict(images))
+
+
 def test_cli_fine_tunes_an_identify_model_on_sums(tmp_path) -> None:
     from click.testing import CliRunner
 
@@ -256,3 +264,19 @@ def test_cli_model_options_default_to_the_config_defaults() -> None:
     assert tuple(defaults.pop("scale_range")) == (config.scale_min, config.scale_max)
     for name in ["glimpses", "crop", "antialias", "proxy", "likelihood", "kl_weight", "prior"]:
         assert defaults[name] == getattr(config, name), name
+
+
+def test_evaluate_answers_the_task_a_saved_model_was_moved_to(tmp_path) -> None:
+    # A model trained on identification, moved to sums and saved, is evaluated on sums.
+    from click.testing import CliRunner
+
+    from pyro_saccade.cli import main
+    from pyro_saccade.data import class_names
+    from pyro_saccade.training import save_checkpoint
+
+    model = tiny_model().for_task("sum", class_names("sum"))
+    save_checkpoint(tmp_path / "sum.pt", model, TrainConfig(canvas=[40, 40]))
+    args = ["evaluate", str(tmp_path / "sum.pt"), "--n", "4", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["task"] == "sum"
