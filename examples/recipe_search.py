@@ -5,6 +5,12 @@ KEY=VALUE, the values as JSON (strings need no quotes). The short runs of docs/r
 
 python examples/recipe_search.py runs/short-v6 --model evidence=crops posterior_std=0.2 \\
     kl_weight=0.05 --train epochs=8 train_size=5000 test_size=500 workers=1
+
+With --init the variant starts from a trained model's weights (its config with the overrides):
+
+python examples/recipe_search.py runs/tight-0.25 --init runs/identify-100 \\
+    --model posterior_std_max=0.25 posterior_std=0.125 \\
+    --train epochs=2 train_size=50000 test_size=1000 lr=2e-4 seed=0
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 
 import torch
 
+from pyro_saccade import SaccadeModel, load
 from pyro_saccade.training import TrainConfig, default_model_config, train
 
 
@@ -38,17 +45,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", nargs="*", default=[], help="SaccadeConfig KEY=VALUE")
     parser.add_argument("--train", nargs="*", default=[], help="TrainConfig KEY=VALUE")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--init", help="start from this checkpoint, run or pretrained name")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     train_config = TrainConfig(**settings(args.train))
+    start = load(args.init) if args.init else None
     try:  # replace() validates the changed fields, and rejects unknown ones
         model_config = dataclasses.replace(
-            default_model_config(train_config), **settings(args.model)
+            start.config if start else default_model_config(train_config), **settings(args.model)
         )
     except TypeError as error:
         raise SystemExit(f"SaccadeConfig: {error}") from None
-    train(model_config, train_config, out=args.out, progress=False)
+    model = None
+    if start is not None:
+        model = SaccadeModel(model_config)
+        model.load_state_dict(start.state_dict())
+    train(model_config, train_config, out=args.out, progress=False, model=model)
     for line in open(f"{args.out}/metrics.jsonl"):
         record = json.loads(line)
         print(f"epoch {record['epoch']}: held-out accuracy {record['test_accuracy']:.3f}")

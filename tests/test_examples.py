@@ -41,3 +41,16 @@ def test_recipe_search_trains_the_variant_it_is_given(monkeypatch, tmp_path: Pat
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["posterior"] == "mlp" and config["model"]["kl_weight"] == 0.5
     assert config["train"]["canvas"] == [40, 40]
+
+
+def test_recipe_search_starts_a_variant_from_a_trained_model(
+    monkeypatch, tmp_path: Path, capsys
+) -> None:
+    base, out = tmp_path / "base", tmp_path / "variant"
+    model = ["glimpses=2", "hidden=32", "crop=16", "proxy=16"]
+    train = ["epochs=1", "train_size=8", "test_size=4", "batch_size=4", "canvas=[40,40]"]
+    run(monkeypatch, "recipe_search.py", str(base), "--model", *model, "--train", *train)
+    args = ["--init", str(base), "--model", "posterior_std_max=0.3", "--train", *train]
+    run(monkeypatch, "recipe_search.py", str(out), *args)
+    config = json.loads((out / "config.json").read_text())["model"]
+    assert config["posterior_std_max"] == 0.3 and config["hidden"] == 32
