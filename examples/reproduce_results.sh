@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the rows of docs/results.md: the shipped models and the noisy-proxy ablation.
 # Usage: examples/reproduce_results.sh [identify-100|sum-100|identify-2528|noise|all]
-# identify-100 trains with two processes (one per core of a 2-core CPU, about 73 minutes);
+# identify-100 trains with two processes (one per core of a 2-core CPU, about 70 minutes);
 # sum-100 starts from it and trains three minutes on two processes; identify-2528 is it.
 set -euo pipefail
 export OMP_NUM_THREADS=1  # one intra-op thread per process, as the runs were made
