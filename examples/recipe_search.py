@@ -21,7 +21,7 @@ import json
 
 import torch
 
-from pyro_saccade import SaccadeModel, load
+from pyro_saccade import load
 from pyro_saccade.training import TrainConfig, default_model_config, train
 
 
@@ -50,17 +50,16 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     train_config = TrainConfig(**settings(args.train))
-    start = load(args.init) if args.init else None
+    overrides = settings(args.model)
+    model = None
     try:  # replace() validates the changed fields, and rejects unknown ones
-        model_config = dataclasses.replace(
-            start.config if start else default_model_config(train_config), **settings(args.model)
-        )
+        if args.init:
+            model = load(args.init).with_config(**overrides)
+            model_config = model.config
+        else:
+            model_config = dataclasses.replace(default_model_config(train_config), **overrides)
     except TypeError as error:
         raise SystemExit(f"SaccadeConfig: {error}") from None
-    model = None
-    if start is not None:
-        model = SaccadeModel(model_config)
-        model.load_state_dict(start.state_dict())
     train(model_config, train_config, out=args.out, progress=False, model=model)
     for line in open(f"{args.out}/metrics.jsonl"):
         record = json.loads(line)

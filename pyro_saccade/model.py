@@ -427,7 +427,13 @@ class SaccadeModel(nn.Module):
                 f"only a digit-pair model moves between the tasks {DIGIT_TASKS}: this one is "
                 f"a {self.config.task!r} model with a {self.config.head!r} head, asked for {task!r}"
             )
-        config = dataclasses.replace(self.config, task=task, classes=list(classes))
+        return self.with_config(task=task, classes=list(classes))
+
+    def with_config(self, **changes: object) -> SaccadeModel:
+        """A copy of this model, its prior and its weights under a config with ``changes``
+        (``SaccadeConfig`` fields that leave the parameters' shapes as they are, e.g. a tighter
+        ``posterior_std_max`` to fine-tune with). Unknown fields raise TypeError."""
+        config = dataclasses.replace(self.config, **changes)
         model = SaccadeModel(config, prior=copy.deepcopy(self.prior))
         model.load_state_dict(self.state_dict())
         return model.to(next(self.parameters()).device)
