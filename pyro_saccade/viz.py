@@ -179,12 +179,19 @@ def accuracy_curve(stages: str | Path | Sequence[str | Path]) -> tuple[list[floa
     """Cumulative training minutes and held-out accuracy (%) after each epoch of a run directory,
     or of a sequence of them: one model trained in stages (a run, then a run started from its
     weights with ``--init``), its time running on from stage to stage."""
+    return _curve([record for stage in _stage_records(stages) for record in stage])
+
+
+def _stage_records(stages: str | Path | Sequence[str | Path]) -> list[list[dict]]:
+    """The metrics.jsonl records of each stage of a run."""
     stages = [stages] if isinstance(stages, str | Path) else stages
-    records = [
-        json.loads(line)
+    return [
+        [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
         for run in stages
-        for line in (Path(run) / "metrics.jsonl").read_text().splitlines()
     ]
+
+
+def _curve(records: list[dict]) -> tuple[list[float], list[float]]:
     minutes = torch.tensor([r.get("train_seconds", 0.0) for r in records]).cumsum(0) / 60
     return minutes.tolist(), [100 * r["test_accuracy"] for r in records]
 
@@ -198,9 +205,9 @@ def training_curves(runs: dict[str, str | Path | Sequence[str | Path]], out: str
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     for t, (name, stages) in enumerate(runs.items()):
-        minutes, accuracy = accuracy_curve(stages)
-        earlier = 0 if isinstance(stages, str | Path) else len(accuracy_curve(stages[:-1])[0])
-        start = max(earlier - 1, 0)
+        records = _stage_records(stages)
+        minutes, accuracy = _curve([record for stage in records for record in stage])
+        start = max(len(minutes) - len(records[-1]) - 1, 0)  # the earlier stages' last epoch
         ax.plot(minutes[start:], accuracy[start:], marker="o", color=colour(t), label=name)
     ax.set_xlabel("training wall time (minutes, without evaluation)")
     ax.set_ylabel("held-out accuracy (%)")
