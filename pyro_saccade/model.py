@@ -25,7 +25,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import Predictive
 from torch import Tensor, nn
 
 from .glimpse import aim, extract_glimpse, glimpse_boxes
@@ -390,29 +389,26 @@ class SaccadeModel(nn.Module):
         # An area average is NaN or infinite whenever a pixel is: checking the small proxy
         # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
         self.check_finite(proxies, "images")
-        sites = [f"z_{t}" for t in range(self.config.glimpses)]
         was_training = self.training
         self.eval()
         try:
-            if samples <= 0:
-                # One guide pass and one model replay: Predictive would trace each twice more.
-                guide = poutine.trace(self.guide).get_trace(images, proxies, mean=True)
-                model = poutine.trace(poutine.replay(self.model, guide)).get_trace(images, proxies)
-                out = {name: guide.nodes[name]["value"][None] for name in sites}
-                out["probs"] = model.nodes["probs"]["value"][None]
-            else:
-                out = Predictive(
-                    self.model,
-                    guide=self.guide,
-                    num_samples=samples,
-                    return_sites=["probs", *sites],
-                )(images, proxies)
+            mean = samples <= 0
+            draws = [self.posterior_pass(images, proxies, mean) for _ in range(max(samples, 1))]
         finally:
             self.train(was_training)
             self._memo, self._memo_images = [], None
-        z = torch.stack([out[name] for name in sites], -2)
-        self.check_finite(out["probs"], "the glimpsed parts of the images")
-        return Prediction(probs=out["probs"].mean(0), z=z)
+        probs = torch.stack([p for p, _ in draws]).mean(0)
+        self.check_finite(probs, "the glimpsed parts of the images")
+        return Prediction(probs=probs, z=torch.stack([z for _, z in draws]))
+
+    def posterior_pass(self, images: Tensor, proxies: Tensor, mean: bool) -> tuple[Tensor, Tensor]:
+        """Class probabilities [B, K] and glimpses z [B, T, 3] of one draw from the guide (its
+        mean with ``mean=True``), replayed through the model. One guide pass and one replay that
+        reuses the guide's crops: ``Predictive`` would trace each once more per sample."""
+        guide = poutine.trace(self.guide).get_trace(images, proxies, mean=mean)
+        model = poutine.trace(poutine.replay(self.model, guide)).get_trace(images, proxies)
+        z = torch.stack([guide.nodes[f"z_{t}"]["value"] for t in range(self.config.glimpses)], -2)
+        return model.nodes["probs"]["value"], z
 
     def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:
         """Class probabilities [B, K] for images [B, C, H, W] of any size."""

@@ -183,6 +183,7 @@ def test_prediction_shapes_and_samples() -> None:
     assert torch.equal(mean.probs, again.probs)  # posterior mean is deterministic
     sampled = model.infer(images, proxies, samples=5)
     assert sampled.z.shape == (5, 3, 2, 3)
+    assert torch.allclose(sampled.probs.sum(-1), torch.ones(3), atol=1e-5)
     assert not torch.equal(sampled.z[0], sampled.z[1])
 
 
