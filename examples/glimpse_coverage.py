@@ -33,10 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", nargs="?", default="identify-100")
     parser.add_argument("--n", type=int, default=400, help="number of held-out canvases")
     parser.add_argument("--canvas", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=123, help="seed of the held-out canvases")
     args = parser.parse_args(argv)
 
     model = load(args.checkpoint)
-    data = TwoDigitCluttered("identify", args.canvas, n=args.n, split="test", seed=123)
+    data = TwoDigitCluttered("identify", args.canvas, n=args.n, split="test", seed=args.seed)
     images = torch.stack([data[i][0] for i in range(args.n)])
     labels = torch.stack([data[i][1] for i in range(args.n)])
     out = model.infer(images)
@@ -59,6 +60,16 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"digits' boxes with {span}: {int(chosen.sum())} canvases, "
                 f"accuracy {hits[chosen].float().mean():.3f}"
+            )
+    # Among the canvases whose digits overlap by at most half: does a glimpse miss a digit?
+    seen = shares.view(-1, 2).min(-1).values >= 0.9
+    for held, name in [(True, "both digits"), (False, "a digit less than")]:
+        chosen = (overlap <= 0.5) & (seen == held)
+        if chosen.any():
+            print(
+                f"overlap at most 0.5, {name} 90% inside a glimpse: {int(chosen.sum())} "
+                f"canvases, accuracy {hits[chosen].float().mean():.3f}, "
+                f"{int((~hits[chosen]).sum())} errors"
             )
     guide = poutine.trace(model.guide).get_trace(images, make_proxy(images, model.config.proxy))
     for t in range(model.config.glimpses):
