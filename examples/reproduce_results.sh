@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the rows of docs/results.md: the shipped models and the noisy-proxy ablation.
 # Usage: examples/reproduce_results.sh [identify-100|sum-100|identify-2528|noise|all]
-# identify-100 trains with two processes (one per core of a 2-core CPU, about 70 minutes);
+# identify-100 trains with two processes (one per core of a 2-core CPU, about 73 minutes);
 # sum-100 starts from it and trains three minutes on two processes; identify-2528 is it.
 set -euo pipefail
 export OMP_NUM_THREADS=1  # one intra-op thread per process, as the runs were made
@@ -9,10 +9,10 @@ what="${1:-all}"
 two="torchrun --standalone --nproc_per_node 2 -m pyro_saccade.cli"
 
 if [[ "$what" == identify-100 || "$what" == all ]]; then
-  # Model defaults: saliency posterior, q's std 0.2 (at most 0.5), KL weight 0.05, antialiased
-  # crops (3x3 samples per pixel) of 0.3-0.7 of the image side. A global batch of 64 (32 per
-  # process), 24 epochs x 50,000 fresh canvases.
-  $two train --task identify --canvas 100 --epochs 24 --train-size 50000 --test-size 1000 \
+  # Model defaults: saliency posterior, q's std 0.2 (at most 0.5), KL weight 0.05, 48x48 crops
+  # (2x2 samples per pixel) of 0.3-0.8 of the image side. A global batch of 64 (32 per
+  # process), 17 epochs x 50,000 fresh canvases.
+  $two train --task identify --canvas 100 --epochs 17 --train-size 50000 --test-size 1000 \
     --seed 0 --quiet --out runs/identify-100
   saccade evaluate runs/identify-100 --n 2000
   saccade evaluate runs/identify-100 --n 2000 --samples 16

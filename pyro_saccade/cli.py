@@ -348,21 +348,21 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
 @click.option(
     "--crop",
     type=click.IntRange(min=4),
-    default=32,
+    default=48,
     show_default=True,
     help="Crop side L in pixels.",
 )
 @click.option(
     "--antialias",
     type=click.IntRange(min=1),
-    default=3,
+    default=2,
     show_default=True,
     help="Each crop pixel averages k x k bilinear samples of the image (1: one sample).",
 )
 @click.option(
     "--scale-range",
     type=(click.FloatRange(min=0, max=1, min_open=True), click.FloatRange(min=0, max=1)),
-    default=(0.3, 0.7),
+    default=(0.3, 0.8),
     show_default=True,
     metavar="MIN MAX",
     help="Crop side as a fraction of the image's shorter side.",

@@ -108,11 +108,11 @@ class SaccadeConfig(ClassifierConfigMixin):
     task: str = "identify"  # identify | sum | mark (multi-label) | photo
     channels: int = 1
     glimpses: int = 4  # T
-    crop: int = 32  # L: side of each crop in pixels, whatever the image size
-    antialias: int = 3  # k: each crop pixel averages k x k bilinear samples
+    crop: int = 48  # L: side of each crop in pixels, whatever the image size
+    antialias: int = 2  # k: each crop pixel averages k x k bilinear samples
     proxy: int = 32  # J: side of the proxy image
     scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
-    scale_max: float = 0.7
+    scale_max: float = 0.8
     hidden: int = 256  # recurrent state
     rnn_layers: int = 1
     crop_width: int = 16  # channels of the crop encoder's first layers
