@@ -42,7 +42,7 @@ THREADS = {"OMP_NUM_THREADS": "1"}
 
 
 def prepare(work: Path) -> Path:
-    """Write the photos and the checkpoint if missing; returns the checkpoint."""
+    """Write the photos if missing and the checkpoint always; returns the checkpoint."""
     from pyro_saccade.data import save_tiled_tiff, synthetic_photo
     from pyro_saccade.model import SaccadeConfig, SaccadeModel
     from pyro_saccade.training import save_checkpoint
@@ -57,10 +57,11 @@ def prepare(work: Path) -> Path:
                 save_tiled_tiff(image, work / name, compression="jpeg", quality=90)
             else:
                 image.save(work / name, quality=90)
+    # Rewritten every run: one kept from an older version would measure that version's model
+    # (or no longer load).
     checkpoint = work / "photo-model.pt"
-    if not checkpoint.exists():
-        config = SaccadeConfig(classes=CLASSES, task="photo", channels=3)
-        save_checkpoint(checkpoint, SaccadeModel(config).eval())
+    config = SaccadeConfig(classes=CLASSES, task="photo", channels=3)
+    save_checkpoint(checkpoint, SaccadeModel(config).eval())
     return checkpoint
 
 

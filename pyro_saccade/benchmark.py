@@ -55,6 +55,12 @@ MB = 2**20
 PRIME = 32  # side of the tiny canvas that triggers one-time initialisation before measuring
 
 
+def prime_side(config: object) -> int:
+    """The side of the warm-up canvas: PRIME, or the smallest image the model takes (its crop
+    or proxy side) where that is larger."""
+    return max(PRIME, getattr(config, "crop", 0), getattr(config, "proxy", 0))
+
+
 # -- memory -----------------------------------------------------------------------------------
 
 
@@ -231,7 +237,8 @@ def measure(spec: dict) -> dict:
     height, width = spec["canvas"]
     # Tiny images, at most two (batch norm trains on no fewer): the prime initialises without
     # pre-allocating the batch's own buffers.
-    small = (min(spec["batch"], 2), min(height, PRIME), min(width, PRIME))
+    side = prime_side(model.config)
+    small = (min(spec["batch"], 2), min(height, side), min(width, side))
     tiny = batch_of(model.config, *small, device)
     full = batch_of(model.config, spec["batch"], height, width, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)  # its state: made by the prime
@@ -638,7 +645,10 @@ def markdown(report: dict) -> str:
         "peak RSS increase of the first full-size run in a fresh process"
         if m["device"] == "cpu"
         else "peak CUDA allocation of the first full-size run"
-    ) + f", after a warm-up on {PRIME}² images that absorbs one-time initialisation"
+    ) + (
+        f", after a warm-up on {PRIME}² images (or the saccade model's crop side, if larger) "
+        "that absorbs one-time initialisation"
+    )
     sections = [
         ("Inference latency (wall-clock seconds)", inference, "latency_s", vs_saccade, False),
         ("Inference CPU time (seconds)", inference, "cpu_s", vs_saccade, False),
