@@ -56,7 +56,7 @@ def main() -> None:
     crops = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max)
     rows = [
         ("make_proxy (from the full image)", lambda: make_proxy(images, c.proxy)),
-        ("model.predict(images, proxies): pyro Predictive", lambda: model.predict(images, proxies)),
+        ("model.predict(images, proxies)", lambda: model.predict(images, proxies)),
         ("guide (posterior mean) + model replayed on it", guide_then_model),
         ("guide alone", lambda: model.guide(images, proxies, mean=True)),
         ("  proxy encoder", lambda: model.proxy_encoder.encode(proxies)),
