@@ -56,9 +56,9 @@ PRIME = 32  # side of the tiny canvas that triggers one-time initialisation befo
 
 
 def prime_side(config: object) -> int:
-    """The side of the warm-up canvas: PRIME, or the smallest image the model takes (its crop
-    or proxy side) where that is larger."""
-    return max(PRIME, getattr(config, "crop", 0), getattr(config, "proxy", 0))
+    """The side of the warm-up canvas: PRIME, or the smallest image a saccade model takes
+    where that is larger."""
+    return max(PRIME, getattr(config, "smallest_side", 0))
 
 
 # -- memory -----------------------------------------------------------------------------------

@@ -184,12 +184,18 @@ class SaccadeConfig(ClassifierConfigMixin):
         ]
         self.validate(checks)
 
+    @property
+    def smallest_side(self) -> int:
+        """The smallest image side the model takes: below its crop or its proxy side it would
+        only see the image upsampled."""
+        return max(self.crop, self.proxy)
+
     def check_image(self, channels: int, height: int, width: int) -> None:
         """Raise ValueError unless an image of this shape suits the model: its channels, and
         sides no smaller than the crop and the proxy (the model would only see it upsampled)."""
         if channels != self.channels:
             raise ValueError(f"{channels} channels, but the model takes {self.channels}")
-        side = max(self.crop, self.proxy)
+        side = self.smallest_side
         if min(height, width) < side:
             raise ValueError(
                 f"{height}x{width} pixels, smaller than the model's {side}x{side} crop and proxy"
