@@ -37,6 +37,7 @@ if [[ "$what" == identify-2528 || "$what" == all ]]; then
   # 100x100 model transfers: identify-2528 is identify-100 saved for 2528x2528 canvases.
   saccade train --init runs/identify-100 --canvas 2528 --epochs 0 --quiet --out runs/identify-2528
   saccade evaluate runs/identify-2528 --n 2000 --batch-size 20
+  saccade evaluate runs/identify-2528 --n 2000 --batch-size 20 --samples 16
 fi
 
 if [[ "$what" == noise || "$what" == all ]]; then
