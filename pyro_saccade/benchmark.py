@@ -646,8 +646,8 @@ def markdown(report: dict) -> str:
         if m["device"] == "cpu"
         else "peak CUDA allocation of the first full-size run"
     ) + (
-        f", after a warm-up on {PRIME}² images (or the saccade model's crop side, if larger) "
-        "that absorbs one-time initialisation"
+        f", after a warm-up on {PRIME}² images (or the saccade model's smallest image side, "
+        "its crop or proxy, if larger) that absorbs one-time initialisation"
     )
     sections = [
         ("Inference latency (wall-clock seconds)", inference, "latency_s", vs_saccade, False),
