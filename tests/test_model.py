@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pyro
@@ -218,6 +219,22 @@ def test_train_checkpoint_round_trip(tmp_path) -> None:
     assert loaded.config == model.config
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and "test_accuracy" in lines[0]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_training_precision_is_the_precision_the_networks_run_in(tmp_path, precision) -> None:
+    model = tiny_model()
+    seen = set()
+    model.crop_encoder.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    run = TrainConfig(epochs=1, train_size=8, test_size=4, batch_size=4, canvas=[40, 40])
+    run = dataclasses.replace(run, precision=precision)
+    train(model.config, run, out=tmp_path, progress=False, model=model)
+    # Training batches run in the chosen precision; evaluation and the weights stay float32.
+    assert seen == {torch.float32, getattr(torch, precision)}
+    assert all(p.dtype == torch.float32 for p in load(tmp_path).parameters())
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["precision"] == precision
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="float16")
 
 
 def test_zero_epochs_save_the_starting_model(tmp_path) -> None:
