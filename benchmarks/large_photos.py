@@ -4,8 +4,8 @@
 
 writes, once, under --work: a 4000x3000 and an 8000x6000 JPEG, the 8000x6000 photo as a tiled
 TIFF (256 px JPEG tiles, the layout of ``vips tiffsave --tile --compression jpeg``), and an
-untrained 6-class photo model (4 glimpses of 32 px, 32 px proxy; weights do not change the cost).
-Then every case runs in a fresh process that first warms up on a 640x480 photo:
+untrained 6-class photo model with the ``SaccadeConfig`` defaults (weights do not change the
+cost). Then every case runs in a fresh process that first warms up on a 640x480 photo:
 
 - ``saccade predict``: the CLI's path, ``describe_prediction(model, Photo(path))``: crops and
   proxy read at reduced scale, or only from the tiles under them;
