@@ -885,18 +885,14 @@ def predict_command(
 
 def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     """Label, probability and glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
-    from .data import Photo, PhotoBatch
+    from .data import as_batch
     from .glimpse import squash
     from .posterior import predicted
     from .training import prepare
 
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
-    batch = (
-        PhotoBatch.of([image], model.config.proxy)
-        if isinstance(image, Photo)
-        else image.unsqueeze(0)
-    )
+    batch = as_batch([image], model.config.proxy)
     prediction = model.infer(*prepare(batch, device, model.config.proxy), samples=samples)
     probs = prediction.probs[0]
     z = prediction.z.mean(0)[0]  # [T, 3]: mean over posterior samples
@@ -1043,11 +1039,11 @@ def posterior_command(
 
     model = _saccade_model(checkpoint, device)
     c = model.config
-    tensors = [_open_image(path, model) for path in images]
+    photos = [_open_image(path, model, lazy=True) for path in images]
     labels = true_labels(images, c.classes, c.multilabel)
     pyro.set_rng_seed(seed)
     result = sample_posterior(
-        model, tensors, samples, names=image_names(images), labels=labels, batch_size=batch_size
+        model, photos, samples, names=image_names(images), labels=labels, batch_size=batch_size
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_arviz().to_netcdf(str(out))
@@ -1093,7 +1089,7 @@ def visualize_command(
     out.mkdir(parents=True, exist_ok=True)
     pyro.set_rng_seed(seed)
     for path, label in zip(images, labels_beside(images), strict=True):
-        image = _open_image(path, model)
+        image = _open_image(path, model, lazy=True)
         target = out / f"{path.stem}_glimpses.png"
         glimpse_figure(model, image, samples, label).savefig(target, dpi=100)
         click.echo(f"{path}: {target}")

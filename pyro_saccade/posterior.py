@@ -31,9 +31,10 @@ import torch
 from pyro.infer import Predictive
 from torch import Tensor
 
-from .data import make_proxy
+from .data import Photo, as_batch
 from .glimpse import glimpse_boxes, squash
 from .model import SaccadeConfig, SaccadeModel
+from .training import prepare
 
 COORDS = ("scale", "x", "y")
 CORNERS = ("x0", "y0", "x1", "y1")
@@ -183,13 +184,14 @@ def draw(
 @torch.no_grad()
 def sample_posterior(
     model: SaccadeModel,
-    images: Sequence[Tensor],
+    images: Sequence[Tensor] | Sequence[Photo],
     samples: int = 64,
     names: Sequence[str] | None = None,
     labels: Tensor | None = None,
     batch_size: int = 16,
 ) -> GlimpsePosterior:
-    """Posterior and prior draws of the glimpses of images [C, H, W] (sizes may differ).
+    """Posterior and prior draws of the glimpses of images [C, H, W] (sizes may differ), or of
+    photos on disk (``data.Photo``, read only where the glimpses and the proxy need them).
 
     ``labels`` (optional) are the true labels, class indices [N] or multi-hot [N, K]; ``names``
     label the images (default ``"0"``, ``"1"``, ...).
@@ -201,15 +203,15 @@ def sample_posterior(
     names = [str(i) for i in range(len(images))] if names is None else list(names)
     if len(names) != len(images) or (labels is not None and len(labels) != len(images)):
         raise ValueError("need one name and one label per image")
-    device = next(model.parameters()).device
+    device, proxy = next(model.parameters()).device, model.config.proxy
     was_training = model.training
     model.eval()
     posterior, prior = [], []
     try:
         for part in _runs(images, batch_size):
-            batch = torch.stack(list(images[part])).to(device)
-            model.check_images(batch)
-            proxies = make_proxy(batch, model.config.proxy)
+            batch, proxies = prepare(as_batch(images[part], proxy), device, proxy)
+            if isinstance(batch, Tensor):  # photos on disk were checked when opened
+                model.check_images(batch)
             model.check_finite(proxies, "images")
             posterior.append(draw(model, batch, proxies, samples))
             prior.append(draw(model, batch, proxies, samples, posterior=False))
@@ -225,7 +227,7 @@ def sample_posterior(
     )
 
 
-def _runs(images: Sequence[Tensor], batch_size: int) -> Iterator[slice]:
+def _runs(images: Sequence[Tensor] | Sequence[Photo], batch_size: int) -> Iterator[slice]:
     """Runs of consecutive images of one size, at most ``batch_size`` long: one batch each."""
     start = 0
     for end in range(1, len(images) + 1):

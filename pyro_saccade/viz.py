@@ -18,9 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from .data import Photo, as_batch
 from .glimpse import extract_glimpse
 from .model import SaccadeModel
 from .posterior import predicted
+from .training import prepare
 
 DISPLAY_SIDE = 800  # larger images are shown downsampled to this longer side
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")
@@ -65,13 +67,15 @@ def plot_glimpses(
     cloud: Tensor | None = None,
     title: str = "",
     title_colour: str = "black",
+    size: tuple[int, int] | None = None,
 ) -> Figure:
     """The image with its glimpse boxes numbered in order, and the crops in a strip below.
 
     image [C, H, W]; boxes [T, 4] pixel boxes (x0, y0, x1, y1); crops [T, C, L, L];
-    cloud [S, T, 4] (optional) sampled boxes, drawn faintly behind.
+    cloud [S, T, 4] (optional) sampled boxes, drawn faintly behind; size (optional) the
+    (height, width) the boxes refer to when ``image`` is a reduced view of a larger image.
     """
-    height, width = image.shape[-2:]
+    height, width = size or image.shape[-2:]
     glimpses = boxes.shape[0]
     columns = max(glimpses, 4)
     figure_width = 7.0
@@ -136,18 +140,19 @@ def plot_glimpses(
 
 @torch.no_grad()
 def glimpse_figure(
-    model: SaccadeModel, image: Tensor, samples: int = 32, true_label: str | None = None
+    model: SaccadeModel, image: Tensor | Photo, samples: int = 32, true_label: str | None = None
 ) -> Figure:
-    """Where ``model`` looks in one image [C, H, W], and what it concludes.
+    """Where ``model`` looks in one image [C, H, W] or photo on disk, and what it concludes.
 
     Boxes and crops are the posterior-mean glimpses (what ``saccade predict`` uses), the faint
     cloud ``samples`` posterior draws; the title gives the predicted and, if known, true label.
+    A photo is read only where the glimpses and the proxy need it, and shown from a reduced view.
     """
     c = model.config
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
-    batch = image.unsqueeze(0).to(device)
-    prediction = model.infer(batch)
+    batch, proxies = prepare(as_batch([image], c.proxy), device, c.proxy)
+    prediction = model.infer(batch, proxies)
     z = prediction.z[0, 0]  # [T, 3]
     crops = torch.cat(
         [
@@ -157,7 +162,9 @@ def glimpse_figure(
     )
     boxes = model.boxes(z, height, width)
     cloud = (
-        model.boxes(model.infer(batch, samples=samples).z[:, 0], height, width) if samples else None
+        model.boxes(model.infer(batch, proxies, samples=samples).z[:, 0], height, width)
+        if samples
+        else None
     )
     label, probability = predicted(prediction.probs[0], c.classes, c.multilabel)
     title = f"predicted {label} (p={probability:.2f})"
@@ -166,12 +173,13 @@ def glimpse_figure(
         title += f"   true {true_label}"
         title_colour = "#1a7f37" if true_label == label else "#c62828"
     return plot_glimpses(
-        image.cpu(),
+        image.view(DISPLAY_SIDE) if isinstance(image, Photo) else image.cpu(),
         boxes.cpu(),
         crops.cpu(),
         None if cloud is None else cloud.cpu(),
         title,
         title_colour,
+        size=(height, width),
     )
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 from torch.utils.data import DataLoader
 
+from pyro_saccade import viz
 from pyro_saccade.cli import main
 from pyro_saccade.data import (
     ImageError,
@@ -29,7 +30,8 @@ from pyro_saccade.data import (
 from pyro_saccade.data.photos import reduction_for
 from pyro_saccade.glimpse import extract_glimpse
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
-from pyro_saccade.training import ELBOLoss
+from pyro_saccade.posterior import read_posterior
+from pyro_saccade.training import ELBOLoss, TrainConfig, save_checkpoint
 
 SIZES = [(640, 480), (480, 640), (1000, 304)]  # width, height: landscape, portrait, panorama
 LOSSLESS = ["png", "strips.tif", "deflate.tif", "tiles.tif", "tiles-deflate.tif"]
@@ -105,6 +107,39 @@ def test_jpeg_is_decoded_only_at_the_reduced_scale(
     photo.proxy(16)  # wants at least 2 x 16 pixels across: 1/8 scale gives 60
     photo.read_region((200, 100, 520, 420), 8)
     assert set(decoded) == {(80, 60)}
+
+
+def test_posterior_and_pictures_of_a_photo_decode_it_only_at_reduced_scale(
+    photos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    classes = ["discs", "squares"]
+    config = SaccadeConfig(
+        classes=classes, task="photo", channels=3, glimpses=2, crop=8, proxy=16, hidden=32
+    )
+    checkpoint = tmp_path / "model.pt"
+    save_checkpoint(checkpoint, SaccadeModel(config), TrainConfig())
+    decoded = []
+    load = JpegImageFile.load
+
+    def spy(self: JpegImageFile) -> object:
+        result = load(self)
+        decoded.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImageFile, "load", spy)
+    monkeypatch.setattr(viz, "DISPLAY_SIDE", 160)  # the picture needs a 1/4-scale view
+    path = photos[(640, 480)]["jpg"]
+    out = tmp_path / "posterior.nc"
+    args = ["posterior", str(checkpoint), str(path), "--samples", "4", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    boxes = read_posterior(out).posterior["box"].values  # [chain, draw, image, glimpse, corner]
+    assert boxes.shape == (1, 4, 1, 2, 4) and boxes[..., 2].max() <= 640
+    args = ["visualize", str(checkpoint), str(path), "--samples", "4", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / f"{path.stem}_glimpses.png").is_file()
+    assert decoded and (640, 480) not in decoded
 
 
 def test_jpeg_tiles_are_decoded_at_the_reduced_scale(

@@ -452,6 +452,14 @@ class PhotoBatch:
         )
 
 
+def as_batch(images: Sequence[Tensor] | Sequence[Photo], proxy: int) -> Tensor | PhotoBatch:
+    """Images [C, H, W] of one size stacked as [B, C, H, W], or photos as a PhotoBatch that leaves
+    them on disk (with ``proxy``-sided proxies): the model takes either."""
+    if all(isinstance(image, Photo) for image in images):
+        return PhotoBatch.of(images, proxy)
+    return torch.stack(list(images))
+
+
 def glimpse_photo(photo: Photo, z: Tensor, size: int, scale_min: float, scale_max: float) -> Tensor:
     """One crop [1, C, size, size] of ``photo`` at z [3], differentiable in z.
 
