@@ -385,13 +385,15 @@ class SaccadeModel(nn.Module):
 
     @torch.no_grad()
     def infer(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Prediction:
-        """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged."""
+        """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged.
+        ``images`` is a tensor [B, C, H, W] or photos on disk (``data.as_batch``)."""
         if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
             self.check_images(images)
         if proxies is None:
-            from .data.proxy import make_proxy
+            from .data import PhotoBatch, make_proxy
 
-            proxies = make_proxy(images, self.config.proxy)
+            photos = isinstance(images, PhotoBatch)
+            proxies = images.proxies if photos else make_proxy(images, self.config.proxy)
         # An area average is NaN or infinite whenever a pixel is: checking the small proxy
         # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
         self.check_finite(proxies, "images")

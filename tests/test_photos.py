@@ -22,6 +22,7 @@ from pyro_saccade.data import (
     Photo,
     PhotoBatch,
     PhotoFolder,
+    as_batch,
     load_image,
     make_proxy,
     save_tiled_tiff,
@@ -117,7 +118,8 @@ def test_posterior_and_pictures_of_a_photo_decode_it_only_at_reduced_scale(
         classes=classes, task="photo", channels=3, glimpses=2, crop=8, proxy=16, hidden=32
     )
     checkpoint = tmp_path / "model.pt"
-    save_checkpoint(checkpoint, SaccadeModel(config), TrainConfig())
+    model = SaccadeModel(config)
+    save_checkpoint(checkpoint, model, TrainConfig())
     decoded = []
     load = JpegImageFile.load
 
@@ -140,6 +142,9 @@ def test_posterior_and_pictures_of_a_photo_decode_it_only_at_reduced_scale(
     assert result.exit_code == 0, result.output
     assert (tmp_path / f"{path.stem}_glimpses.png").is_file()
     assert decoded and (640, 480) not in decoded
+    batch = as_batch([Photo(photos[size]["jpg"]) for size in SIZES], config.proxy)
+    assert torch.equal(model.predict(batch), model.predict(batch, batch.proxies))
+    assert (640, 480) not in decoded
 
 
 def test_jpeg_tiles_are_decoded_at_the_reduced_scale(
