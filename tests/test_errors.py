@@ -125,10 +125,10 @@ CASES = {
         1,
         "truncated-big.jpg: truncated or corrupt image",
     ),
-    "posterior-truncated-png": (
+    "posterior-truncated-png": (  # photos are opened lazily, as by predict
         ["posterior", CK, "truncated-ok.png", "--out", "p.nc"],
         1,
-        "truncated-ok.png: truncated or corrupt image",
+        "truncated-ok.png: unreadable image header (image file is truncated)",
     ),
     "predict-not-an-image": (["predict", CK, "text.png"], 1, "text.png: not an image"),
     "visualize-not-an-image": (
