@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the rows of docs/results.md: the shipped models and the noisy-proxy ablation.
 # Usage: examples/reproduce_results.sh [identify-100|sum-100|identify-2528|noise|all]
-# identify-100 trains with two processes (one per core of a 2-core CPU, about 73 + 13 minutes);
-# sum-100 and identify-2528 are identify-100 saved for another task and canvas, no training.
+# identify-100 trains with two processes (one per core of a 2-core CPU, about 82 minutes with
+# bfloat16 on a CPU with AMX); sum-100 and identify-2528 are identify-100 saved for another task
+# and canvas, no training.
 set -euo pipefail
 export OMP_NUM_THREADS=1  # one intra-op thread per process, as the runs were made
 what="${1:-all}"
@@ -10,25 +11,24 @@ two="torchrun --standalone --nproc_per_node 2 -m pyro_saccade.cli"
 
 if [[ "$what" == identify-100 || "$what" == all ]]; then
   # Model defaults: saliency posterior, q's std 0.2 (at most 0.5), KL weight 0.05, 48x48 crops
-  # (2x2 samples per pixel) of 0.3-0.8 of the image side. A global batch of 64 (32 per
-  # process), 17 epochs x 50,000 fresh canvases, then 3 more at a peak rate of 1e-4.
-  $two train --task identify --canvas 100 --epochs 17 --train-size 50000 --test-size 1000 \
-    --seed 0 --quiet --out runs/identify-100-stage1
-  $two train --init runs/identify-100-stage1 --task identify --canvas 100 --epochs 3 \
-    --train-size 50000 --test-size 1000 --lr 1e-4 --seed 0 --quiet --out runs/identify-100
+  # (2x2 samples per pixel) of 0.3-0.8 of the image side, crop encoder 24 channels wide. A
+  # global batch of 64 (32 per process), 22 epochs x 50,000 fresh canvases, the loss in bfloat16.
+  $two train --task identify --canvas 100 --epochs 22 --train-size 50000 --test-size 1000 \
+    --precision bfloat16 --seed 0 --quiet --out runs/identify-100
   saccade evaluate runs/identify-100 --n 2000
+  saccade evaluate runs/identify-100 --n 2000 --seed 2
   saccade evaluate runs/identify-100 --n 2000 --samples 16
 fi
 
 if [[ "$what" == sum-100 || "$what" == all ]]; then
   # The digit evidence of identify-100 answers sums as it is (SaccadeModel.for_task). A one-epoch
-  # sum fine-tune of the 17-epoch model did no better on the canvases of --seed 2.
+  # sum fine-tune (3.7 minutes) did no better on the canvases of --seed 2.
   saccade train --init runs/identify-100 --task sum --canvas 100 --epochs 0 --quiet \
     --out runs/sum-100
   saccade evaluate runs/sum-100 --n 2000
   saccade evaluate runs/sum-100 --n 2000 --samples 16
-  $two train --init runs/identify-100-stage1 --task sum --canvas 100 --epochs 1 \
-    --train-size 50000 --test-size 1000 --lr 2e-4 --seed 0 --quiet --out runs/sum-100-finetune
+  $two train --init runs/identify-100 --task sum --canvas 100 --epochs 1 --train-size 50000 \
+    --test-size 1000 --lr 2e-4 --precision bfloat16 --seed 0 --quiet --out runs/sum-100-finetune
   saccade evaluate runs/sum-100-finetune --n 2000 --seed 2
 fi
 
@@ -48,8 +48,8 @@ if [[ "$what" == noise || "$what" == all ]]; then
   done
   for sigma in 0.1 0.25 0.5; do
     saccade train --init runs/identify-100 --task identify --canvas 100 --proxy-noise "$sigma" \
-      --epochs 1 --train-size 25000 --test-size 1000 --lr 2e-4 --seed 0 --quiet \
-      --out "runs/noise-$sigma"
+      --epochs 1 --train-size 25000 --test-size 1000 --lr 2e-4 --precision bfloat16 --seed 0 \
+      --quiet --out "runs/noise-$sigma"
     saccade evaluate "runs/noise-$sigma" --n 2000  # with the noise it was trained with
   done
 fi

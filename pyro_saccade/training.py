@@ -691,7 +691,7 @@ def _train(
                 labels = labels.to(device)
                 # bfloat16 autocast runs the convolutions on a CPU's AMX / AVX-512 BF16 units (a
                 # GPU's tensor cores): 1.5x the canvases per second of float32 on our training
-                # machine. Backward, the optimiser and evaluation stay in float32.
+                # machine. The weights, their gradients, the optimiser and evaluation stay float32.
                 with torch.autocast(device.type, torch.bfloat16, enabled=bfloat16):
                     loss = loss_fn(images, proxies, labels, annealing)
                 optimizer.zero_grad(set_to_none=True)
