@@ -92,18 +92,22 @@ def test_reduced_region_is_the_area_average(photos: dict, kind: str, reduce: int
     assert torch.allclose(region, expected, atol=1e-6)
 
 
-def test_jpeg_is_decoded_only_at_the_reduced_scale(
-    photos: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def jpeg_decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The (width, height) of every JPEG decode during the test, as it happens."""
     decoded = []
     load = JpegImageFile.load
 
     def spy(self: JpegImageFile) -> object:
-        result = load(self)
-        decoded.append(self.size)
-        return result
+        decoded.append(self.size)  # the reduced size once PIL's draft mode has chosen it
+        return load(self)
 
     monkeypatch.setattr(JpegImageFile, "load", spy)
+    return decoded
+
+
+def test_jpeg_is_decoded_only_at_the_reduced_scale(photos: dict, jpeg_decodes: list) -> None:
+    decoded = jpeg_decodes
     photo = Photo(photos[(640, 480)]["jpg"])
     photo.proxy(16)  # wants at least 2 x 16 pixels across: 1/8 scale gives 60
     photo.read_region((200, 100, 520, 420), 8)
@@ -111,7 +115,7 @@ def test_jpeg_is_decoded_only_at_the_reduced_scale(
 
 
 def test_posterior_and_pictures_of_a_photo_decode_it_only_at_reduced_scale(
-    photos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    photos: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jpeg_decodes: list
 ) -> None:
     classes = ["discs", "squares"]
     config = SaccadeConfig(
@@ -120,15 +124,7 @@ def test_posterior_and_pictures_of_a_photo_decode_it_only_at_reduced_scale(
     checkpoint = tmp_path / "model.pt"
     model = SaccadeModel(config)
     save_checkpoint(checkpoint, model, TrainConfig())
-    decoded = []
-    load = JpegImageFile.load
-
-    def spy(self: JpegImageFile) -> object:
-        result = load(self)
-        decoded.append(self.size)
-        return result
-
-    monkeypatch.setattr(JpegImageFile, "load", spy)
+    decoded = jpeg_decodes
     monkeypatch.setattr(viz, "DISPLAY_SIDE", 160)  # the picture needs a 1/4-scale view
     path = photos[(640, 480)]["jpg"]
     out = tmp_path / "posterior.nc"
@@ -148,19 +144,11 @@ def test_posterior_and_pictures_of_a_photo_decode_it_only_at_reduced_scale(
 
 
 def test_jpeg_tiles_are_decoded_at_the_reduced_scale(
-    photos: dict, monkeypatch: pytest.MonkeyPatch
+    photos: dict, monkeypatch: pytest.MonkeyPatch, jpeg_decodes: list
 ) -> None:
     path = photos[(1000, 304)]["tiles-jpeg.tif"]
-    decoded = []
-    load = JpegImageFile.load
-
-    def spy(self: JpegImageFile) -> object:
-        decoded.append(self.size)
-        return load(self)
-
-    monkeypatch.setattr(JpegImageFile, "load", spy)
     region = Photo(path).read_region((128, 0, 1000, 304), 8)
-    assert set(decoded) == {(16, 16)}  # 128 px tiles at 1/8
+    assert set(jpeg_decodes) == {(16, 16)}  # 128 px tiles at 1/8
     monkeypatch.undo()
     full = load_image(path, channels=3)[None, :, :, 128:]
     assert (region - F.avg_pool2d(full, 8, ceil_mode=True)[0]).abs().mean() < 0.02
