@@ -392,8 +392,8 @@ class SaccadeModel(nn.Module):
         if proxies is None:
             from .data import PhotoBatch, make_proxy
 
-            photos = isinstance(images, PhotoBatch)
-            proxies = images.proxies if photos else make_proxy(images, self.config.proxy)
+            on_disk = isinstance(images, PhotoBatch)
+            proxies = images.proxies if on_disk else make_proxy(images, self.config.proxy)
         # An area average is NaN or infinite whenever a pixel is: checking the small proxy
         # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
         self.check_finite(proxies, "images")
