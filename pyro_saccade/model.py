@@ -390,10 +390,9 @@ class SaccadeModel(nn.Module):
         if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
             self.check_images(images)
         if proxies is None:
-            from .data import PhotoBatch, make_proxy
+            from .data import proxies_of
 
-            on_disk = isinstance(images, PhotoBatch)
-            proxies = images.proxies if on_disk else make_proxy(images, self.config.proxy)
+            proxies = proxies_of(images, self.config.proxy)
         # An area average is NaN or infinite whenever a pixel is: checking the small proxy
         # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
         self.check_finite(proxies, "images")

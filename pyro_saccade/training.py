@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .data import PhotoBatch, PhotoFolder, TwoDigitCluttered, class_names, make_proxy
+from .data import PhotoBatch, PhotoFolder, TwoDigitCluttered, class_names, proxies_of
 from .data.photos import photo_classes, proxy_cache_dir
 from .errors import CheckpointError, TrainingDiverged
 from .model import FORMAT_VERSION, SaccadeConfig, SaccadeModel
@@ -194,9 +194,10 @@ def prepare(
 ) -> tuple[Tensor | PhotoBatch, Tensor]:
     """Move a batch to ``device`` and build its proxies there (photos bring theirs)."""
     if isinstance(images, PhotoBatch):
-        return images.to(device), make_proxy(images.proxies.to(device), proxy, noise_std=noise)
-    images = images.to(device, non_blocking=True)
-    return images, make_proxy(images, proxy, noise_std=noise)
+        images = images.to(device)
+    else:
+        images = images.to(device, non_blocking=True)
+    return images, proxies_of(images, proxy, noise)
 
 
 # -- the loss ---------------------------------------------------------------------------------

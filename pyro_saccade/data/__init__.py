@@ -10,6 +10,7 @@ from .photos import (
     as_batch,
     list_photos,
     photo_classes,
+    proxies_of,
     save_tiled_tiff,
     synthetic_photo,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "match_channels",
     "num_classes",
     "photo_classes",
+    "proxies_of",
     "read_idx",
     "save_image",
     "save_tiled_tiff",

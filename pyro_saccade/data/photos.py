@@ -460,6 +460,13 @@ def as_batch(images: Sequence[Tensor] | Sequence[Photo], proxy: int) -> Tensor |
     return torch.stack(list(images))
 
 
+def proxies_of(images: Tensor | PhotoBatch, proxy: int, noise_std: float = 0.0) -> Tensor:
+    """The ``proxy``-sided proxies [B, C, J, J] of a batch: area-downsampled from its pixels, or
+    those a PhotoBatch brings (read at reduced scale when it was made)."""
+    source = images.proxies if isinstance(images, PhotoBatch) else images
+    return make_proxy(source, proxy, noise_std=noise_std)
+
+
 def glimpse_photo(photo: Photo, z: Tensor, size: int, scale_min: float, scale_max: float) -> Tensor:
     """One crop [1, C, size, size] of ``photo`` at z [3], differentiable in z.
 
