@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the rows of docs/results.md: the shipped models and the noisy-proxy ablation.
 # Usage: examples/reproduce_results.sh [identify-100|sum-100|identify-2528|noise|all]
-# identify-100 trains with two processes (one per core of a 2-core CPU, about 82 minutes with
+# identify-100 trains with two processes (one per core of a 2-core CPU, about 74 minutes with
 # bfloat16 on a CPU with AMX); sum-100 and identify-2528 are identify-100 saved for another task
 # and canvas, no training.
 set -euo pipefail
@@ -11,9 +11,9 @@ two="torchrun --standalone --nproc_per_node 2 -m pyro_saccade.cli"
 
 if [[ "$what" == identify-100 || "$what" == all ]]; then
   # Model defaults: saliency posterior, q's std 0.2 (at most 0.5), KL weight 0.05, 48x48 crops
-  # (2x2 samples per pixel) of 0.3-0.8 of the image side, crop encoder 24 channels wide. A
-  # global batch of 64 (32 per process), 22 epochs x 50,000 fresh canvases, the loss in bfloat16.
-  $two train --task identify --canvas 100 --epochs 22 --train-size 50000 --test-size 1000 \
+  # (2x2 samples per pixel) of 0.3-0.8 of the image side, crop encoder 32 channels wide. A
+  # global batch of 64 (32 per process), 17 epochs x 50,000 fresh canvases, the loss in bfloat16.
+  $two train --task identify --canvas 100 --epochs 17 --train-size 50000 --test-size 1000 \
     --precision bfloat16 --seed 0 --quiet --out runs/identify-100
   saccade evaluate runs/identify-100 --n 2000
   saccade evaluate runs/identify-100 --n 2000 --seed 2
@@ -21,15 +21,15 @@ if [[ "$what" == identify-100 || "$what" == all ]]; then
 fi
 
 if [[ "$what" == sum-100 || "$what" == all ]]; then
-  # The digit evidence of identify-100 answers sums as it is (SaccadeModel.for_task). A one-epoch
-  # sum fine-tune (3.7 minutes) did no better on the canvases of --seed 2.
+  # The digit evidence of identify-100 answers sums as it is (SaccadeModel.for_task). One-epoch
+  # sum fine-tunes did no better on the canvases of --seed 2 in earlier sessions (docs/results.md).
   saccade train --init runs/identify-100 --task sum --canvas 100 --epochs 0 --quiet \
     --out runs/sum-100
   saccade evaluate runs/sum-100 --n 2000
+  saccade evaluate runs/sum-100 --n 2000 --seed 2
   saccade evaluate runs/sum-100 --n 2000 --samples 16
-  $two train --init runs/identify-100 --task sum --canvas 100 --epochs 1 --train-size 50000 \
-    --test-size 1000 --lr 2e-4 --precision bfloat16 --seed 0 --quiet --out runs/sum-100-finetune
-  saccade evaluate runs/sum-100-finetune --n 2000 --seed 2
+  # Accuracy against the number of posterior draws averaged, 1 to 64.
+  python examples/posterior_draws.py runs/sum-100 --n 2000 --samples 64 --seed 1
 fi
 
 if [[ "$what" == identify-2528 || "$what" == all ]]; then
@@ -37,6 +37,7 @@ if [[ "$what" == identify-2528 || "$what" == all ]]; then
   # 100x100 model transfers: identify-2528 is identify-100 saved for 2528x2528 canvases.
   saccade train --init runs/identify-100 --canvas 2528 --epochs 0 --quiet --out runs/identify-2528
   saccade evaluate runs/identify-2528 --n 2000 --batch-size 20
+  saccade evaluate runs/identify-2528 --n 2000 --batch-size 20 --seed 2
   saccade evaluate runs/identify-2528 --n 2000 --batch-size 20 --samples 16
 fi
 

@@ -942,7 +942,7 @@ def demo(epochs: int, train_size: int, out: Path, quiet: bool) -> None:
     accuracy = evaluate(model, held_out, progress=not quiet)
     click.echo(
         f"this short run: held-out accuracy {accuracy:.4f} on 1000 canvases of unseen digits "
-        f"(chance {1 / 55:.4f}); the shipped model trained for 82 minutes on 2 cores"
+        f"(chance {1 / 55:.4f}); the shipped model trained for 74 minutes on 2 cores"
     )
     if "identify-100" in pretrained_names():
         model = load("identify-100")

@@ -115,7 +115,7 @@ class SaccadeConfig(ClassifierConfigMixin):
     scale_max: float = 0.8
     hidden: int = 256  # recurrent state
     rnn_layers: int = 1
-    crop_width: int = 24  # channels of the crop encoder's first layers
+    crop_width: int = 32  # channels of the crop encoder's first layers
     crop_features: int = 128
     proxy_width: int = 16
     proxy_features: int = 128
