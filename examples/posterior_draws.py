@@ -5,7 +5,7 @@ drawn from q(z | c). This script draws S once per canvas and reports every power
 from the same draws (the first 1, 2, 4, ... of them), beside the posterior-mean glimpses, so the
 rows differ only by how many draws are averaged. The canvases are those of ``saccade evaluate``
 with the same ``--seed`` and ``--n``; the draws are not, so a row can differ from that command's
-by a canvas or two.
+by a few canvases.
 
 python examples/posterior_draws.py sum-100 --n 2000 --samples 64 --seed 1
 """

@@ -30,6 +30,10 @@ def test_examples_train_evaluate_draw_and_export(monkeypatch, tmp_path: Path, ca
     assert "canvas_0: predicted" in capsys.readouterr().out
     run(monkeypatch, "glimpse_coverage.py", "runs/examples/identify", "--n", "4")
     assert "digits at least 90% inside a glimpse" in capsys.readouterr().out
+    run(monkeypatch, "posterior_draws.py", "runs/examples/identify", "--n", "4", "--samples", "2")
+    out = capsys.readouterr().out
+    assert "posterior-mean glimpses" in out and "  2 draws averaged" in out
+    assert "  4 draws averaged" not in out  # powers of two up to --samples only
 
 
 def test_recipe_search_trains_the_variant_it_is_given(monkeypatch, tmp_path: Path, capsys) -> None:
