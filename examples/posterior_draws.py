@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from pyro_saccade import load
-from pyro_saccade.data import TwoDigitCluttered
+from pyro_saccade.data import TwoDigitCluttered, proxies_of
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> None:
         batch = [data[i] for i in range(start, min(start + args.batch_size, args.n))]
         images = torch.stack([image for image, _ in batch])
         labels.append(torch.stack([label for _, label in batch]))
-        means.append(model.predict(images))
+        proxies = proxies_of(images, model.config.proxy)  # once, not once per draw
+        means.append(model.predict(images, proxies))
         # One draw per call, so that every prefix of the draws is an S-draw average.
-        draws.append(torch.stack([model.predict(images, samples=1) for _ in range(args.samples)]))
+        draws.append(
+            torch.stack([model.predict(images, proxies, samples=1) for _ in range(args.samples)])
+        )
     target, draws = torch.cat(labels), torch.cat(draws, 1)  # draws: [S, N, K]
 
     def accuracy(probs: torch.Tensor) -> float:
