@@ -293,6 +293,11 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
     default=None,
     help="Digit side in pixels [default: scales with the canvas].",
 )
+@click.option(
+    "--augment",
+    is_flag=True,
+    help="Rotate, scale and shear each training digit at random (held-out canvases never).",
+)
 @PHOTO_DIR
 @PHOTO_CSV
 @click.option(
@@ -449,6 +454,7 @@ def train_command(
     canvas: tuple[int, int],
     distractors: int,
     digit_size: int | None,
+    augment: bool,
     data_dir: Path | None,
     csv_file: Path | None,
     test_data: Path | None,
@@ -481,9 +487,9 @@ def train_command(
     or on photos of any size with --data-dir or --csv.
 
     The model options (--glimpses to --prior) apply to the saccade model only. With photos,
-    --task, --canvas, --distractors, --digit-size, --train-size and --test-size do not apply:
-    every training photo is seen once per epoch. --resume continues the run in --out as it was
-    configured (options given again must repeat its values).
+    --task, --canvas, --distractors, --digit-size, --augment, --train-size and --test-size do
+    not apply: every training photo is seen once per epoch. --resume continues the run in --out
+    as it was configured (options given again must repeat its values).
     """
     from .baselines import train_baseline
     from .data import class_names, photo_classes
@@ -509,6 +515,7 @@ def train_command(
         canvas=list(canvas),
         distractors=distractors,
         digit_size=digit_size,
+        augment=augment,
         epochs=epochs,
         train_size=train_size,
         test_size=test_size,

@@ -51,6 +51,7 @@ class TrainConfig:
     canvas: list[int] = field(default_factory=lambda: [100, 100])  # height, width
     distractors: int = 8
     digit_size: int | None = None
+    augment: bool = False  # warp every training digit at random (TwoDigitCluttered's augment)
     source: str = "bundled"
     photos: str | None = None  # train on photos: a folder with a subfolder per class, or a CSV
     photo_test: str | None = None  # held-out photos [default: test_fraction of `photos`]
@@ -97,7 +98,8 @@ class TrainConfig:
 
 
 def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
-    """The generated canvases of a split; test canvases come from held-out digits only."""
+    """The generated canvases of a split; test canvases come from held-out digits only, and are
+    never augmented."""
     return TwoDigitCluttered(
         task=config.task,
         canvas=tuple(config.canvas),
@@ -107,6 +109,7 @@ def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
         split=split,
         seed=config.seed,
         source=config.source,
+        augment=config.augment and split == "train",
     )
 
 

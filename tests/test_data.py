@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ from pyro_saccade.data import (
     read_idx,
     save_image,
 )
+from pyro_saccade.data.cluttered import warp_digit, warp_matrix
 from pyro_saccade.data.mnist import BUNDLED_DIR
+from pyro_saccade.training import TrainConfig, canvases
 
 
 def box_side(box: tuple[int, int, int, int]) -> tuple[int, int]:
@@ -168,6 +171,46 @@ def test_without_distractors_only_the_digit_boxes_are_lit() -> None:
             mask[0, y0:y1, x0:x1] = True
         assert image[~mask].abs().max() == 0 and image[mask].max() > 0.5
         assert dataset.describe(i)["distractor_boxes"] == []
+
+
+def test_warp_rotates_and_scales_a_digit_about_its_centre() -> None:
+    digit = load_digits("bundled", "train")[0][0].float()
+    assert torch.allclose(warp_digit(digit, warp_matrix(0.0, 1.0, 0.0)), digit, atol=1e-4)
+    # A quarter turn of the square is exact; which way it turns is fixed by the sign.
+    assert torch.allclose(
+        warp_digit(digit, warp_matrix(90.0, 1.0, 0.0)), torch.rot90(digit, -1), atol=1e-3
+    )
+    # At half the size the digit keeps all its ink on a quarter of the area.
+    assert warp_digit(digit, warp_matrix(0.0, 0.5, 0.0)).sum() == pytest.approx(
+        digit.sum() / 4, rel=0.05
+    )
+
+
+def test_augment_warps_the_digits_and_keeps_the_layout() -> None:
+    plain = TwoDigitCluttered(canvas=100, n=5, distractors=0, seed=4)
+    warped = TwoDigitCluttered(canvas=100, n=5, distractors=0, seed=4, augment=True)
+    for i in range(len(plain)):
+        (image, label), (warped_image, warped_label) = plain[i], warped[i]
+        assert warped.describe(i) == plain.describe(i) and torch.equal(warped_label, label)
+        assert not torch.equal(warped_image, image)
+        assert torch.equal(warped_image, warped[i][0])  # a pure function of (seed, split, index)
+        mask = torch.zeros_like(image, dtype=torch.bool)
+        for x0, y0, x1, y1 in warped.describe(i)["boxes"]:
+            mask[0, y0:y1, x0:x1] = True
+        assert warped_image[~mask].abs().max() == 0  # each digit stays in its box
+        ink = warped_image.sum() / image.sum()
+        assert 0.6 < ink < 1.4  # scaled by 0.9-1.1 at most, a little lost at the edges
+
+
+def test_only_training_canvases_are_augmented(tmp_path: Path) -> None:
+    config = TrainConfig(augment=True)
+    assert canvases(config, "train", 4).augment and not canvases(config, "test", 4).augment
+    assert not canvases(TrainConfig(), "train", 4).augment
+    tiny = ["--canvas", "40", "--crop", "16", "--proxy", "16", "--glimpses", "1", "--epochs", "1"]
+    tiny += ["--train-size", "4", "--test-size", "4", "--batch-size", "4", "--quiet"]
+    result = CliRunner().invoke(main, ["train", *tiny, "--augment", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["augment"] is True
 
 
 # --- Proxy ---------------------------------------------------------------------------------------

@@ -22,6 +22,11 @@ _PAIR_INDEX = {pair: i for i, pair in enumerate(_PAIRS)}
 DIGIT_SIDE = 28  # MNIST digit side, and the digit side on the reference 100x100 canvas
 PATCH_SIDE = 8  # distractor patch side on the reference canvas
 REFERENCE_CANVAS = 100
+# Ranges of the random warp of each digit with ``augment=True``: a rotation, a scaling and a
+# horizontal shear, small enough that a digit stays the digit it was (a 6 does not become a 9).
+WARP_DEGREES = 15.0
+WARP_SCALE = (0.9, 1.1)
+WARP_SHEAR = 0.2
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
 
@@ -71,6 +76,24 @@ def _canvas_shape(canvas: int | tuple[int, int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def warp_matrix(degrees: float, scale: float, shear: float) -> torch.Tensor:
+    """The 2x3 matrix for ``F.affine_grid`` that draws a digit rotated by ``degrees``, scaled by
+    ``scale`` and sheared by ``shear``, about its centre (affine_grid maps output to input points,
+    so it is the inverse of the warp)."""
+    angle = np.deg2rad(degrees)
+    rotation = torch.tensor(
+        [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=torch.float32
+    )
+    forward = scale * rotation @ torch.tensor([[1.0, shear], [0.0, 1.0]])
+    return torch.cat([torch.linalg.inv(forward), torch.zeros(2, 1)], 1)
+
+
+def warp_digit(digit: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """A [h, w] float digit warped by a 2x3 ``warp_matrix``, the same size, ink outside it lost."""
+    grid = F.affine_grid(matrix[None], [1, 1, *digit.shape], align_corners=False)
+    return F.grid_sample(digit[None, None], grid, mode="bilinear", align_corners=False)[0, 0]
+
+
 def _resize(patch: torch.Tensor, side: int) -> torch.Tensor:
     """Resize a [h, w] float patch to side x side (antialiased, so downscaling does not alias)."""
     if patch.shape == (side, side):
@@ -88,6 +111,7 @@ class _Layout:
     digit_boxes: tuple[Box, Box]
     patch_sources: tuple[tuple[int, int, int], ...]  # (digit index, row, column) of each patch
     patch_boxes: tuple[Box, ...]
+    digit_warps: tuple[tuple[float, float, float], ...] = ()  # (degrees, scale, shear) per digit
 
 
 class TwoDigitCluttered(Dataset):
@@ -97,6 +121,9 @@ class TwoDigitCluttered(Dataset):
     (identify, sum) or a float32 [10] multi-hot (mark). Digits and fragments scale with the canvas
     (side 28 and 8 on a 100x100 canvas) unless ``digit_size`` fixes the digit side in pixels.
     Intensities add and are clipped to [0, 1]. Train and test canvases draw from disjoint digits.
+    With ``augment`` each of the two digits is drawn rotated (up to ``WARP_DEGREES`` either way),
+    scaled (``WARP_SCALE``) and sheared (``WARP_SHEAR``) at random, so that a training set of a
+    few thousand digits shows each of them in many shapes; the layout is the same as without.
     """
 
     def __init__(
@@ -110,6 +137,7 @@ class TwoDigitCluttered(Dataset):
         seed: int = 0,
         source: str = "bundled",
         root: str | Path | None = None,
+        augment: bool = False,
     ) -> None:
         _check_task(task)
         if split not in SPLITS:
@@ -127,6 +155,7 @@ class TwoDigitCluttered(Dataset):
             split,
             seed,
         )
+        self.augment = augment
         self.canvas = _canvas_shape(canvas)
         height, width = self.canvas
         if digit_size is None:
@@ -171,7 +200,16 @@ class TwoDigitCluttered(Dataset):
             row, col = rng.integers(0, DIGIT_SIDE - PATCH_SIDE + 1, size=2)
             sources.append((int(rng.integers(0, pool)), int(row), int(col)))
             boxes.append(place(self.patch_side))
-        return _Layout(digit_indices, digit_boxes, tuple(sources), tuple(boxes))
+        # Drawn last, so that a canvas has the same digits and layout with and without warps.
+        warps = tuple(
+            (
+                float(rng.uniform(-WARP_DEGREES, WARP_DEGREES)),
+                float(rng.uniform(*WARP_SCALE)),
+                float(rng.uniform(-WARP_SHEAR, WARP_SHEAR)),
+            )
+            for _ in range(2 if self.augment else 0)
+        )
+        return _Layout(digit_indices, digit_boxes, tuple(sources), tuple(boxes), warps)
 
     def describe(self, i: int) -> dict:
         """The digits drawn on canvas ``i``: their classes, indices into this split's digits,
@@ -189,10 +227,13 @@ class TwoDigitCluttered(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         layout = self._layout(self._index(i))
         image = torch.zeros(self.canvas, dtype=torch.float32)
-        pieces = [
-            (self.digits[k], box)
-            for k, box in zip(layout.digit_indices, layout.digit_boxes, strict=True)
-        ]
+        digits = [self.digits[k].float() for k in layout.digit_indices]
+        if layout.digit_warps:
+            digits = [
+                warp_digit(digit, warp_matrix(*warp))
+                for digit, warp in zip(digits, layout.digit_warps, strict=True)
+            ]
+        pieces = list(zip(digits, layout.digit_boxes, strict=True))
         pieces += [
             (self.digits[k, row : row + PATCH_SIDE, col : col + PATCH_SIDE], box)
             for (k, row, col), box in zip(layout.patch_sources, layout.patch_boxes, strict=True)
@@ -207,5 +248,5 @@ class TwoDigitCluttered(Dataset):
         return (
             f"{type(self).__name__}(task={self.task!r}, canvas={height}x{width}, n={self.n}, "
             f"distractors={self.distractors}, digit_side={self.digit_side}, split={self.split!r}, "
-            f"seed={self.seed})"
+            f"seed={self.seed}, augment={self.augment})"
         )
