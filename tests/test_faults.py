@@ -143,6 +143,8 @@ class PoisonGradient(torch.autograd.Function):
         return grad * float("nan")
 
 
+# Pyro warns of the NaN that the fault injects on purpose.
+@pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")
 @pytest.mark.parametrize("fault", ["nan-image", "nan-gradient"])
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
