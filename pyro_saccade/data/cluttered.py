@@ -227,10 +227,10 @@ class TwoDigitCluttered(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         layout = self._layout(self._index(i))
         image = torch.zeros(self.canvas, dtype=torch.float32)
-        digits = [self.digits[k].float() for k in layout.digit_indices]
+        digits = [self.digits[k] for k in layout.digit_indices]
         if layout.digit_warps:
             digits = [
-                warp_digit(digit, warp_matrix(*warp))
+                warp_digit(digit.float(), warp_matrix(*warp))
                 for digit, warp in zip(digits, layout.digit_warps, strict=True)
             ]
         pieces = list(zip(digits, layout.digit_boxes, strict=True))
