@@ -344,6 +344,14 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
     help="Peak learning rate (cosine decay).",
 )
 @click.option(
+    "--ema",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Decay of a moving average of the weights, which is evaluated and saved as the model "
+    "(e.g. 0.999); 0 turns it off.",
+)
+@click.option(
     "--glimpses",
     type=click.IntRange(min=1),
     default=4,
@@ -464,6 +472,7 @@ def train_command(
     test_size: int,
     batch_size: int,
     lr: float,
+    ema: float,
     glimpses: int,
     crop: int,
     antialias: int,
@@ -521,6 +530,7 @@ def train_command(
         test_size=test_size,
         batch_size=batch_size,
         lr=lr,
+        ema=ema,
         proxy_noise=proxy_noise,
         seed=seed,
         device=device,

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from pyro.infer import Trace_ELBO
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -65,6 +66,7 @@ class TrainConfig:
     lr_final: float = 0.05  # cosine decay to lr * lr_final
     kl_anneal: float = 0.1  # fraction of training over which the KL weight rises from 0
     clip_norm: float = 10.0
+    ema: float = 0.0  # decay of a moving average of the weights, evaluated and saved; 0: off
     seed: int = 0
     device: str = "cpu"
     workers: int = 0
@@ -78,6 +80,7 @@ class TrainConfig:
             (self.test_size >= 1, f"test_size must be positive, got {self.test_size}"),
             (self.batch_size >= 1, f"batch_size must be positive, got {self.batch_size}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (0 <= self.ema < 1, f"ema must lie in [0, 1), got {self.ema}"),
             (self.proxy_noise >= 0, f"proxy_noise must be non-negative, got {self.proxy_noise}"),
             (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
             (
@@ -523,6 +526,20 @@ def rng_states() -> list[Tensor]:
 # -- training ---------------------------------------------------------------------------------
 
 
+def moving_average(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights (and buffers), updated by
+    ``update_parameters(model)`` after each step. The decay warms up as (1 + n) / (10 + n), so the
+    first averages are not dominated by the initial weights."""
+
+    def average(averaged: Tensor, current: Tensor, steps: Tensor) -> Tensor:
+        if not averaged.is_floating_point():  # constant buffers (masks) are copied
+            return current
+        rate = min(decay, (1 + int(steps)) / (10 + int(steps)))
+        return averaged + (1 - rate) * (current - averaged)
+
+    return AveragedModel(model, avg_fn=average, use_buffers=True)
+
+
 def cosine(step: int, total: int, final: float) -> float:
     """Learning-rate multiplier: cosine from 1 to ``final`` over ``total`` steps."""
     progress = min(step / max(total, 1), 1.0)
@@ -621,12 +638,17 @@ def _train(
             raise CheckpointError(f"{out / CHECKPOINT}: a model without training state to resume")
         model = model_from_checkpoint(payload, str(out / CHECKPOINT))
         tc = trained_config(payload)
+        averaged = moving_average(model, tc.ema) if tc.ema else None
+        if averaged is not None:  # the checkpoint's model is the average; resume the weights
+            model.load_state_dict(payload["training_weights"])
+            averaged.n_averaged.fill_(payload["averaged_steps"])
         position = json.loads(payload["position"])
     else:
         # DDP gives every process rank 0's initial weights; the noise must differ by process.
         pyro.set_rng_seed(tc.seed + rank)
         if model is None:
             model = SaccadeModel(model_config or default_model_config(tc))
+        averaged = moving_average(model, tc.ema) if tc.ema else None
     if tc.batch_size % processes:
         raise ValueError(
             f"batch size {tc.batch_size} does not split evenly over {processes} processes"
@@ -646,6 +668,10 @@ def _train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
     model.to(device).train()
+    if averaged is not None:
+        averaged.to(device)
+    # What is evaluated after each epoch and saved as the model: the average when there is one.
+    result = model if averaged is None else averaged.module
     loss_fn = replicate(objective(model), device)
     bfloat16 = tc.precision == "bfloat16"
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
@@ -672,8 +698,11 @@ def _train(
             "rngs": rng_states(),  # every process's, so a resumed run draws the same noise
             "position": json.dumps(position),
         }
+        if averaged is not None:
+            state["training_weights"] = model.state_dict()
+            state["averaged_steps"] = int(averaged.n_averaged)
         if rank == 0:
-            save_checkpoint(out / CHECKPOINT, model, tc, state)
+            save_checkpoint(out / CHECKPOINT, result, tc, state)
 
     with interrupt_flag() as flag:
         for epoch in range(position["epoch"], tc.epochs):
@@ -707,6 +736,8 @@ def _train(
                     raise diverged(out, loss, norm, epoch, position["batch"])
                 optimizer.step()
                 schedule.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 hits = correct(model.last_probs, labels, model.config.multilabel).sum()
                 # Summed over processes, which also agree to stop together if any was signalled.
                 *batch_sums, stop = all_sum(
@@ -724,9 +755,9 @@ def _train(
             bar.close()
             seconds = time.perf_counter() - started
             sync_replicas(model)
-            model.eval()
-            accuracy = evaluate(model, test_set, noise=tc.proxy_noise, workers=tc.workers)
-            model.train()
+            result.eval()
+            accuracy = evaluate(result, test_set, noise=tc.proxy_noise, workers=tc.workers)
+            result.train()
             sums = position["sums"]
             record = {
                 "epoch": epoch + 1,
@@ -750,7 +781,7 @@ def _train(
                 )
         if tc.epochs == 0:  # a model saved as it starts: moved to another task, or re-read
             checkpoint()
-    return model.eval()
+    return result.eval()
 
 
 def diverged(out: Path, loss: Tensor, norm: Tensor, epoch: int, batch: int) -> TrainingDiverged:
