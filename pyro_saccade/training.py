@@ -531,13 +531,16 @@ def moving_average(model: nn.Module, decay: float) -> AveragedModel:
     ``update_parameters(model)`` after each step. The decay warms up as (1 + n) / (10 + n), so the
     first averages are not dominated by the initial weights."""
 
-    def average(averaged: Tensor, current: Tensor, steps: Tensor) -> Tensor:
-        if not averaged.is_floating_point():  # constant buffers (masks) are copied
-            return current
-        rate = min(decay, (1 + int(steps)) / (10 + int(steps)))
-        return averaged + (1 - rate) * (current - averaged)
+    @torch.no_grad()
+    def average(averaged: list[Tensor], current: list[Tensor], steps: Tensor) -> None:
+        weight = 1 - min(decay, (1 + int(steps)) / (10 + int(steps)))
+        for mean, now in zip(averaged, current, strict=True):
+            if mean.is_floating_point():
+                mean.lerp_(now, weight)
+            else:  # constant buffers (masks) are copied
+                mean.copy_(now)
 
-    return AveragedModel(model, avg_fn=average, use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=average, use_buffers=True)
 
 
 def cosine(step: int, total: int, final: float) -> float:
@@ -638,17 +641,17 @@ def _train(
             raise CheckpointError(f"{out / CHECKPOINT}: a model without training state to resume")
         model = model_from_checkpoint(payload, str(out / CHECKPOINT))
         tc = trained_config(payload)
-        averaged = moving_average(model, tc.ema) if tc.ema else None
-        if averaged is not None:  # the checkpoint's model is the average; resume the weights
-            model.load_state_dict(payload["training_weights"])
-            averaged.n_averaged.fill_(payload["averaged_steps"])
         position = json.loads(payload["position"])
     else:
         # DDP gives every process rank 0's initial weights; the noise must differ by process.
         pyro.set_rng_seed(tc.seed + rank)
         if model is None:
             model = SaccadeModel(model_config or default_model_config(tc))
-        averaged = moving_average(model, tc.ema) if tc.ema else None
+    averaged = moving_average(model, tc.ema) if tc.ema else None
+    if averaged is not None and payload is not None:
+        # The checkpoint's model is the average: the weights being trained resume from their own.
+        model.load_state_dict(payload["training_weights"])
+        averaged.n_averaged.fill_(payload["averaged_steps"])
     if tc.batch_size % processes:
         raise ValueError(
             f"batch size {tc.batch_size} does not split evenly over {processes} processes"
