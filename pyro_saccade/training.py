@@ -466,6 +466,10 @@ def process_group(device: str) -> Iterator[None]:
         dist.init_process_group("nccl" if cuda else "gloo")
     try:
         yield
+        if joined:
+            # Leave together: a process that tears down gloo while its peer still has work in
+            # flight can make the peer abort at exit (SIGABRT) after a run that succeeded.
+            dist.barrier()
     finally:
         if joined:
             dist.destroy_process_group()
