@@ -5,6 +5,7 @@ torch and pyro are imported inside command bodies so that ``saccade --help`` ans
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -509,7 +510,7 @@ def train_command(
     _check_device(device)
     if resume:
         train(train_config=_check_resume(ctx, out), out=out, resume=True, progress=not quiet)
-        click.echo(f"checkpoint: {out / 'checkpoint.pt'}")
+        _report_checkpoint(out)
         return
     photos = _photos(data_dir, csv_file)
     if photos and model_kind != "saccade":
@@ -590,7 +591,13 @@ def train_command(
         train_baseline(model_kind, train_config, out=out, progress=not quiet, model=start)
     else:
         train(model_config, train_config, out=out, progress=not quiet, model=start)
-    click.echo(f"checkpoint: {out / 'checkpoint.pt'}")
+    _report_checkpoint(out)
+
+
+def _report_checkpoint(out: Path) -> None:
+    """Say where the model is: once, from the first process when torchrun starts several."""
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"checkpoint: {out / 'checkpoint.pt'}")
 
 
 def _check_resume(ctx: click.Context, out: Path) -> object:

@@ -54,6 +54,7 @@ def test_torchrun_trains_one_model_on_two_processes(tmp_path: Path) -> None:
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("checkpoint:") == 1  # one report, not one per process
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # One writer: one line per epoch. 24 canvases in batches of 8 over 2 processes: 3 steps each.
     assert [r["epoch"] for r in records] == [1, 2]
