@@ -2,8 +2,9 @@
 # Reproduce the rows of docs/results.md: the shipped models and the noisy-proxy ablation.
 # Usage: examples/reproduce_results.sh [identify-100|sum-100|identify-2528|noise|all]
 # identify-100 trains with two processes (one per core of a 2-core CPU, about 74 minutes with
-# bfloat16 on a CPU with AMX); sum-100 and identify-2528 are identify-100 saved for another task
-# and canvas, no training.
+# bfloat16 on a CPU with AMX; machines of the same kind have run up to a third slower, see
+# docs/results.md); sum-100 and identify-2528 are identify-100 saved for another task and canvas,
+# no training.
 set -euo pipefail
 export OMP_NUM_THREADS=1  # one intra-op thread per process, as the runs were made
 what="${1:-all}"
