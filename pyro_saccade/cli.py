@@ -270,6 +270,21 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
     return str(source.resolve()) if source else None
 
 
+def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--digits as a TrainConfig source: a named source, or a directory as an absolute path (so
+    that --resume finds it from anywhere)."""
+    from .data.mnist import SOURCES
+
+    if value in SOURCES:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise click.BadParameter(
+            f"expected one of {', '.join(SOURCES)} or a directory of MNIST idx files, got {value!r}"
+        )
+    return str(path.resolve())
+
+
 @main.command("train")
 @TASK
 @click.option(
@@ -303,6 +318,7 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
     "--digits",
     default="bundled",
     show_default=True,
+    callback=_digit_source,
     help='MNIST digits the canvases are drawn from: "bundled" (the 10k test digits, 8000 for '
     'training), "bundled+5k" (and 5,000 of the official training digits), "torchvision" '
     "(downloads the official 60k/10k) or a directory of idx files.",

@@ -34,6 +34,9 @@ from pyro_saccade.data.cluttered import warp_digit, warp_matrix
 from pyro_saccade.data.mnist import BUNDLED_DIR
 from pyro_saccade.training import TrainConfig, canvases
 
+TINY_TRAIN = ["--canvas", "40", "--crop", "16", "--proxy", "16", "--glimpses", "1", "--epochs", "1"]
+TINY_TRAIN += ["--train-size", "4", "--test-size", "4", "--batch-size", "4", "--quiet"]
+
 
 def box_side(box: tuple[int, int, int, int]) -> tuple[int, int]:
     x0, y0, x1, y1 = box
@@ -66,15 +69,24 @@ def test_bundled_plus_5k_adds_unseen_training_digits_only() -> None:
     assert not any(row.numpy().tobytes() in test_rows for row in train_x[8000:])
 
 
-def test_training_on_more_digits_from_the_cli(tmp_path: Path) -> None:
-    tiny = ["--canvas", "40", "--crop", "16", "--proxy", "16", "--glimpses", "1", "--epochs", "1"]
-    tiny += ["--train-size", "4", "--test-size", "4", "--batch-size", "4", "--quiet"]
-    args = ["train", *tiny, "--digits", "bundled+5k", "--out", str(tmp_path)]
+def test_training_on_more_digits_from_the_cli(tmp_path: Path, monkeypatch) -> None:
+    args = ["train", *TINY_TRAIN, "--digits", "bundled+5k", "--out", str(tmp_path)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "config.json").read_text())["train"]["source"] == "bundled+5k"
     result = CliRunner().invoke(main, [*args, "--resume", "--digits", "bundled"])
     assert result.exit_code != 0 and "source='bundled+5k'" in result.output
+    result = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--digits", "bundled+10k"])
+    assert result.exit_code == 2 and "directory of MNIST idx files" in result.output
+    # a directory of digits is recorded as an absolute path, so --resume works from anywhere
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / "digits" / name).write_bytes((BUNDLED_DIR / name).read_bytes())
+    result = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--digits", "digits", "--out", "run"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["source"]
+    assert saved == str((tmp_path / "digits").resolve())
 
 
 def test_directory_source_and_errors(tmp_path: Path) -> None:
@@ -230,9 +242,7 @@ def test_only_training_canvases_are_augmented(tmp_path: Path) -> None:
     config = TrainConfig(augment=True)
     assert canvases(config, "train", 4).augment and not canvases(config, "test", 4).augment
     assert not canvases(TrainConfig(), "train", 4).augment
-    tiny = ["--canvas", "40", "--crop", "16", "--proxy", "16", "--glimpses", "1", "--epochs", "1"]
-    tiny += ["--train-size", "4", "--test-size", "4", "--batch-size", "4", "--quiet"]
-    result = CliRunner().invoke(main, ["train", *tiny, "--augment", "--out", str(tmp_path)])
+    result = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--augment", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "config.json").read_text())["train"]["augment"] is True
 
