@@ -271,18 +271,14 @@ def _photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
 
 
 def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """--digits as a TrainConfig source: a named source, or a directory as an absolute path (so
-    that --resume finds it from anywhere)."""
-    from .data.mnist import SOURCES
+    """--digits as a TrainConfig source (``data.mnist.digit_source``): a directory is recorded
+    as an absolute path, so that --resume finds it from anywhere."""
+    from .data.mnist import digit_source
 
-    if value in SOURCES:
-        return value
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise click.BadParameter(
-            f"expected one of {', '.join(SOURCES)} or a directory of MNIST idx files, got {value!r}"
-        )
-    return str(path.resolve())
+    try:
+        return digit_source(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
 
 
 @main.command("train")

@@ -55,12 +55,21 @@ def load_digits(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if source not in SOURCES and not Path(source).expanduser().is_dir():
+    root = None if root is None else str(Path(root).expanduser())
+    return _load_digits(digit_source(source), split, root)
+
+
+def digit_source(source: str) -> str:
+    """``source`` checked and in one spelling: a named source as it is, a directory as an
+    absolute path (so that it means the same from any working directory). ValueError otherwise."""
+    if source in SOURCES:
+        return source
+    path = Path(source).expanduser()
+    if not path.is_dir():
         raise ValueError(
             f"source must be one of {SOURCES} or a directory of MNIST idx files, got {source!r}"
         )
-    root = None if root is None else str(Path(root).expanduser())
-    return _load_digits(source, split, root)
+    return str(path.resolve())
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,7 +83,7 @@ def _load_digits(source: str, split: str, root: str | None) -> tuple[torch.Tenso
     elif source == "torchvision":
         images, labels = _download(split, Path(root) if root else DEFAULT_ROOT.expanduser())
     else:
-        images, labels = _read_dir(Path(source).expanduser(), split)
+        images, labels = _read_dir(Path(source), split)
     return torch.as_tensor(images, dtype=torch.uint8), torch.as_tensor(labels, dtype=torch.int64)
 
 
