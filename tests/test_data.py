@@ -69,6 +69,30 @@ def test_bundled_plus_5k_adds_unseen_training_digits_only() -> None:
     assert not any(row.numpy().tobytes() in test_rows for row in train_x[8000:])
 
 
+def test_bundled_plus_60k_reads_the_training_set_from_the_download_cache(tmp_path: Path) -> None:
+    # torchvision's layout, as a download leaves it; here 30 digits stand in for the 60,000.
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    images = np.arange(30 * 28 * 28, dtype=np.uint8).reshape(30, 28, 28)
+    labels = np.arange(30, dtype=np.uint8) % 10
+    for prefix, x, y in [("train", images, labels), ("t10k", images[:5], labels[:5])]:
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            bytes([0, 0, 8, 3]) + np.array(x.shape, ">u4").tobytes() + x.tobytes()
+        )
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            bytes([0, 0, 8, 1]) + np.array(y.shape, ">u4").tobytes() + y.tobytes()
+        )
+    train_x, train_y = load_digits("bundled+60k", "train", root=tmp_path)
+    assert train_x.shape == (8030, 28, 28)
+    assert torch.equal(train_x[:8000], load_digits("bundled", "train")[0])
+    assert np.array_equal(train_x[8000:].numpy(), images)
+    assert np.array_equal(train_y[8000:].numpy(), labels)
+    # held-out digits stay the bundled 2,000 and need nothing downloaded
+    empty = tmp_path / "empty"
+    test_x, _ = load_digits("bundled+60k", "test", root=empty)
+    assert torch.equal(test_x, load_digits("bundled", "test")[0]) and not empty.exists()
+
+
 def test_training_on_more_digits_from_the_cli(tmp_path: Path, monkeypatch) -> None:
     args = ["train", *TINY_TRAIN, "--digits", "bundled+5k", "--out", str(tmp_path)]
     result = CliRunner().invoke(main, args)
@@ -111,6 +135,9 @@ def test_torchvision_source_reports_a_failed_download(monkeypatch, tmp_path: Pat
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     with pytest.raises(RuntimeError, match="could not be downloaded.*bundled"):
         load_digits("torchvision", "train", root=tmp_path)
+    # bundled+60k says where to put the training digits by hand
+    with pytest.raises(RuntimeError, match=f"put the idx files into {tmp_path / 'MNIST' / 'raw'}"):
+        load_digits("bundled+60k", "train", root=tmp_path)
 
 
 # --- Tasks and labels ----------------------------------------------------------------------------

