@@ -316,7 +316,8 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     show_default=True,
     callback=_digit_source,
     help='MNIST digits the canvases are drawn from: "bundled" (the 10k test digits, 8000 for '
-    'training), "bundled+5k" (and 5,000 of the official training digits), "torchvision" '
+    'training), "bundled+5k" (and 5,000 of the official training digits), "bundled+60k" (and '
+    'all 60,000, downloaded once; held-out digits stay the bundled 2,000), "torchvision" '
     "(downloads the official 60k/10k) or a directory of idx files.",
 )
 @PHOTO_DIR
@@ -387,6 +388,13 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     help="Crop side L in pixels.",
 )
 @click.option(
+    "--crop-pool",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Crop features are pooled over a grid of N x N cells (1: over the whole crop).",
+)
+@click.option(
     "--antialias",
     type=click.IntRange(min=1),
     default=2,
@@ -421,6 +429,12 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     default="per_glimpse",
     show_default=True,
     help="Label likelihood at every glimpse (Eq. 6) or once after the last.",
+)
+@click.option(
+    "--pair-evidence",
+    is_flag=True,
+    help="Digit-pair tasks: the head also reads a term per digit pair from the state, besides "
+    "the evidence per digit; with --init it is added to that model's head (starting at zero).",
 )
 @click.option(
     "--kl-weight",
@@ -497,11 +511,13 @@ def train_command(
     ema: float,
     glimpses: int,
     crop: int,
+    crop_pool: int,
     antialias: int,
     scale_range: tuple[float, float],
     proxy: int,
     proxy_noise: float,
     likelihood: str,
+    pair_evidence: bool,
     kl_weight: float,
     prior: str,
     prior_args: tuple[tuple[str, object], ...],
@@ -568,6 +584,11 @@ def train_command(
         )
     if start is not None and model_kind == "saccade" and start.config.task != train_config.task:
         start = _for_task(start, train_config.task, "--init")
+    if start is not None and model_kind == "saccade" and pair_evidence:
+        try:
+            start = start.with_config(pair_evidence=True)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--pair-evidence") from error
     if not photos:
         try:  # e.g. digits larger than the canvas
             canvases(train_config, "test", 1)
@@ -586,11 +607,13 @@ def train_command(
                     channels=3 if photos else 1,
                     glimpses=glimpses,
                     crop=crop,
+                    crop_pool=crop_pool,
                     antialias=antialias,
                     scale_min=scale_range[0],
                     scale_max=scale_range[1],
                     proxy=proxy,
                     likelihood=likelihood,
+                    pair_evidence=pair_evidence,
                     kl_weight=kl_weight,
                     prior=prior,
                     prior_args=dict(prior_args),

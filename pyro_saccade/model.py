@@ -100,6 +100,8 @@ class SaccadeConfig(ClassifierConfigMixin):
         "posterior_std": 1.0,
         "posterior_std_max": None,
         "antialias": 1,
+        "pair_evidence": False,
+        "crop_pool": 1,
     }
 
     classes: list[str] = field(
@@ -117,10 +119,12 @@ class SaccadeConfig(ClassifierConfigMixin):
     rnn_layers: int = 1
     crop_width: int = 32  # channels of the crop encoder's first layers
     crop_features: int = 128
+    crop_pool: int = 1  # crop features pooled over a crop_pool x crop_pool grid of cells
     proxy_width: int = 16
     proxy_features: int = 128
     z_features: int = 32
     head: str = "auto"  # linear | digit_pairs (networks.DigitPairHead) | auto: by task
+    pair_evidence: bool = False  # digit_pairs: a term per pair besides the per-digit evidence
     evidence: str = "state"  # state: read from h_t | crops: summed per-crop evidence
     likelihood: str = "per_glimpse"  # per_glimpse (Eq. 6) | aggregate: once, at the end
     posterior: str = "saliency"  # saliency (networks.SaliencyHead) | mlp (networks.GaussianHead)
@@ -147,7 +151,15 @@ class SaccadeConfig(ClassifierConfigMixin):
                 self.head == "linear" or self.task in DIGIT_TASKS,
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
             ),
+            (
+                self.head == "digit_pairs" or not self.pair_evidence,
+                "pair_evidence needs the digit_pairs head",
+            ),
             (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
+            (
+                1 <= self.crop_pool <= self.crop // 4,
+                f"crop_pool must be from 1 to crop / 4 ({self.crop // 4}), got {self.crop_pool}",
+            ),
             (self.antialias >= 1, f"antialias must be at least 1, got {self.antialias}"),
             (
                 self.proxy >= 4 and self.proxy % 4 == 0,
@@ -225,15 +237,16 @@ class SaccadeModel(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.crop_encoder = CropEncoder(c.channels, c.crop_width, c.crop_features)
+        self.crop_encoder = CropEncoder(c.channels, c.crop_width, c.crop_features, c.crop_pool)
+        crop_features = c.crop_features * c.crop_pool**2
         self.proxy_encoder = ProxyEncoder(c.channels, c.proxy_width, c.proxy_features)
         self.z_embed = nn.Sequential(nn.Linear(LATENT, c.z_features), nn.ReLU(inplace=True))
         self.rnn = Recurrence(
-            c.crop_features + c.z_features + c.proxy_features, c.hidden, c.rnn_layers
+            crop_features + c.z_features + c.proxy_features, c.hidden, c.rnn_layers
         )
-        evidence_inputs = c.crop_features if c.evidence == "crops" else c.hidden
+        evidence_inputs = crop_features if c.evidence == "crops" else c.hidden
         self.classifier = (
-            DigitPairHead(evidence_inputs, c.task)
+            DigitPairHead(evidence_inputs, c.task, c.pair_evidence)
             if c.head == "digit_pairs"
             else LinearHead(evidence_inputs, c.num_classes)
         )
@@ -276,8 +289,8 @@ class SaccadeModel(nn.Module):
     def evidence(self, step: Step, total: Tensor | None) -> Tensor:
         """Class evidence after a glimpse: summed over crops so far, or read from h_t."""
         if self.config.evidence == "state":
-            return self.classifier.evidence(step.h)
-        evidence = self.classifier.evidence(step.features)
+            return self.classifier.read(step.h)
+        evidence = self.classifier.read(step.features)
         return evidence if total is None else total + evidence
 
     def proxy_distribution(self, z: Tensor, h: Tensor) -> dist.Distribution:
@@ -435,10 +448,15 @@ class SaccadeModel(nn.Module):
     def with_config(self, **changes: object) -> SaccadeModel:
         """A copy of this model, its prior and its weights under a config with ``changes``
         (``SaccadeConfig`` fields that leave the parameters' shapes as they are, e.g. a tighter
-        ``posterior_std_max`` to fine-tune with). Unknown fields raise TypeError."""
+        ``posterior_std_max`` to fine-tune with, or that add parameters, which start from their
+        initial values: ``pair_evidence=True``). Unknown fields raise TypeError; changes that
+        would drop or reshape trained weights raise ValueError."""
         config = dataclasses.replace(self.config, **changes)
         model = SaccadeModel(config, prior=copy.deepcopy(self.prior))
-        model.load_state_dict(self.state_dict())
+        dropped = self.state_dict().keys() - model.state_dict().keys()
+        if dropped:
+            raise ValueError(f"{changes} would drop trained weights: {', '.join(sorted(dropped))}")
+        model.load_state_dict(self.state_dict(), strict=False)  # shapes are still checked
         return model.to(next(self.parameters()).device)
 
     def boxes(self, z: Tensor, height: int, width: int) -> Tensor:

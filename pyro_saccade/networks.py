@@ -21,10 +21,16 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 
 
 class CropEncoder(nn.Module):
-    """Fully convolutional features of a crop, spatially pooled: [B, C, L, L] -> [B, features]."""
+    """Fully convolutional features of a crop, spatially pooled: [B, C, L, L] -> [B, features *
+    grid * grid], the maximum of each feature over each cell of a grid x grid partition.
 
-    def __init__(self, channels: int, width: int, features: int) -> None:
+    One maximum over the whole crop (grid 1) cannot tell a crop with two 6s from one with a 6 and
+    a faint other digit; a 2 x 2 grid keeps apart what lies in different quarters of the crop.
+    """
+
+    def __init__(self, channels: int, width: int, features: int, grid: int = 1) -> None:
         super().__init__()
+        self.grid = grid
         self.body = nn.Sequential(
             conv_block(channels, width),
             conv_block(width, 2 * width, stride=2),
@@ -34,7 +40,7 @@ class CropEncoder(nn.Module):
         )
 
     def forward(self, crops: Tensor) -> Tensor:
-        return self.body(crops).amax(dim=(-2, -1))
+        return F.adaptive_max_pool2d(self.body(crops), self.grid).flatten(1)
 
 
 class ProxyEncoder(nn.Module):
@@ -201,6 +207,10 @@ class LinearHead(nn.Module):
         super().__init__()
         self.evidence = evidence_linear(inputs, classes)
 
+    def read(self, x: Tensor) -> Tensor:
+        """Evidence [B, E] from features or a state."""
+        return self.evidence(x)
+
     def combine(self, evidence: Tensor) -> Tensor:
         return evidence
 
@@ -212,15 +222,25 @@ class DigitPairHead(nn.Module):
     logits with a + b = k; mark: s itself (one logit per digit). Every label then teaches both of
     its digits at once, where a plain 55-way linear layer must learn each pair separately: on
     2 CPU cores this is the difference between learning in minutes and sitting at chance.
+
+    s_a + s_b alone cannot be sure of a pair of two different digits against a pair of twice
+    the likelier one: (a, b) beats (a, a) only while s_b > s_a, and (b, b) only while s_a > s_b,
+    so all the margin comes from the biases. With ``pair_evidence`` a linear read of the
+    state adds a term r_ab per pair (zero at first, so the head starts as without it).
     """
 
-    def __init__(self, hidden: int, task: str) -> None:
+    def __init__(self, hidden: int, task: str, pair_evidence: bool = False) -> None:
         super().__init__()
         if task not in ("identify", "sum", "mark"):
             raise ValueError(f"the digit-pair head needs a two-digit task, got {task!r}")
         self.task = task
         self.evidence = evidence_linear(hidden, 10)
         pairs = [(a, b) for a in range(10) for b in range(a, 10)]
+        self.pairs: nn.Linear | None = None
+        if pair_evidence:
+            self.pairs = nn.Linear(hidden, len(pairs))
+            nn.init.zeros_(self.pairs.weight)
+            nn.init.zeros_(self.pairs.bias)
         self.register_buffer("first", torch.tensor([a for a, _ in pairs]), persistent=False)
         self.register_buffer("second", torch.tensor([b for _, b in pairs]), persistent=False)
         self.register_buffer(
@@ -230,11 +250,20 @@ class DigitPairHead(nn.Module):
         )
         self.pair_bias = nn.Parameter(torch.zeros(len(pairs)))
 
-    def combine(self, s: Tensor) -> Tensor:
-        """Logits of the task's classes from summed digit evidence s [B, 10]."""
+    def read(self, x: Tensor) -> Tensor:
+        """Evidence [B, 10] per digit, followed by [B, 55] per pair with ``pair_evidence``."""
+        if self.pairs is None:
+            return self.evidence(x)
+        return torch.cat([self.evidence(x), self.pairs(x)], -1)
+
+    def combine(self, evidence: Tensor) -> Tensor:
+        """Logits of the task's classes from summed evidence (``read``) [B, 10 (+ 55)]."""
+        s = evidence[:, :10]
         if self.task == "mark":
             return s
         pair = s[:, self.first] + s[:, self.second] + self.pair_bias
+        if self.pairs is not None:
+            pair = pair + evidence[:, 10:]
         if self.task == "identify":
             return pair
         return pair.unsqueeze(1).masked_fill(~self.sums, float("-inf")).logsumexp(-1)

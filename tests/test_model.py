@@ -204,6 +204,9 @@ def test_config_rejects_nonsense() -> None:
         dict(posterior="grid"),
         dict(posterior_std=0.0),
         dict(posterior_std=0.6, posterior_std_max=0.5),
+        dict(head="linear", pair_evidence=True),
+        dict(crop_pool=0),
+        dict(crop=16, crop_pool=5),
     ]:
         with pytest.raises(ValueError):
             SaccadeConfig(**bad)
@@ -280,7 +283,8 @@ def test_cli_model_options_default_to_the_config_defaults() -> None:
     config = SaccadeConfig()
     defaults = {param.name: param.default for param in train_command.params}
     assert tuple(defaults.pop("scale_range")) == (config.scale_min, config.scale_max)
-    for name in ["glimpses", "crop", "antialias", "proxy", "likelihood", "kl_weight", "prior"]:
+    names = ["glimpses", "crop", "antialias", "proxy", "likelihood", "kl_weight", "prior"]
+    for name in [*names, "pair_evidence", "crop_pool"]:
         assert defaults[name] == getattr(config, name), name
 
 
@@ -298,3 +302,65 @@ def test_evaluate_answers_the_task_a_saved_model_was_moved_to(tmp_path) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["task"] == "sum"
+
+
+def test_pair_evidence_lets_the_head_be_sure_of_two_different_digits() -> None:
+    from pyro_saccade.networks import DigitPairHead
+
+    pairs = [(a, b) for a in range(10) for b in range(a, 10)]
+    # The state says "a 3 and an 8": per-digit evidence alone ties (3, 8) with (3, 3) and
+    # (8, 8) (equal pair biases), however strong; a pair term can break the tie.
+    plain, paired = DigitPairHead(4, "identify"), DigitPairHead(4, "identify", pair_evidence=True)
+    state = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    with torch.no_grad():
+        for head in (plain, paired):
+            head.evidence.weight.zero_()
+            head.evidence.weight[[3, 8], 0] = 10.0
+        paired.pairs.weight[pairs.index((3, 8)), 0] = 5.0
+    for head, sure in [(plain, False), (paired, True)]:
+        probs = head.combine(head.read(state)).softmax(-1)[0]
+        assert (probs[pairs.index((3, 8))] > 0.9) == sure
+    # Sums marginalise the same pair logits.
+    sums = DigitPairHead(4, "sum", pair_evidence=True)
+    sums.load_state_dict(paired.state_dict())
+    assert sums.combine(sums.read(state)).softmax(-1)[0, 11] > 0.9
+
+
+def test_pair_evidence_added_to_a_trained_model_starts_at_zero(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from pyro_saccade.cli import main
+
+    pyro.set_rng_seed(0)
+    trained = tiny_model()
+    with torch.no_grad():
+        trained.classifier.evidence.weight.normal_()
+    paired = trained.with_config(pair_evidence=True)
+    images, proxies, _ = batch(n=3)
+    assert torch.allclose(paired.predict(images, proxies), trained.predict(images, proxies))
+    with pytest.raises(ValueError, match="drop trained weights"):
+        paired.with_config(pair_evidence=False)
+    # The CLI adds it when fine-tuning, and the saved model keeps it.
+    run = TrainConfig(epochs=0, test_size=4, batch_size=4, canvas=[40, 40])
+    train(trained.config, run, out=tmp_path / "plain", progress=False, model=trained)
+    args = ["train", "--init", str(tmp_path / "plain"), "--pair-evidence", "--canvas", "40"]
+    args += ["--epochs", "1", "--train-size", "8", "--test-size", "4", "--batch-size", "4"]
+    result = CliRunner().invoke(main, [*args, "--quiet", "--out", str(tmp_path / "paired")])
+    assert result.exit_code == 0, result.output
+    loaded = load(tmp_path / "paired")
+    assert loaded.config.pair_evidence and loaded.classifier.pairs.weight.abs().sum() > 0
+
+
+def test_crop_pool_keeps_the_quarters_of_a_crop_apart() -> None:
+    from pyro_saccade.networks import CropEncoder
+
+    torch.manual_seed(0)
+    whole, quarters = CropEncoder(1, 4, 8), CropEncoder(1, 4, 8, grid=2)
+    quarters.load_state_dict(whole.state_dict())  # the same convolutions, pooled differently
+    crops = torch.rand(3, 1, 32, 32)
+    cells = quarters(crops).view(3, 8, 2, 2)
+    assert torch.allclose(cells.amax(dim=(-2, -1)), whole(crops))
+    # a model built with it feeds the recurrence four times the features, and still predicts
+    model = tiny_model(crop_pool=2)
+    assert model.crop_encoder(torch.rand(2, 1, 16, 16)).shape == (2, 4 * TINY["crop_features"])
+    assert model.predict(batch(n=2)[0]).shape == (2, 55)
