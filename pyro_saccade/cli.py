@@ -389,10 +389,10 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 )
 @click.option(
     "--crop-pool",
-    type=click.IntRange(min=1),
-    default=1,
+    type=click.Choice(["max", "max_mean"]),
+    default="max",
     show_default=True,
-    help="Crop features are pooled over a grid of N x N cells (1: over the whole crop).",
+    help="Crop features pooled over the crop: their maxima, or their maxima and means.",
 )
 @click.option(
     "--antialias",
@@ -511,7 +511,7 @@ def train_command(
     ema: float,
     glimpses: int,
     crop: int,
-    crop_pool: int,
+    crop_pool: str,
     antialias: int,
     scale_range: tuple[float, float],
     proxy: int,

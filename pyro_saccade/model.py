@@ -47,6 +47,7 @@ DIGIT_TASKS = ("identify", "sum", "mark")
 EVIDENCE = ("crops", "state")
 PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
 POSTERIORS = ("saliency", "mlp")
+CROP_POOLS = ("max", "max_mean")
 
 
 class ConfigMixin:
@@ -101,7 +102,7 @@ class SaccadeConfig(ClassifierConfigMixin):
         "posterior_std_max": None,
         "antialias": 1,
         "pair_evidence": False,
-        "crop_pool": 1,
+        "crop_pool": "max",
     }
 
     classes: list[str] = field(
@@ -119,7 +120,7 @@ class SaccadeConfig(ClassifierConfigMixin):
     rnn_layers: int = 1
     crop_width: int = 32  # channels of the crop encoder's first layers
     crop_features: int = 128
-    crop_pool: int = 1  # crop features pooled over a crop_pool x crop_pool grid of cells
+    crop_pool: str = "max"  # max | max_mean: crop features' maxima, or maxima and means
     proxy_width: int = 16
     proxy_features: int = 128
     z_features: int = 32
@@ -157,8 +158,8 @@ class SaccadeConfig(ClassifierConfigMixin):
             ),
             (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
             (
-                1 <= self.crop_pool <= self.crop // 4,
-                f"crop_pool must be from 1 to crop / 4 ({self.crop // 4}), got {self.crop_pool}",
+                self.crop_pool in CROP_POOLS,
+                f"crop_pool must be one of {CROP_POOLS}, got {self.crop_pool!r}",
             ),
             (self.antialias >= 1, f"antialias must be at least 1, got {self.antialias}"),
             (
@@ -237,8 +238,10 @@ class SaccadeModel(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.crop_encoder = CropEncoder(c.channels, c.crop_width, c.crop_features, c.crop_pool)
-        crop_features = c.crop_features * c.crop_pool**2
+        self.crop_encoder = CropEncoder(
+            c.channels, c.crop_width, c.crop_features, mean=c.crop_pool == "max_mean"
+        )
+        crop_features = c.crop_features * (2 if c.crop_pool == "max_mean" else 1)
         self.proxy_encoder = ProxyEncoder(c.channels, c.proxy_width, c.proxy_features)
         self.z_embed = nn.Sequential(nn.Linear(LATENT, c.z_features), nn.ReLU(inplace=True))
         self.rnn = Recurrence(

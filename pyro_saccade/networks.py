@@ -21,16 +21,16 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 
 
 class CropEncoder(nn.Module):
-    """Fully convolutional features of a crop, spatially pooled: [B, C, L, L] -> [B, features *
-    grid * grid], the maximum of each feature over each cell of a grid x grid partition.
+    """Fully convolutional features of a crop, spatially pooled: [B, C, L, L] -> [B, features],
+    or [B, 2 * features] with ``mean``: each feature's maximum over the crop, then its mean.
 
-    One maximum over the whole crop (grid 1) cannot tell a crop with two 6s from one with a 6 and
-    a faint other digit; a 2 x 2 grid keeps apart what lies in different quarters of the crop.
+    The maximum alone cannot tell a crop with two 6s from one with a single 6; the mean, still
+    blind to where things are, grows with how much of the crop a pattern covers.
     """
 
-    def __init__(self, channels: int, width: int, features: int, grid: int = 1) -> None:
+    def __init__(self, channels: int, width: int, features: int, mean: bool = False) -> None:
         super().__init__()
-        self.grid = grid
+        self.mean = mean
         self.body = nn.Sequential(
             conv_block(channels, width),
             conv_block(width, 2 * width, stride=2),
@@ -40,7 +40,10 @@ class CropEncoder(nn.Module):
         )
 
     def forward(self, crops: Tensor) -> Tensor:
-        return F.adaptive_max_pool2d(self.body(crops), self.grid).flatten(1)
+        maps = self.body(crops)
+        if self.mean:
+            return torch.cat([maps.amax(dim=(-2, -1)), maps.mean(dim=(-2, -1))], -1)
+        return maps.amax(dim=(-2, -1))
 
 
 class ProxyEncoder(nn.Module):

@@ -205,8 +205,7 @@ def test_config_rejects_nonsense() -> None:
         dict(posterior_std=0.0),
         dict(posterior_std=0.6, posterior_std_max=0.5),
         dict(head="linear", pair_evidence=True),
-        dict(crop_pool=0),
-        dict(crop=16, crop_pool=5),
+        dict(crop_pool="mean"),
     ]:
         with pytest.raises(ValueError):
             SaccadeConfig(**bad)
@@ -351,16 +350,18 @@ def test_pair_evidence_added_to_a_trained_model_starts_at_zero(tmp_path) -> None
     assert loaded.config.pair_evidence and loaded.classifier.pairs.weight.abs().sum() > 0
 
 
-def test_crop_pool_keeps_the_quarters_of_a_crop_apart() -> None:
+def test_max_mean_pooling_adds_the_means_to_the_maxima() -> None:
     from pyro_saccade.networks import CropEncoder
 
     torch.manual_seed(0)
-    whole, quarters = CropEncoder(1, 4, 8), CropEncoder(1, 4, 8, grid=2)
-    quarters.load_state_dict(whole.state_dict())  # the same convolutions, pooled differently
+    plain, counting = CropEncoder(1, 4, 8), CropEncoder(1, 4, 8, mean=True)
+    counting.load_state_dict(plain.state_dict())  # the same convolutions, pooled differently
     crops = torch.rand(3, 1, 32, 32)
-    cells = quarters(crops).view(3, 8, 2, 2)
-    assert torch.allclose(cells.amax(dim=(-2, -1)), whole(crops))
-    # a model built with it feeds the recurrence four times the features, and still predicts
-    model = tiny_model(crop_pool=2)
-    assert model.crop_encoder(torch.rand(2, 1, 16, 16)).shape == (2, 4 * TINY["crop_features"])
+    features = counting(crops)
+    assert features.shape == (3, 16) and torch.allclose(features[:, :8], plain(crops))
+    maps = counting.body(crops)
+    assert torch.allclose(features[:, 8:], maps.mean(dim=(-2, -1)))
+    # a model built with it feeds the recurrence twice the features, and still predicts
+    model = tiny_model(crop_pool="max_mean")
+    assert model.crop_encoder(torch.rand(2, 1, 16, 16)).shape == (2, 2 * TINY["crop_features"])
     assert model.predict(batch(n=2)[0]).shape == (2, 55)
