@@ -389,8 +389,8 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 )
 @click.option(
     "--crop-pool",
-    type=click.Choice(["max", "max_mean"]),
-    default="max",
+    type=click.Choice(["max_mean", "max"]),
+    default="max_mean",
     show_default=True,
     help="Crop features pooled over the crop: their maxima, or their maxima and means.",
 )

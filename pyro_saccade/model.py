@@ -120,7 +120,7 @@ class SaccadeConfig(ClassifierConfigMixin):
     rnn_layers: int = 1
     crop_width: int = 32  # channels of the crop encoder's first layers
     crop_features: int = 128
-    crop_pool: str = "max"  # max | max_mean: crop features' maxima, or maxima and means
+    crop_pool: str = "max_mean"  # max_mean | max: crop features' maxima and means, or maxima
     proxy_width: int = 16
     proxy_features: int = 128
     z_features: int = 32

@@ -270,9 +270,11 @@ def test_cli_fine_tunes_an_identify_model_on_sums(tmp_path) -> None:
 def test_configs_saved_before_a_field_existed_load_as_they_were_trained() -> None:
     saved = SaccadeConfig(**TINY).to_dict()
     del saved["posterior"], saved["posterior_std"], saved["posterior_std_max"]
+    del saved["crop_pool"]
     config = SaccadeConfig.from_dict(saved)
     assert config.posterior == "mlp" and config.posterior_std == 1.0
     assert config.posterior_std_max is None
+    assert config.crop_pool == "max" != SaccadeConfig().crop_pool
 
 
 def test_cli_model_options_default_to_the_config_defaults() -> None:
