@@ -241,7 +241,7 @@ class SaccadeModel(nn.Module):
         self.crop_encoder = CropEncoder(
             c.channels, c.crop_width, c.crop_features, mean=c.crop_pool == "max_mean"
         )
-        crop_features = c.crop_features * (2 if c.crop_pool == "max_mean" else 1)
+        crop_features = self.crop_encoder.outputs
         self.proxy_encoder = ProxyEncoder(c.channels, c.proxy_width, c.proxy_features)
         self.z_embed = nn.Sequential(nn.Linear(LATENT, c.z_features), nn.ReLU(inplace=True))
         self.rnn = Recurrence(

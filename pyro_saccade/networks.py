@@ -31,6 +31,7 @@ class CropEncoder(nn.Module):
     def __init__(self, channels: int, width: int, features: int, mean: bool = False) -> None:
         super().__init__()
         self.mean = mean
+        self.outputs = 2 * features if mean else features
         self.body = nn.Sequential(
             conv_block(channels, width),
             conv_block(width, 2 * width, stride=2),
