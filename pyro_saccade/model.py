@@ -456,10 +456,11 @@ class SaccadeModel(nn.Module):
         would drop or reshape trained weights raise ValueError."""
         config = dataclasses.replace(self.config, **changes)
         model = SaccadeModel(config, prior=copy.deepcopy(self.prior))
-        dropped = self.state_dict().keys() - model.state_dict().keys()
+        weights = self.state_dict()
+        dropped = weights.keys() - model.state_dict().keys()
         if dropped:
             raise ValueError(f"{changes} would drop trained weights: {', '.join(sorted(dropped))}")
-        model.load_state_dict(self.state_dict(), strict=False)  # shapes are still checked
+        model.load_state_dict(weights, strict=False)  # shapes are still checked
         return model.to(next(self.parameters()).device)
 
     def boxes(self, z: Tensor, height: int, width: int) -> Tensor:

@@ -75,13 +75,15 @@ def test_bundled_plus_60k_reads_the_training_set_from_the_download_cache(tmp_pat
     raw.mkdir(parents=True)
     images = np.arange(30 * 28 * 28, dtype=np.uint8).reshape(30, 28, 28)
     labels = np.arange(30, dtype=np.uint8) % 10
-    for prefix, x, y in [("train", images, labels), ("t10k", images[:5], labels[:5])]:
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            bytes([0, 0, 8, 3]) + np.array(x.shape, ">u4").tobytes() + x.tobytes()
-        )
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            bytes([0, 0, 8, 1]) + np.array(y.shape, ">u4").tobytes() + y.tobytes()
-        )
+    files = {
+        "train-images-idx3-ubyte": images,
+        "train-labels-idx1-ubyte": labels,
+        "t10k-images-idx3-ubyte": images[:5],
+        "t10k-labels-idx1-ubyte": labels[:5],
+    }
+    for name, x in files.items():  # idx: type code 8 (uint8), ndim, big-endian sides, data
+        header = bytes([0, 0, 8, x.ndim]) + np.array(x.shape, ">u4").tobytes()
+        (raw / name).write_bytes(header + x.tobytes())
     train_x, train_y = load_digits("bundled+60k", "train", root=tmp_path)
     assert train_x.shape == (8030, 28, 28)
     assert torch.equal(train_x[:8000], load_digits("bundled", "train")[0])

@@ -79,11 +79,8 @@ def _load_digits(source: str, split: str, root: str | None) -> tuple[torch.Tenso
     download_root = Path(root) if root else DEFAULT_ROOT.expanduser()
     if source.startswith("bundled"):
         images, labels = _read_dir(BUNDLED_DIR, split)
-        if source != "bundled" and split == "train":
-            if source == "bundled+5k":
-                extra_images, extra_labels = (read_idx(BUNDLED_DIR / name) for name in EXTRA_TRAIN)
-            else:
-                extra_images, extra_labels = _download("train", download_root)
+        if split == "train" and source != "bundled":
+            extra_images, extra_labels = _extra_training_digits(source, download_root)
             images = np.concatenate([images, extra_images])
             labels = np.concatenate([labels, extra_labels])
     elif source == "torchvision":
@@ -91,6 +88,15 @@ def _load_digits(source: str, split: str, root: str | None) -> tuple[torch.Tenso
     else:
         images, labels = _read_dir(Path(source), split)
     return torch.as_tensor(images, dtype=torch.uint8), torch.as_tensor(labels, dtype=torch.int64)
+
+
+def _extra_training_digits(source: str, download_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The official training digits that "bundled+5k" (packaged) or "bundled+60k" (downloaded)
+    adds to the bundled 8,000."""
+    if source == "bundled+5k":
+        images, labels = (read_idx(BUNDLED_DIR / name) for name in EXTRA_TRAIN)
+        return images, labels
+    return _download("train", download_root)
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
