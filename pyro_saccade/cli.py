@@ -410,6 +410,13 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     help="Crop side as a fraction of the image's shorter side.",
 )
 @click.option(
+    "--later-scale-max",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    help="Largest crop of glimpses 2..T (default: the MAX of --scale-range), so that the later "
+    "glimpses zoom in; with --init it applies to that model.",
+)
+@click.option(
     "--proxy",
     type=click.IntRange(min=4),
     default=32,
@@ -514,6 +521,7 @@ def train_command(
     crop_pool: str,
     antialias: int,
     scale_range: tuple[float, float],
+    later_scale_max: float | None,
     proxy: int,
     proxy_noise: float,
     likelihood: str,
@@ -584,11 +592,17 @@ def train_command(
         )
     if start is not None and model_kind == "saccade" and start.config.task != train_config.task:
         start = _for_task(start, train_config.task, "--init")
-    if start is not None and model_kind == "saccade" and pair_evidence:
+    # The model options that also apply to an --init model; the others are its own.
+    changes: dict[str, object] = {}
+    if pair_evidence:
+        changes["pair_evidence"] = True
+    if later_scale_max is not None:
+        changes["later_scale_max"] = later_scale_max
+    if start is not None and model_kind == "saccade" and changes:
         try:
-            start = start.with_config(pair_evidence=True)
+            start = start.with_config(**changes)
         except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--pair-evidence") from error
+            raise click.UsageError(str(error)) from error
     if not photos:
         try:  # e.g. digits larger than the canvas
             canvases(train_config, "test", 1)
@@ -611,6 +625,7 @@ def train_command(
                     antialias=antialias,
                     scale_min=scale_range[0],
                     scale_max=scale_range[1],
+                    later_scale_max=later_scale_max,
                     proxy=proxy,
                     likelihood=likelihood,
                     pair_evidence=pair_evidence,
@@ -967,7 +982,7 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     probs = prediction.probs[0]
     z = prediction.z.mean(0)[0]  # [T, 3]: mean over posterior samples
     boxes = model.boxes(z, height, width)
-    scale = squash(z, model.config.scale_min, model.config.scale_max)[0]
+    scale = squash(z, model.config.scale_min, model.config.scale_maxima(z))[0]
     label, probability = predicted(probs, model.config.classes, model.config.multilabel)
     return {
         "label": label,

@@ -19,18 +19,18 @@ from torch import Tensor
 ALIGN_CORNERS = False
 
 
-def crop_scale(z_scale: Tensor, scale_min: float, scale_max: float) -> Tensor:
+def crop_scale(z_scale: Tensor, scale_min: float, scale_max: float | Tensor) -> Tensor:
     """The crop side, as a fraction of the shorter image side, of the scale coordinate of z."""
     return scale_min + (scale_max - scale_min) * torch.sigmoid(z_scale)
 
 
-def squash(z: Tensor, scale_min: float, scale_max: float) -> tuple[Tensor, Tensor, Tensor]:
+def squash(z: Tensor, scale_min: float, scale_max: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Map unconstrained z [..., 3] to (scale in [scale_min, scale_max], x, y in [-1, 1])."""
     return crop_scale(z[..., 0], scale_min, scale_max), torch.tanh(z[..., 1]), torch.tanh(z[..., 2])
 
 
 def normalised_box(
-    z: Tensor, height: int, width: int, scale_min: float, scale_max: float
+    z: Tensor, height: int, width: int, scale_min: float, scale_max: float | Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Half-sides (sx, sy) and centre (cx, cy) of the crop in normalised [-1, 1] coordinates."""
     scale, x, y = squash(z, scale_min, scale_max)
@@ -77,7 +77,9 @@ def extract_glimpse(
     return crops if antialias == 1 else F.avg_pool2d(crops, antialias)
 
 
-def glimpse_boxes(z: Tensor, height: int, width: int, scale_min: float, scale_max: float) -> Tensor:
+def glimpse_boxes(
+    z: Tensor, height: int, width: int, scale_min: float, scale_max: float | Tensor
+) -> Tensor:
     """Crop boxes (x0, y0, x1, y1) in the image's pixel coordinates, shape [..., 4]."""
     sx, sy, cx, cy = normalised_box(z, height, width, scale_min, scale_max)
     x0 = (cx - sx + 1) / 2 * width

@@ -103,6 +103,7 @@ class SaccadeConfig(ClassifierConfigMixin):
         "antialias": 1,
         "pair_evidence": False,
         "crop_pool": "max",
+        "later_scale_max": None,
     }
 
     classes: list[str] = field(
@@ -116,6 +117,7 @@ class SaccadeConfig(ClassifierConfigMixin):
     proxy: int = 32  # J: side of the proxy image
     scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
     scale_max: float = 0.8
+    later_scale_max: float | None = None  # glimpses 2..T: their largest crop (None: scale_max)
     hidden: int = 256  # recurrent state
     rnn_layers: int = 1
     crop_width: int = 32  # channels of the crop encoder's first layers
@@ -170,6 +172,11 @@ class SaccadeConfig(ClassifierConfigMixin):
                 0 < self.scale_min < self.scale_max <= 1,
                 f"need 0 < scale_min < scale_max <= 1, got {self.scale_min}, {self.scale_max}",
             ),
+            (
+                self.later_scale_max is None
+                or self.scale_min < self.later_scale_max <= self.scale_max,
+                f"need scale_min < later_scale_max <= scale_max, got {self.later_scale_max}",
+            ),
             (len(self.classes) >= 2, f"need at least 2 classes, got {len(self.classes)}"),
             (self.channels >= 1, f"channels must be positive, got {self.channels}"),
             (
@@ -196,6 +203,14 @@ class SaccadeConfig(ClassifierConfigMixin):
             ),
         ]
         self.validate(checks)
+
+    def scale_max_of(self, t: int) -> float:
+        """The largest crop of glimpse t (from 0), as a fraction of the image's shorter side."""
+        return self.scale_max if t == 0 or self.later_scale_max is None else self.later_scale_max
+
+    def scale_maxima(self, like: Tensor) -> Tensor:
+        """Every glimpse's largest crop, [T] on ``like``'s device: broadcasts over z [..., T, 3]."""
+        return like.new_tensor([self.scale_max_of(t) for t in range(self.glimpses)])
 
     @property
     def smallest_side(self) -> int:
@@ -284,7 +299,7 @@ class SaccadeModel(nn.Module):
         if self._memo_images is images and t < len(self._memo) and self._memo[t][0] is z:
             return self._memo[t][1]
         c = self.config
-        crop = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max, c.antialias)
+        crop = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max_of(t), c.antialias)
         features = self.crop_encoder(crop)
         h, state = self.rnn(torch.cat([features, self.z_embed(z), proxy_features], -1), state)
         return Step(h, state, features)
@@ -312,12 +327,13 @@ class SaccadeModel(nn.Module):
     def class_probs(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits) if self.config.multilabel else logits.softmax(-1)
 
-    def posterior(self, features: Tensor, maps: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    def posterior(self, t: int, features: Tensor, maps: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """loc and scale of q(z_t | c, h_{t-1}) from the proxy's features and map."""
-        if self.config.posterior == "mlp":
+        c = self.config
+        if c.posterior == "mlp":
             return self.posterior_net(torch.cat([features, h], -1))
         loc, scale, centre = self.posterior_net(maps, features, h)
-        return aim(loc[..., 0], centre, self.config.scale_min, self.config.scale_max), scale
+        return aim(loc[..., 0], centre, c.scale_min, c.scale_max_of(t)), scale
 
     # -- the probabilistic program ------------------------------------------------------------
 
@@ -374,7 +390,7 @@ class SaccadeModel(nn.Module):
         self._memo, self._memo_images = [], images
         with pyro.plate("data", batch, device=images.device):
             for t in pyro.markov(range(c.glimpses)):
-                loc, scale = self.posterior(proxy_features, proxy_maps, h)
+                loc, scale = self.posterior(t, proxy_features, proxy_maps, h)
                 q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
                 with poutine.scale(scale=annealing * c.kl_weight):
                     z = pyro.sample(f"z_{t}", q.to_event(1))
@@ -464,5 +480,6 @@ class SaccadeModel(nn.Module):
         return model.to(next(self.parameters()).device)
 
     def boxes(self, z: Tensor, height: int, width: int) -> Tensor:
-        """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., 3] on an image of the given size."""
-        return glimpse_boxes(z, height, width, self.config.scale_min, self.config.scale_max)
+        """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., T, 3] on an image of the given size."""
+        c = self.config
+        return glimpse_boxes(z, height, width, c.scale_min, c.scale_maxima(z))

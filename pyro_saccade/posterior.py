@@ -68,12 +68,13 @@ class GlimpsePosterior:
     def boxes(self, draws: Draws) -> Tensor:
         """Pixel boxes (x0, y0, x1, y1) of the draws' glimpses, [S, N, T, 4]."""
         c = self.config
-        return _per_image(draws.z, self.sizes, glimpse_boxes, c.scale_min, c.scale_max)
+        return _per_image(draws.z, self.sizes, glimpse_boxes, c.scale_min, c.scale_maxima(draws.z))
 
     def crops(self, draws: Draws) -> Tensor:
         """(scale, x, y) of the draws' glimpses in image-size-free units, [S, N, T, 3]."""
         c = self.config
-        return _per_image(draws.z, self.sizes, crop_coordinates, c.scale_min, c.scale_max)
+        scale_max = c.scale_maxima(draws.z)
+        return _per_image(draws.z, self.sizes, crop_coordinates, c.scale_min, scale_max)
 
     def to_arviz(self) -> object:
         """ArviZ InferenceData (ArviZ < 1) or DataTree (ArviZ >= 1) with named dims and coords."""
@@ -146,13 +147,15 @@ def _numpy(draws: Tensor) -> np.ndarray:
     return draws.detach().cpu()[None].numpy()
 
 
-def _per_image(z: Tensor, sizes: list[tuple[int, int]], fn: Callable, *args: float) -> Tensor:
+def _per_image(
+    z: Tensor, sizes: list[tuple[int, int]], fn: Callable, *args: float | Tensor
+) -> Tensor:
     """Apply ``fn(z, height, width, *args)`` to each image's draws z [S, N, T, 3]."""
     return torch.stack([fn(z[:, n], h, w, *args) for n, (h, w) in enumerate(sizes)], 1)
 
 
 def crop_coordinates(
-    z: Tensor, height: int, width: int, scale_min: float, scale_max: float
+    z: Tensor, height: int, width: int, scale_min: float, scale_max: float | Tensor
 ) -> Tensor:
     """(crop side / shorter side, centre x / width, centre y / height) of glimpses z [..., 3]."""
     scale = squash(z, scale_min, scale_max)[0]

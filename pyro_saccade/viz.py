@@ -156,7 +156,9 @@ def glimpse_figure(
     z = prediction.z[0, 0]  # [T, 3]
     crops = torch.cat(
         [
-            extract_glimpse(batch, z[t : t + 1], c.crop, c.scale_min, c.scale_max, c.antialias)
+            extract_glimpse(
+                batch, z[t : t + 1], c.crop, c.scale_min, c.scale_max_of(t), c.antialias
+            )
             for t in range(c.glimpses)
         ]
     )

@@ -188,6 +188,22 @@ def test_prediction_shapes_and_samples() -> None:
     assert not torch.equal(sampled.z[0], sampled.z[1])
 
 
+def test_later_glimpses_read_crops_no_wider_than_later_scale_max() -> None:
+    pyro.set_rng_seed(0)
+    model = tiny_model(later_scale_max=0.4)
+    ramp = torch.linspace(0, 1, 40).expand(3, 1, 40, 40).contiguous()  # a pixel's value: its x
+    crops = []
+    model.crop_encoder.register_forward_hook(lambda module, args, out: crops.append(args[0]))
+    prediction = model.infer(ramp, samples=4)
+    x0, _, x1, _ = model.boxes(prediction.z, 40, 40).unbind(-1)
+    widths = (x1 - x0) / 40
+    assert widths.shape == (4, 3, 2)  # samples, images, glimpses
+    assert (widths[..., 1:] <= 0.4 + 1e-6).all() and (widths[..., 0] > 0.4).all()
+    # What the model read spans the same stretch of the ramp as the boxes say.
+    spans = torch.stack([crop.amax((1, 2, 3)) - crop.amin((1, 2, 3)) for crop in crops])
+    assert torch.allclose(spans.view(4, 2, 3).transpose(1, 2), widths, atol=0.1)
+
+
 def test_any_image_size() -> None:
     model = tiny_model()
     for height, width in [(40, 40), (57, 123), (300, 90)]:
@@ -206,6 +222,8 @@ def test_config_rejects_nonsense() -> None:
         dict(posterior_std=0.6, posterior_std_max=0.5),
         dict(head="linear", pair_evidence=True),
         dict(crop_pool="mean"),
+        dict(later_scale_max=0.3),  # not above scale_min
+        dict(later_scale_max=0.9),  # above scale_max
     ]:
         with pytest.raises(ValueError):
             SaccadeConfig(**bad)
@@ -285,7 +303,7 @@ def test_cli_model_options_default_to_the_config_defaults() -> None:
     defaults = {param.name: param.default for param in train_command.params}
     assert tuple(defaults.pop("scale_range")) == (config.scale_min, config.scale_max)
     names = ["glimpses", "crop", "antialias", "proxy", "likelihood", "kl_weight", "prior"]
-    for name in [*names, "pair_evidence", "crop_pool"]:
+    for name in [*names, "pair_evidence", "crop_pool", "later_scale_max"]:
         assert defaults[name] == getattr(config, name), name
 
 
@@ -367,3 +385,27 @@ def test_max_mean_pooling_adds_the_means_to_the_maxima() -> None:
     model = tiny_model(crop_pool="max_mean")
     assert model.crop_encoder(torch.rand(2, 1, 16, 16)).shape == (2, 2 * TINY["crop_features"])
     assert model.predict(batch(n=2)[0]).shape == (2, 55)
+
+
+def test_later_scale_max_given_with_init_applies_to_that_model(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from pyro_saccade.cli import main
+
+    trained = tiny_model()
+    run = TrainConfig(epochs=0, test_size=4, batch_size=4, canvas=[40, 40])
+    train(trained.config, run, out=tmp_path / "wide", progress=False, model=trained)
+
+    def saccade_train(later_scale_max: str, out: str) -> object:
+        args = ["train", "--init", str(tmp_path / "wide"), "--later-scale-max", later_scale_max]
+        args += ["--epochs", "0", "--canvas", "40", "--test-size", "4", "--quiet"]
+        return CliRunner().invoke(main, [*args, "--out", str(tmp_path / out)])
+
+    result = saccade_train("0.5", "zoomed")
+    assert result.exit_code == 0, result.output
+    loaded = load(tmp_path / "zoomed")
+    assert loaded.config.later_scale_max == 0.5 and trained.config.later_scale_max is None
+    for name, weight in trained.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], weight), name
+    too_wide = saccade_train("0.9", "too-wide")  # above the model's scale_max, 0.8
+    assert too_wide.exit_code != 0 and "later_scale_max" in too_wide.output
