@@ -7,7 +7,9 @@ authors' ``max(|s|, 1/p)`` left the scale unlearned).
 Conventions: the scale is the crop side as a fraction of the image's *shorter* side, so crops
 are square in pixels on images of any aspect ratio; x and y place the crop centre, bounded so the
 crop always lies inside the image. Coordinates follow ``F.affine_grid`` with
-``align_corners=False``: normalised -1 and 1 are the outer edges of the border pixels.
+``align_corners=False``: normalised -1 and 1 are the outer edges of the border pixels. Where z
+has a glimpse axis, z [..., T, 3], ``scale_max`` may be a tensor [T] of each glimpse's own
+maximum (``SaccadeConfig.scale_maxima``).
 """
 
 from __future__ import annotations
