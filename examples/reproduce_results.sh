@@ -87,6 +87,10 @@ training_curves(
             "docs/runs/identify-100-stage1",
             "docs/runs/identify-100",
         ],
+        "56-px crops, 14 epochs (not shipped)": [
+            "docs/runs/crop56-60k",
+            "docs/runs/ft-crop56",
+        ],
     },
     "docs/results_curves.png",
 )

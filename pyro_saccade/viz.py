@@ -32,6 +32,18 @@ def colour(t: int) -> str:
     return COLOURS[t % len(COLOURS)]
 
 
+def line_style(t: int) -> dict[str, str]:
+    """Colour, marker and dashes of line t: past the palette the colours repeat, so each
+    further round of them is drawn with other markers and dashes."""
+    markers, dashes = "osD^v", ["-", "--", "-.", ":"]
+    round_ = t // len(COLOURS)
+    return {
+        "color": colour(t),
+        "marker": markers[round_ % len(markers)],
+        "linestyle": dashes[round_ % len(dashes)],
+    }
+
+
 def for_display(image: Tensor, side: int = DISPLAY_SIDE) -> Tensor:
     """An image [C, H, W] as [H', W', C] for imshow, area-downsampled so the longer side <= side."""
     height, width = image.shape[-2:]
@@ -218,7 +230,7 @@ def training_curves(runs: dict[str, str | Path | Sequence[str | Path]], out: str
         records = _stage_records(stages)
         minutes, accuracy = _curve([record for stage in records for record in stage])
         start = max(len(minutes) - len(records[-1]) - 1, 0)  # the earlier stages' last epoch
-        ax.plot(minutes[start:], accuracy[start:], marker="o", color=colour(t), label=name)
+        ax.plot(minutes[start:], accuracy[start:], label=name, **line_style(t))
     ax.set_xlabel("training wall time (minutes, without evaluation)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.grid(alpha=0.3)

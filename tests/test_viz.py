@@ -103,3 +103,11 @@ def test_training_curves_plot(tmp_path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A model trained in two stages: the second stage's time runs on from the first's.
     assert accuracy_curve([run, run]) == ([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 10.0, 20.0])
+
+
+def test_curves_past_the_palette_stay_distinguishable() -> None:
+    from pyro_saccade.viz import COLOURS, line_style
+
+    styles = [tuple(line_style(t).values()) for t in range(2 * len(COLOURS))]
+    assert len(set(styles)) == len(styles)
+    assert line_style(0)["color"] == line_style(len(COLOURS))["color"]  # the palette repeats
