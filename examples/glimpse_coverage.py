@@ -18,14 +18,12 @@ from pyro import poutine
 
 from pyro_saccade import load, make_proxy
 from pyro_saccade.data import TwoDigitCluttered
+from pyro_saccade.glimpse import box_share
 
 
 def coverage(digit: tuple[int, int, int, int], boxes: torch.Tensor) -> float:
     """The largest share of the digit's box (x0, y0, x1, y1) inside any of the boxes [N, 4]."""
-    x0, y0, x1, y1 = digit
-    width = (boxes[:, 2].clamp(max=x1) - boxes[:, 0].clamp(min=x0)).clamp(min=0)
-    height = (boxes[:, 3].clamp(max=y1) - boxes[:, 1].clamp(min=y0)).clamp(min=0)
-    return float((width * height).max()) / ((x1 - x0) * (y1 - y0))
+    return float(box_share(torch.tensor(digit, dtype=boxes.dtype), boxes))
 
 
 def main(argv: list[str] | None = None) -> None:

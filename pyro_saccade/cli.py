@@ -971,6 +971,7 @@ def predict_command(
 def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     """Label, probability and glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
     from .data import as_batch
+    from .glimpse import box_scale
     from .posterior import predicted
     from .training import prepare
 
@@ -981,7 +982,7 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     probs = prediction.probs[0]
     z = prediction.z.mean(0)[0]  # [T, 3]: mean over posterior samples
     boxes = model.boxes(z, height, width)
-    scale = (boxes[:, 2] - boxes[:, 0]) / min(height, width)  # square crops: side / shorter side
+    scale = box_scale(boxes, height, width)
     label, probability = predicted(probs, model.config.classes, model.config.multilabel)
     return {
         "label": label,

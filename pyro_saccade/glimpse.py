@@ -91,6 +91,20 @@ def glimpse_boxes(
     return torch.stack([x0, y0, x1, y1], -1)
 
 
+def box_scale(boxes: Tensor, height: int, width: int) -> Tensor:
+    """The scale of crop boxes [..., 4] (x0, y0, x1, y1): crops are square in pixels, so their
+    side over the image's shorter side, the inverse of the scale convention above."""
+    return (boxes[..., 2] - boxes[..., 0]) / min(height, width)
+
+
+def box_share(box: Tensor, boxes: Tensor) -> Tensor:
+    """The largest share of ``box`` [4] (x0, y0, x1, y1) inside any of ``boxes`` [N, 4]."""
+    x0, y0, x1, y1 = box.unbind(-1)
+    width = (boxes[:, 2].clamp(max=x1) - boxes[:, 0].clamp(min=x0)).clamp(min=0)
+    height = (boxes[:, 3].clamp(max=y1) - boxes[:, 1].clamp(min=y0)).clamp(min=0)
+    return (width * height).max() / ((x1 - x0) * (y1 - y0))
+
+
 def unsquash(
     scale: Tensor, x: Tensor, y: Tensor, scale_min: float, scale_max: float, eps: float = 1e-6
 ) -> Tensor:

@@ -32,7 +32,7 @@ from pyro.infer import Predictive
 from torch import Tensor
 
 from .data import Photo, as_batch
-from .glimpse import glimpse_boxes
+from .glimpse import box_scale, glimpse_boxes
 from .model import SaccadeConfig, SaccadeModel
 from .training import prepare
 
@@ -158,9 +158,10 @@ def crop_coordinates(
     z: Tensor, height: int, width: int, scale_min: float, scale_max: float | Tensor
 ) -> Tensor:
     """(crop side / shorter side, centre x / width, centre y / height) of glimpses z [..., 3]."""
-    x0, y0, x1, y1 = glimpse_boxes(z, height, width, scale_min, scale_max).unbind(-1)
-    scale = (x1 - x0) / min(height, width)  # crops are square in pixels
-    return torch.stack([scale, (x0 + x1) / (2 * width), (y0 + y1) / (2 * height)], -1)
+    boxes = glimpse_boxes(z, height, width, scale_min, scale_max)
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    centre = [(x0 + x1) / (2 * width), (y0 + y1) / (2 * height)]
+    return torch.stack([box_scale(boxes, height, width), *centre], -1)
 
 
 # -- sampling ---------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ def test_examples_train_evaluate_draw_and_export(monkeypatch, tmp_path: Path, ca
     assert "canvas_0: predicted" in capsys.readouterr().out
     run(monkeypatch, "glimpse_coverage.py", "runs/examples/identify", "--n", "4")
     assert "digits at least 90% inside a glimpse" in capsys.readouterr().out
+    run(monkeypatch, "shared_errors.py", *["runs/examples/identify"] * 2, "--n", "4")
+    out = capsys.readouterr().out
+    # A model shares every one of its errors with itself, and its vote is its own answer.
+    errors = int(out.split(": ", 1)[1].split(" errors")[0])
+    assert f"wrong for all: {errors}," in out and f"majority vote: {errors} " in out
     run(monkeypatch, "posterior_draws.py", "runs/examples/identify", "--n", "4", "--samples", "2")
     out = capsys.readouterr().out
     assert "posterior-mean glimpses" in out and "  2 draws averaged" in out
