@@ -311,6 +311,14 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     help="Rotate, scale and shear each training digit at random (held-out canvases never).",
 )
 @click.option(
+    "--overlap",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of training canvases that draw one digit over the other, more than half of its "
+    "box inside the other's (held-out canvases never; about 8% of them are so by chance).",
+)
+@click.option(
     "--digits",
     default="bundled",
     show_default=True,
@@ -505,6 +513,7 @@ def train_command(
     distractors: int,
     digit_size: int | None,
     augment: bool,
+    overlap: float,
     digits: str,
     data_dir: Path | None,
     csv_file: Path | None,
@@ -542,7 +551,7 @@ def train_command(
     or on photos of any size with --data-dir or --csv.
 
     The model options (--glimpses to --prior) apply to the saccade model only. With photos,
-    --task, --canvas, --distractors, --digit-size, --augment, --digits, --train-size and
+    --task, --canvas, --distractors, --digit-size, --augment, --overlap, --digits, --train-size and
     --test-size do not apply: every training photo is seen once per epoch. --resume continues
     the run in --out as it was configured (options given again must repeat its values).
     """
@@ -571,6 +580,7 @@ def train_command(
         distractors=distractors,
         digit_size=digit_size,
         augment=augment,
+        overlap=overlap,
         source=digits,
         epochs=epochs,
         train_size=train_size,

@@ -53,6 +53,7 @@ class TrainConfig:
     distractors: int = 8
     digit_size: int | None = None
     augment: bool = False  # warp every training digit at random (TwoDigitCluttered's augment)
+    overlap: float = 0.0  # share of training canvases with one digit over the other
     source: str = "bundled"  # MNIST digits (data.load_digits): bundled | bundled+5k | ...
     photos: str | None = None  # train on photos: a folder with a subfolder per class, or a CSV
     photo_test: str | None = None  # held-out photos [default: test_fraction of `photos`]
@@ -81,6 +82,7 @@ class TrainConfig:
             (self.batch_size >= 1, f"batch_size must be positive, got {self.batch_size}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (0 <= self.ema < 1, f"ema must lie in [0, 1), got {self.ema}"),
+            (0 <= self.overlap <= 1, f"overlap must lie in [0, 1], got {self.overlap}"),
             (self.proxy_noise >= 0, f"proxy_noise must be non-negative, got {self.proxy_noise}"),
             (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
             (
@@ -102,7 +104,7 @@ class TrainConfig:
 
 def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
     """The generated canvases of a split; test canvases come from held-out digits only, and are
-    never augmented."""
+    never augmented or overlapped by choice."""
     return TwoDigitCluttered(
         task=config.task,
         canvas=tuple(config.canvas),
@@ -113,6 +115,7 @@ def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
         seed=config.seed,
         source=config.source,
         augment=config.augment and split == "train",
+        overlap=config.overlap if split == "train" else 0.0,
     )
 
 

@@ -276,6 +276,38 @@ def test_only_training_canvases_are_augmented(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "config.json").read_text())["train"]["augment"] is True
 
 
+def test_overlap_draws_the_second_digit_over_the_first() -> None:
+    plain = TwoDigitCluttered(canvas=60, n=40, seed=2)
+    over = TwoDigitCluttered(canvas=60, n=40, seed=2, overlap=1.0)
+    shares = []
+    for i in range(len(plain)):
+        before, after = plain.describe(i), over.describe(i)
+        assert after["boxes"][0] == before["boxes"][0]
+        assert after["distractor_boxes"] == before["distractor_boxes"]
+        assert after["digits"] == before["digits"]
+        (x0, y0, x1, y1), (u0, v0, u1, v1) = after["boxes"]
+        assert 0 <= u0 < u1 <= 60 and 0 <= v0 < v1 <= 60 and u1 - u0 == x1 - x0
+        inside = max(0, min(x1, u1) - max(x0, u0)) * max(0, min(y1, v1) - max(y0, v0))
+        shares.append(inside / (x1 - x0) ** 2)
+    assert min(shares) > 0.5
+    assert len(set(shares)) > 10  # placed at random, not stacked
+    some = TwoDigitCluttered(canvas=60, n=40, seed=2, overlap=0.5)
+    moved = sum(some.describe(i)["boxes"] != plain.describe(i)["boxes"] for i in range(40))
+    assert 10 < moved < 30
+    with pytest.raises(ValueError, match="overlap"):
+        TwoDigitCluttered(overlap=1.5)
+
+
+def test_only_training_canvases_are_overlapped(tmp_path: Path) -> None:
+    config = TrainConfig(overlap=0.3)
+    assert canvases(config, "train", 4).overlap == 0.3 and canvases(config, "test", 4).overlap == 0
+    result = CliRunner().invoke(
+        main, ["train", *TINY_TRAIN, "--overlap", "0.3", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["overlap"] == 0.3
+
+
 # --- Proxy ---------------------------------------------------------------------------------------
 
 
