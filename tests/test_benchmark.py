@@ -11,7 +11,7 @@ from pyro_saccade.cli import main
 
 
 def test_tiny_benchmark_writes_the_report(tmp_path: object) -> None:
-    args = ["benchmark", "--sizes", "48", "--batch-sizes", "1", "--repeats", "1"]
+    args = ["benchmark", "--sizes", "64", "--batch-sizes", "1", "--repeats", "1"]
     args += ["--quiet", "--out", str(tmp_path)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
