@@ -32,6 +32,7 @@ from pyro_saccade.data import (
 )
 from pyro_saccade.data.cluttered import warp_digit, warp_matrix
 from pyro_saccade.data.mnist import BUNDLED_DIR
+from pyro_saccade.glimpse import box_share
 from pyro_saccade.training import TrainConfig, canvases
 
 TINY_TRAIN = ["--canvas", "40", "--crop", "16", "--proxy", "16", "--glimpses", "1", "--epochs", "1"]
@@ -285,10 +286,11 @@ def test_overlap_draws_the_second_digit_over_the_first() -> None:
         assert after["boxes"][0] == before["boxes"][0]
         assert after["distractor_boxes"] == before["distractor_boxes"]
         assert after["digits"] == before["digits"]
-        (x0, y0, x1, y1), (u0, v0, u1, v1) = after["boxes"]
-        assert 0 <= u0 < u1 <= 60 and 0 <= v0 < v1 <= 60 and u1 - u0 == x1 - x0
-        inside = max(0, min(x1, u1) - max(x0, u0)) * max(0, min(y1, v1) - max(y0, v0))
-        shares.append(inside / (x1 - x0) ** 2)
+        first, second = torch.tensor(after["boxes"], dtype=torch.float)
+        assert second.min() >= 0 and second.max() <= 60
+        assert second[2] - second[0] == second[3] - second[1] == first[2] - first[0]
+        # The measure the docs' accuracy-by-overlap uses (examples/glimpse_coverage.py).
+        shares.append(float(box_share(second, first[None])))
     assert min(shares) > 0.5
     assert len(set(shares)) > 10  # placed at random, not stacked
     some = TwoDigitCluttered(canvas=60, n=40, seed=2, overlap=0.5)
