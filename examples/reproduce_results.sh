@@ -39,6 +39,7 @@ if [[ "$what" == sum-100 || "$what" == all ]]; then
   for seed in 1 2 123 5; do saccade evaluate runs/sum-100 --n 2000 --samples 16 --seed "$seed"; done
   # Accuracy against the number of posterior draws averaged, 1 to 64.
   python examples/posterior_draws.py runs/sum-100 --n 2000 --samples 64 --seed 1
+  python examples/posterior_draws.py runs/sum-100 --n 2000 --samples 64 --seed 2
 fi
 
 if [[ "$what" == identify-2528 || "$what" == all ]]; then
