@@ -105,6 +105,7 @@ class TrainConfig:
 def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
     """The generated canvases of a split; test canvases come from held-out digits only, and are
     never augmented or overlapped by choice."""
+    training = split == "train"
     return TwoDigitCluttered(
         task=config.task,
         canvas=tuple(config.canvas),
@@ -114,8 +115,8 @@ def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
         split=split,
         seed=config.seed,
         source=config.source,
-        augment=config.augment and split == "train",
-        overlap=config.overlap if split == "train" else 0.0,
+        augment=config.augment and training,
+        overlap=config.overlap if training else 0.0,
     )
 
 
