@@ -204,12 +204,15 @@ def accuracy_curve(stages: str | Path | Sequence[str | Path]) -> tuple[list[floa
     return _curve([record for stage in _stage_records(stages) for record in stage])
 
 
+def _stage_paths(stages: str | Path | Sequence[str | Path]) -> list[Path]:
+    return [Path(stages)] if isinstance(stages, str | Path) else [Path(run) for run in stages]
+
+
 def _stage_records(stages: str | Path | Sequence[str | Path]) -> list[list[dict]]:
     """The metrics.jsonl records of each stage of a run."""
-    stages = [stages] if isinstance(stages, str | Path) else stages
     return [
-        [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-        for run in stages
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for run in _stage_paths(stages)
     ]
 
 
@@ -218,23 +221,34 @@ def _curve(records: list[dict]) -> tuple[list[float], list[float]]:
     return minutes.tolist(), [100 * r["test_accuracy"] for r in records]
 
 
-def training_curves(runs: dict[str, str | Path | Sequence[str | Path]], out: str | Path) -> Path:
-    """Plot held-out accuracy against wall time, one line per run (see ``accuracy_curve``).
+def curve_lines(
+    runs: dict[str, str | Path | Sequence[str | Path]],
+) -> dict[str, tuple[list[float], list[float]]]:
+    """The part of each run's curve (``accuracy_curve``) that ``training_curves`` draws: all of
+    it, except for a model fine-tuned from a run that is another line, which is drawn from that
+    run's last epoch on, so that it continues that line instead of drawing over it."""
+    drawn = {tuple(_stage_paths(stages)) for stages in runs.values()}
+    lines = {}
+    for name, stages in runs.items():
+        paths = _stage_paths(stages)
+        records = _stage_records(paths)
+        minutes, accuracy = _curve([record for stage in records for record in stage])
+        start = len(minutes) - len(records[-1]) - 1 if tuple(paths[:-1]) in drawn else 0
+        lines[name] = minutes[start:], accuracy[start:]
+    return lines
 
-    A run in stages is drawn from the last epoch of its earlier stages on, so that a model
-    fine-tuned from another continues that one's line instead of drawing over it."""
+
+def training_curves(runs: dict[str, str | Path | Sequence[str | Path]], out: str | Path) -> Path:
+    """Plot held-out accuracy against wall time, one line per run (see ``curve_lines``)."""
     figure = Figure(figsize=(6, 4))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    for t, (name, stages) in enumerate(runs.items()):
-        records = _stage_records(stages)
-        minutes, accuracy = _curve([record for stage in records for record in stage])
-        start = max(len(minutes) - len(records[-1]) - 1, 0)  # the earlier stages' last epoch
-        ax.plot(minutes[start:], accuracy[start:], label=name, **line_style(t))
+    for t, (name, (minutes, accuracy)) in enumerate(curve_lines(runs).items()):
+        ax.plot(minutes, accuracy, label=name, **line_style(t))
     ax.set_xlabel("training wall time (minutes, without evaluation)")
     ax.set_ylabel("held-out accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right", fontsize="small")  # the curves rise to the upper right
     figure.tight_layout()
     figure.savefig(out, dpi=120)
     return Path(out)

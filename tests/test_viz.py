@@ -105,6 +105,20 @@ def test_training_curves_plot(tmp_path) -> None:
     assert accuracy_curve([run, run]) == ([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 10.0, 20.0])
 
 
+def test_staged_curves_continue_a_drawn_line_and_are_whole_otherwise(tmp_path) -> None:
+    from pyro_saccade.viz import curve_lines
+
+    for name, accuracies in (("first", (0.5, 0.6)), ("second", (0.7, 0.8))):
+        (tmp_path / name).mkdir()
+        lines = [{"test_accuracy": a, "train_seconds": 60.0} for a in accuracies]
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    first, second = tmp_path / "first", tmp_path / "second"
+    drawn = curve_lines({"first": first, "fine-tuned": [str(first), second]})
+    assert drawn["fine-tuned"] == ([2.0, 3.0, 4.0], [60.0, 70.0, 80.0])  # from first's last epoch
+    alone = curve_lines({"two stages": [first, second]})
+    assert alone["two stages"] == ([1.0, 2.0, 3.0, 4.0], [50.0, 60.0, 70.0, 80.0])
+
+
 def test_curves_past_the_palette_stay_distinguishable() -> None:
     from pyro_saccade.viz import COLOURS, line_style
 
