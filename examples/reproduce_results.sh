@@ -2,9 +2,9 @@
 # Reproduce the rows of docs/results.md: the shipped models and the noisy-proxy ablation.
 # Usage: examples/reproduce_results.sh [identify-100|sum-100|identify-2528|noise|curves|all]
 # identify-100 trains with two processes (one per core of a 2-core CPU): 22 epochs, then 2 at a
-# lower rate, 30% of the training canvases of both stages drawn with one digit over the other, on 68,000 training
-# digits, the 8,000 bundled ones and the 60,000 of the official MNIST training set (--digits
-# bundled+60k: downloaded by torchvision once, or put by hand into
+# lower rate, 30% of the training canvases of both stages drawn with one digit over the other,
+# on 68,000 training digits, the 8,000 bundled ones and the 60,000 of the official MNIST
+# training set (--digits bundled+60k: downloaded by torchvision once, or put by hand into
 # ~/.cache/pyro_saccade/mnist/MNIST/raw/), about 68 minutes with bfloat16 on a CPU with AVX-512
 # BF16 (machines of the same kind have run up to a third slower, see docs/results.md); sum-100
 # and identify-2528 are identify-100 saved for another task and canvas, no training.

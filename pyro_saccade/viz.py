@@ -231,9 +231,10 @@ def curve_lines(
     lines = {}
     for name, stages in runs.items():
         paths = _stage_paths(stages)
-        records = _stage_records(paths)
-        minutes, accuracy = _curve([record for stage in records for record in stage])
-        start = len(minutes) - len(records[-1]) - 1 if tuple(paths[:-1]) in drawn else 0
+        minutes, accuracy = accuracy_curve(paths)
+        start = 0
+        if tuple(paths[:-1]) in drawn:
+            start = len(minutes) - len(_stage_records(paths[-1])[0]) - 1
         lines[name] = minutes[start:], accuracy[start:]
     return lines
 
