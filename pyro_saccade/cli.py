@@ -384,14 +384,14 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option(
     "--glimpses",
     type=click.IntRange(min=1),
-    default=4,
+    default=2,
     show_default=True,
     help="Number of glimpses T.",
 )
 @click.option(
     "--crop",
     type=click.IntRange(min=4),
-    default=48,
+    default=56,
     show_default=True,
     help="Crop side L in pixels.",
 )

@@ -111,8 +111,8 @@ class SaccadeConfig(ClassifierConfigMixin):
     )
     task: str = "identify"  # identify | sum | mark (multi-label) | photo
     channels: int = 1
-    glimpses: int = 4  # T
-    crop: int = 48  # L: side of each crop in pixels, whatever the image size
+    glimpses: int = 2  # T
+    crop: int = 56  # L: side of each crop in pixels, whatever the image size
     antialias: int = 2  # k: each crop pixel averages k x k bilinear samples
     proxy: int = 32  # J: side of the proxy image
     scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
