@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-size", type=int, default=2000, help="fresh canvases per epoch")
     parser.add_argument("--test-size", type=int, default=500)
     parser.add_argument("--canvas", type=int, default=100, help="canvas side in pixels")
-    parser.add_argument("--glimpses", type=int, default=2)
+    parser.add_argument("--glimpses", type=int, default=SaccadeConfig.glimpses)
     parser.add_argument("--prior", default="vrnn", help="vrnn, normal, fixed or centre")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/examples/identify")

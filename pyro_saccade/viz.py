@@ -201,7 +201,7 @@ def accuracy_curve(stages: str | Path | Sequence[str | Path]) -> tuple[list[floa
     """Cumulative training minutes and held-out accuracy (%) after each epoch of a run directory,
     or of a sequence of them: one model trained in stages (a run, then a run started from its
     weights with ``--init``), its time running on from stage to stage."""
-    return _curve([record for stage in _stage_records(stages) for record in stage])
+    return _curve(_stage_records(stages))
 
 
 def _stage_paths(stages: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -216,7 +216,8 @@ def _stage_records(stages: str | Path | Sequence[str | Path]) -> list[list[dict]
     ]
 
 
-def _curve(records: list[dict]) -> tuple[list[float], list[float]]:
+def _curve(stages: list[list[dict]]) -> tuple[list[float], list[float]]:
+    records = [record for stage in stages for record in stage]
     minutes = torch.tensor([r.get("train_seconds", 0.0) for r in records]).cumsum(0) / 60
     return minutes.tolist(), [100 * r["test_accuracy"] for r in records]
 
@@ -231,10 +232,9 @@ def curve_lines(
     lines = {}
     for name, stages in runs.items():
         paths = _stage_paths(stages)
-        minutes, accuracy = accuracy_curve(paths)
-        start = 0
-        if tuple(paths[:-1]) in drawn:
-            start = len(minutes) - len(_stage_records(paths[-1])[0]) - 1
+        records = _stage_records(paths)
+        minutes, accuracy = _curve(records)
+        start = len(minutes) - len(records[-1]) - 1 if tuple(paths[:-1]) in drawn else 0
         lines[name] = minutes[start:], accuracy[start:]
     return lines
 
