@@ -489,7 +489,21 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 )
 @DEVICE
 @SEED
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its checkpoint, or start it if --out holds none yet, "
+    "so that the same command can be repeated after a crash (as torchrun --max-restarts does).",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="K",
+    help="Also write the checkpoint every K optimiser steps within an epoch, so that a restart "
+    "loses at most K steps (0: at the end of each epoch only).",
+)
 @click.option(
     "--init",
     "init",
@@ -543,6 +557,7 @@ def train_command(
     device: str,
     seed: int,
     resume: bool,
+    checkpoint_every: int,
     init: str | None,
     quiet: bool,
     out: Path,
@@ -553,17 +568,21 @@ def train_command(
     The model options (--glimpses to --prior) apply to the saccade model only. With photos,
     --task, --canvas, --distractors, --digit-size, --augment, --overlap, --digits, --train-size and
     --test-size do not apply: every training photo is seen once per epoch. --resume continues
-    the run in --out as it was configured (options given again must repeat its values).
+    the run in --out as it was configured (options given again must repeat its values), or
+    starts it from the options given when --out holds no checkpoint yet.
     """
     from .baselines import train_baseline
     from .data import class_names, photo_classes
     from .model import SaccadeConfig
     from .priors import make_prior
-    from .training import TrainConfig, canvases, load, train
+    from .training import CHECKPOINT, TrainConfig, canvases, load, train
 
     _check_device(device)
-    if resume:
-        train(train_config=_check_resume(ctx, out), out=out, resume=True, progress=not quiet)
+    if resume and (out / CHECKPOINT).exists():
+        trained, position = _check_resume(ctx, out)
+        if trained is not None and position is not None:
+            _echo_once(_resuming(out, trained.epochs, position))
+        train(train_config=trained, out=out, resume=True, progress=not quiet)
         _report_checkpoint(out)
         return
     photos = _photos(data_dir, csv_file)
@@ -593,6 +612,7 @@ def train_command(
         device=device,
         workers=workers,
         precision=precision,
+        checkpoint_every=checkpoint_every,
     )
     start = load(init) if init else None
     if start is not None and getattr(start, "kind", "saccade") != model_kind:
@@ -657,6 +677,8 @@ def train_command(
             f"{out} holds a run already: continue it with --resume, or choose another directory",
             param_hint="--out",
         )
+    if resume:
+        _echo_once(f"starting the run in {out}: no checkpoint to resume yet")
     if model_config is None:
         train_baseline(model_kind, train_config, out=out, progress=not quiet, model=start)
     else:
@@ -664,14 +686,29 @@ def train_command(
     _report_checkpoint(out)
 
 
-def _report_checkpoint(out: Path) -> None:
-    """Say where the model is: once, from the first process when torchrun starts several."""
+def _echo_once(text: str) -> None:
+    """Print once, from the first process, when torchrun starts several."""
     if os.environ.get("RANK", "0") == "0":
-        click.echo(f"checkpoint: {out / 'checkpoint.pt'}")
+        click.echo(text)
 
 
-def _check_resume(ctx: click.Context, out: Path) -> object:
-    """The TrainConfig of the run that --resume continues (None if there is none): as it was
+def _report_checkpoint(out: Path) -> None:
+    """Say where the model is."""
+    _echo_once(f"checkpoint: {out / 'checkpoint.pt'}")
+
+
+def _resuming(out: Path, epochs: int, position: dict) -> str:
+    """One line on where a resumed run continues, from its checkpoint's position."""
+    done, steps = position["epoch"], position["batch"]
+    if done >= epochs:
+        return f"the run in {out} has finished its {epochs} epochs: nothing left to train"
+    step = f", step {steps + 1}" if steps else ""
+    return f"resuming the run in {out} at epoch {done + 1} of {epochs}{step}"
+
+
+def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
+    """The TrainConfig of the run in ``out`` that --resume continues (None for a checkpoint
+    without one) and its position (None for a model without training state): as it was
     configured, so an option given again must repeat the run's value, since another one would
     silently not apply."""
     import dataclasses
@@ -681,8 +718,6 @@ def _check_resume(ctx: click.Context, out: Path) -> object:
 
     from .training import CHECKPOINT, TrainConfig, read_checkpoint
 
-    if not (out / CHECKPOINT).exists():
-        return None  # train() says that there is nothing to resume
     payload = read_checkpoint(out / CHECKPOINT)
     trained = json.loads(payload.get("train_config") or "{}")
     if trained:  # with the defaults of settings added since the run was saved
@@ -703,7 +738,8 @@ def _check_resume(ctx: click.Context, out: Path) -> object:
     }
     for param in ctx.command.params:
         name = param.name
-        if name in ("out", "resume", "quiet"):
+        # --init gives a run its first weights only: a repeated command may keep it.
+        if name in ("out", "resume", "quiet", "init"):
             continue
         if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
             continue
@@ -719,7 +755,8 @@ def _check_resume(ctx: click.Context, out: Path) -> object:
                 ctx=ctx,
                 param=param,
             )
-    return TrainConfig(**trained) if trained else None
+    position = json.loads(payload["position"]) if "position" in payload else None
+    return (TrainConfig(**trained) if trained else None), position
 
 
 def _for_task(model: object, task: str, param_hint: str) -> object:

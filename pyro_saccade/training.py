@@ -73,6 +73,7 @@ class TrainConfig:
     workers: int = 0
     eval_samples: int = 0  # 0: posterior-mean glimpses
     precision: str = "float32"  # float32 | bfloat16: the training loss under torch.autocast
+    checkpoint_every: int = 0  # also checkpoint every this many steps in an epoch; 0: at its end
 
     def __post_init__(self) -> None:
         checks = [
@@ -85,6 +86,10 @@ class TrainConfig:
             (0 <= self.overlap <= 1, f"overlap must lie in [0, 1], got {self.overlap}"),
             (self.proxy_noise >= 0, f"proxy_noise must be non-negative, got {self.proxy_noise}"),
             (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
+            (
+                self.checkpoint_every >= 0,
+                f"checkpoint_every must be non-negative, got {self.checkpoint_every}",
+            ),
             (
                 self.precision in PRECISIONS,
                 f"precision must be one of {PRECISIONS}, got {self.precision!r}",
@@ -626,10 +631,12 @@ def train(
     """Train a SaccadeModel on generated two-digit canvases, or on photos when
     ``train_config.photos`` is set (see ``data.PhotoFolder``); returns the trained model.
 
-    Writes ``checkpoint.pt`` (atomically, every epoch and on interrupt), ``config.json`` and
-    ``metrics.jsonl`` under ``out``. With ``resume=True`` it continues from ``out``'s checkpoint
-    with its optimiser, schedule, RNG state and position, so the result equals an uninterrupted run
-    (the configs it was saved with apply; those given are not used, except for the device).
+    Writes ``checkpoint.pt`` (atomically, every epoch, every ``checkpoint_every`` steps if set,
+    and on interrupt), ``config.json`` and ``metrics.jsonl`` under ``out``. With ``resume=True``
+    it continues from ``out``'s checkpoint with its optimiser, schedule, RNG state and position,
+    so the result equals an uninterrupted run (the configs it was saved with apply; those given
+    are not used, except for the device), and starts the run from the configs given when ``out``
+    holds no checkpoint yet: the same call can be repeated after any crash.
     ``model`` (optional) starts from given weights, for fine-tuning. A NaN or infinite loss or
     gradient raises ``TrainingDiverged`` before the weights change; Ctrl-C (SIGINT, SIGTERM)
     writes a checkpoint and raises KeyboardInterrupt.
@@ -656,8 +663,6 @@ def _train(
     progress = progress and rank == 0
     position = {"epoch": 0, "batch": 0, "sums": [0.0, 0.0, 0.0]}
     payload = read_checkpoint(out / CHECKPOINT) if resume and (out / CHECKPOINT).exists() else None
-    if resume and payload is None:
-        raise CheckpointError(f"{out}: nothing to resume (no {CHECKPOINT})")
     if payload is not None:
         if "position" not in payload:
             raise CheckpointError(f"{out / CHECKPOINT}: a model without training state to resume")
@@ -777,6 +782,11 @@ def _train(
                     checkpoint()
                     bar.close()
                     raise KeyboardInterrupt(f"interrupted; checkpoint saved in {out}")
+                # The same step on every process, as checkpoint() is collective. The last step
+                # of an epoch is left to the epoch's own checkpoint, written after evaluation.
+                every = tc.checkpoint_every
+                if every and position["batch"] % every == 0 and position["batch"] < steps_per_epoch:
+                    checkpoint()
             bar.close()
             seconds = time.perf_counter() - started
             sync_replicas(model)

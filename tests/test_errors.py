@@ -285,7 +285,11 @@ CASES = {
         2,
         "Invalid value for --out: tiny-run holds a run already: continue it with --resume",
     ),
-    "train-resume-nothing": (["train", "--resume", "--out", "nothing"], 1, "nothing to resume"),
+    "train-resume-other-model": (
+        ["train", "--resume", "--glimpses", "3", "--out", "tiny-run"],
+        2,
+        "Invalid value for '--glimpses': the run in tiny-run has glimpses=2; --resume continues it",
+    ),
     "train-resume-other-config": (
         ["train", "--resume", "--epochs", "5", "--out", "tiny-run"],
         2,

@@ -147,6 +147,69 @@ def test_resume_after_a_kill_at_the_end_of_an_epoch(
     assert_same_run(tmp_path, reference)
 
 
+def test_the_same_call_starts_a_run_and_resumes_it_from_a_checkpoint_every_k_steps(
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    positions = []
+    save = training_module.save_checkpoint
+
+    def save_then_die(*args: object) -> None:
+        save(*args)
+        positions.append(json.loads(args[3]["position"]))
+        if len(positions) == 3:
+            raise Crash
+
+    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
+    run = TrainConfig(**RUN, checkpoint_every=1)
+    pyro.clear_param_store()
+    with pytest.raises(Crash):
+        train(config(), run, out=tmp_path, resume=True, progress=False)  # nothing to resume yet
+    # After every step, but the last of an epoch, whose checkpoint follows its evaluation.
+    assert [(p["epoch"], p["batch"]) for p in positions] == [(0, 1), (1, 0), (1, 1)]
+    monkeypatch.undo()
+    pyro.clear_param_store()
+    train(config(), run, out=tmp_path, resume=True, progress=False)
+    assert_same_run(tmp_path, reference)
+
+
+CLI_RUN = ["train", "--canvas", "40", "--crop", "16", "--proxy", "16", "--glimpses", "1"]
+CLI_RUN += ["--epochs", "2", "--train-size", "16", "--test-size", "8", "--batch-size", "8"]
+CLI_RUN += ["--checkpoint-every", "1", "--quiet", "--resume"]
+
+
+def test_one_train_command_starts_continues_and_completes_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    command = [*CLI_RUN, "--out", str(out)]
+    save = training_module.save_checkpoint
+
+    def save_then_die(*args: object) -> None:
+        save(*args)
+        position = json.loads(args[3]["position"])
+        if (position["epoch"], position["batch"]) == (1, 1):  # one step into epoch 2
+            raise Crash
+
+    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
+    first = CliRunner().invoke(main, command)
+    assert isinstance(first.exception, Crash), first.output
+    assert first.output.splitlines() == [f"starting the run in {out}: no checkpoint to resume yet"]
+    monkeypatch.undo()
+    second = CliRunner().invoke(main, command)
+    assert second.exit_code == 0, second.output
+    assert second.output.splitlines() == [
+        f"resuming the run in {out} at epoch 2 of 2, step 2",
+        f"checkpoint: {out / 'checkpoint.pt'}",
+    ]
+    assert [record["epoch"] for record in metrics(out)] == [1, 2]
+    third = CliRunner().invoke(main, command)
+    assert third.exit_code == 0, third.output
+    finished = f"the run in {out} has finished its 2 epochs: nothing left to train"
+    assert third.output.splitlines()[0] == finished
+    assert [record["epoch"] for record in metrics(out)] == [1, 2]
+    assert json.loads(read_checkpoint(out)["position"])["epoch"] == 2
+
+
 def test_same_seed_same_results(reference: Path, tmp_path: Path) -> None:
     pyro.clear_param_store()
     model = train(config(), TrainConfig(**RUN, workers=1), out=tmp_path, progress=False)

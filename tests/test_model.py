@@ -310,6 +310,19 @@ def test_cli_model_options_default_to_the_config_defaults(tmp_path) -> None:
         assert defaults[name] == getattr(config, name), name
 
 
+def test_cli_training_options_default_to_the_train_config_defaults(tmp_path) -> None:
+    from pyro_saccade.cli import train_command
+
+    config = TrainConfig()
+    with train_command.make_context("train", ["--out", str(tmp_path / "run")]) as ctx:
+        given = dict(ctx.params)
+    assert list(given.pop("canvas")) == config.canvas and given.pop("digits") == config.source
+    names = ["task", "distractors", "digit_size", "augment", "overlap", "test_fraction", "epochs"]
+    names += ["train_size", "test_size", "batch_size", "lr", "ema", "proxy_noise", "seed"]
+    for name in [*names, "device", "workers", "precision", "checkpoint_every"]:
+        assert given[name] == getattr(config, name), name
+
+
 def test_evaluate_answers_the_task_a_saved_model_was_moved_to(tmp_path) -> None:
     # A model trained on identification, moved to sums and saved, is evaluated on sums.
     from click.testing import CliRunner
