@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,23 +16,50 @@ import torch.distributed as dist
 
 from pyro_saccade import training
 from pyro_saccade.data import TwoDigitCluttered
-from pyro_saccade.training import epoch_subset, load
+from pyro_saccade.training import epoch_subset, load, read_checkpoint
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node 2 ARGS``: two CPU processes on a free local port."""
+def torchrun_command(*args: str) -> tuple[list[str], dict[str, str]]:
+    """``torchrun --standalone --nproc_per_node 2 ARGS`` (two CPU processes on a free local port)
+    and its environment."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}")
     if sys.platform == "linux":
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback, whatever the hostname resolves to
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    return subprocess.run(
-        [*command, "2", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
-    )
+    return [*command, "2", *args], env
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command, env = torchrun_command(*args)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+
+
+# 48 canvases in global batches of 8 over 2 processes: 6 steps of 4 canvases each per epoch.
+TRAIN = ["-m", "pyro_saccade.cli", "train", "--canvas", "40", "--distractors", "2"]
+TRAIN += ["--epochs", "2", "--train-size", "48", "--test-size", "10", "--batch-size", "8"]
+TRAIN += ["--glimpses", "2", "--crop", "16", "--proxy", "16", "--quiet"]
+TIMING = ("train_seconds", "canvases_per_second")
+
+
+def metrics(out: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock fields."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run of TRAIN under torchrun."""
+    cwd = tmp_path_factory.mktemp("two_processes")
+    result = torchrun(*TRAIN, "--out", str(cwd / "run"), cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("checkpoint:") == 1  # one report, not one per process
+    return cwd / "run"
 
 
 def test_processes_take_disjoint_shards_that_make_the_global_batches(monkeypatch) -> None:
@@ -45,19 +74,10 @@ def test_processes_take_disjoint_shards_that_make_the_global_batches(monkeypatch
     assert resumed == [20, 22, 24, 26, 28]
 
 
-def test_torchrun_trains_one_model_on_two_processes(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    result = torchrun(
-        "-m", "pyro_saccade.cli", "train", "--canvas", "40", "--distractors", "2",
-        "--epochs", "2", "--train-size", "24", "--test-size", "10", "--batch-size", "8",
-        "--glimpses", "2", "--crop", "16", "--proxy", "16", "--quiet", "--out", str(out),
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("checkpoint:") == 1  # one report, not one per process
+def test_torchrun_trains_one_model_on_two_processes(two_processes: Path) -> None:
+    out = two_processes
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    # One writer: one line per epoch. 24 canvases in batches of 8 over 2 processes: 3 steps each.
-    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["epoch"] for r in records] == [1, 2]  # one writer: one line per epoch
     assert all(r["processes"] == 2 for r in records)
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
     assert json.loads(payload["position"])["epoch"] == 2
@@ -105,3 +125,63 @@ def test_replicas_that_differ_are_caught_on_every_process(tmp_path: Path) -> Non
             "batch size 5 does not split evenly over 2 processes",
         ]
     assert not (tmp_path / "unused").exists()
+
+
+def saved_position(out: Path) -> tuple[int, int] | None:
+    """(epochs done, steps into the next) of the run's checkpoint; None before the first one."""
+    try:  # mapped, not read: only the position is needed, and a run is writing meanwhile
+        payload = torch.load(out / "checkpoint.pt", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        return None
+    position = json.loads(payload["position"])
+    return position["epoch"], position["batch"]
+
+
+def workers(agent: int) -> dict[int, int]:
+    """{rank: process id} of the workers that a torchrun agent started (read from /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environ = (stat.parent / "environ").read_bytes().split(b"\0") if parent == agent else []
+        except (OSError, ValueError, IndexError):  # a process that ended meanwhile
+            continue
+        ranks = [int(item[5:]) for item in environ if item.startswith(b"RANK=")]
+        found.update({rank: int(stat.parent.name) for rank in ranks})
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the worker processes in /proc")
+def test_torchrun_restarts_a_killed_worker_and_the_run_ends_as_if_never_interrupted(
+    two_processes: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    restartable = ["--max-restarts", "2", *TRAIN, "--checkpoint-every", "1", "--resume"]
+    command, env = torchrun_command(*restartable, "--out", str(out))
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        agent = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=stdout, stderr=stderr, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 120
+        # One step into epoch 2, with 5 steps left in which to kill a worker in mid-epoch.
+        while (saved_position(out) or (0, 0)) < (1, 1):
+            assert agent.poll() is None and time.monotonic() < deadline, "no checkpoint came"
+            time.sleep(0.01)
+        os.kill(workers(agent.pid)[1], signal.SIGKILL)
+        agent.wait(timeout=120)
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGKILL)
+            agent.wait()
+    log = (tmp_path / "stdout").read_text()
+    assert agent.returncode == 0, log + (tmp_path / "stderr").read_text()
+    lines = log.splitlines()
+    assert lines[0] == f"starting the run in {out}: no checkpoint to resume yet"
+    # Restarted by torchrun, the same command continues in mid-epoch from the last checkpoint.
+    assert lines[1].startswith(f"resuming the run in {out} at epoch 2 of 2, step "), log
+    assert lines[2:] == [f"checkpoint: {out / 'checkpoint.pt'}"]
+    assert metrics(out) == metrics(two_processes)
+    ours, theirs = read_checkpoint(out), read_checkpoint(two_processes)
+    assert all(torch.equal(ours["model"][k], v) for k, v in theirs["model"].items())
+    assert load(out).predict(torch.rand(1, 1, 40, 40)).isfinite().all()
