@@ -13,6 +13,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "TwoDigitCluttered": ".data",
+    "MegapixelMNIST": ".data",
+    "PatchCanvas": ".data",
+    "CanvasBatch": ".data",
+    "collate_canvases": ".data",
     "class_names": ".data",
     "load_digits": ".data",
     "load_image": ".data",

@@ -1,7 +1,10 @@
-"""Datasets and image utilities: cluttered MNIST canvases, proxies, image files."""
+"""Datasets and image utilities: cluttered and Megapixel MNIST canvases (dense or lazy),
+proxies, image files."""
 
+from .canvas import CanvasBatch, PatchCanvas, collate_canvases
 from .cluttered import TASKS, TwoDigitCluttered, class_names, label_name, label_of, num_classes
 from .images import ImageError, load_image, match_channels, save_image
+from .megapixel import MEGAPIXEL_TASKS, MegapixelMNIST
 from .mnist import load_digits, read_idx
 from .photos import (
     Photo,
@@ -17,8 +20,12 @@ from .photos import (
 from .proxy import Proxy, make_proxy
 
 __all__ = [
+    "MEGAPIXEL_TASKS",
     "TASKS",
+    "CanvasBatch",
     "ImageError",
+    "MegapixelMNIST",
+    "PatchCanvas",
     "Photo",
     "PhotoBatch",
     "PhotoFolder",
@@ -26,6 +33,7 @@ __all__ = [
     "TwoDigitCluttered",
     "as_batch",
     "class_names",
+    "collate_canvases",
     "label_name",
     "label_of",
     "load_digits",

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .canvas import PatchCanvas, collate_canvases
 from .mnist import SPLITS, load_digits
 
 TASKS = ("identify", "sum", "mark")
@@ -144,6 +145,8 @@ class TwoDigitCluttered(Dataset):
     With ``augment`` each of the two digits is drawn rotated (up to ``WARP_DEGREES`` either way),
     scaled (``WARP_SCALE``) and sheared (``WARP_SHEAR``) at random, so that a training set of a
     few thousand digits shows each of them in many shapes; the layout is the same as without.
+    With ``lazy`` item ``i`` is ``(PatchCanvas, label)`` ("add" mode, see :meth:`canvas`), which
+    ``collate_canvases`` (the dataset's ``collate``) batches into a ``CanvasBatch``.
     """
 
     def __init__(
@@ -159,6 +162,7 @@ class TwoDigitCluttered(Dataset):
         root: str | Path | None = None,
         augment: bool = False,
         overlap: float = 0.0,
+        lazy: bool = False,
     ) -> None:
         _check_task(task)
         if split not in SPLITS:
@@ -178,9 +182,9 @@ class TwoDigitCluttered(Dataset):
             split,
             seed,
         )
-        self.augment, self.overlap = augment, overlap
-        self.canvas = _canvas_shape(canvas)
-        height, width = self.canvas
+        self.augment, self.overlap, self.lazy = augment, overlap, lazy
+        self.canvas_size = _canvas_shape(canvas)
+        height, width = self.canvas_size
         if digit_size is None:
             scale = min(height, width) / REFERENCE_CANVAS
             self.digit_side = max(1, round(DIGIT_SIDE * scale))
@@ -196,6 +200,8 @@ class TwoDigitCluttered(Dataset):
         self.digits, self.digit_labels = load_digits(source, split, root)
         self.classes = class_names(task)
         self.num_classes = len(self.classes)
+        # The training loop batches with a dataset's own collate when it has one.
+        self.collate = collate_canvases if lazy else None
 
     def __len__(self) -> int:
         return self.n
@@ -208,7 +214,7 @@ class TwoDigitCluttered(Dataset):
     def _layout(self, i: int) -> _Layout:
         # A fresh generator per item makes each canvas independent of access order and workers.
         rng = np.random.default_rng([self.seed, SPLITS.index(self.split), i])
-        height, width = self.canvas
+        height, width = self.canvas_size
         pool = len(self.digits)
 
         def place(side: int) -> Box:
@@ -249,9 +255,7 @@ class TwoDigitCluttered(Dataset):
             "label": label_name(self.task, *digits),
         }
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        layout = self._layout(self._index(i))
-        image = torch.zeros(self.canvas, dtype=torch.float32)
+    def _canvas_of(self, layout: _Layout) -> PatchCanvas:
         digits = [self.digits[k] for k in layout.digit_indices]
         if layout.digit_warps:
             digits = [
@@ -263,15 +267,33 @@ class TwoDigitCluttered(Dataset):
             (self.digits[k, row : row + PATCH_SIDE, col : col + PATCH_SIDE], box)
             for (k, row, col), box in zip(layout.patch_sources, layout.patch_boxes, strict=True)
         ]
-        for patch, (x0, y0, x1, y1) in pieces:
-            image[y0:y1, x0:x1] += _resize(patch.float() / 255.0, x1 - x0)
+        height, width = self.canvas_size
+        return PatchCanvas.from_pieces(
+            height,
+            width,
+            [
+                (_resize(patch.float() / 255.0, x1 - x0), (x0, y0))
+                for patch, (x0, y0, x1, y1) in pieces
+            ],
+            mode="add",
+        )
+
+    def canvas(self, i: int) -> PatchCanvas:
+        """Canvas ``i`` as a lazy PatchCanvas ("add" mode): its digits and fragments resized
+        (and warped) as drawn, so that ``canvas(i).dense()`` is ``self[i][0]`` of a dense
+        dataset."""
+        return self._canvas_of(self._layout(self._index(i)))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | PatchCanvas, torch.Tensor]:
+        layout = self._layout(self._index(i))
+        canvas = self._canvas_of(layout)
         d1, d2 = (int(self.digit_labels[k]) for k in layout.digit_indices)
-        return image.clamp_(0.0, 1.0)[None], label_of(self.task, d1, d2)
+        return (canvas if self.lazy else canvas.dense()), label_of(self.task, d1, d2)
 
     def __repr__(self) -> str:
-        height, width = self.canvas
+        height, width = self.canvas_size
         return (
             f"{type(self).__name__}(task={self.task!r}, canvas={height}x{width}, n={self.n}, "
             f"distractors={self.distractors}, digit_side={self.digit_side}, split={self.split!r}, "
-            f"seed={self.seed}, augment={self.augment}, overlap={self.overlap})"
+            f"seed={self.seed}, augment={self.augment}, overlap={self.overlap}, lazy={self.lazy})"
         )

@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..glimpse import ALIGN_CORNERS, affine_theta, glimpse_boxes
+from .canvas import CanvasBatch
 from .images import ImageError, _read_pil, load_image, match_channels
 from .proxy import make_proxy
 
@@ -460,10 +461,16 @@ def as_batch(images: Sequence[Tensor] | Sequence[Photo], proxy: int) -> Tensor |
     return torch.stack(list(images))
 
 
-def proxies_of(images: Tensor | PhotoBatch, proxy: int, noise_std: float = 0.0) -> Tensor:
+def proxies_of(
+    images: Tensor | PhotoBatch | CanvasBatch, proxy: int, noise_std: float = 0.0
+) -> Tensor:
     """The ``proxy``-sided proxies [B, C, J, J] of a batch: area-downsampled from its pixels, or
-    those a PhotoBatch brings (read at reduced scale when it was made)."""
-    source = images.proxies if isinstance(images, PhotoBatch) else images
+    those a PhotoBatch brings (read at reduced scale when it was made), or those a CanvasBatch
+    sums from its patches."""
+    if isinstance(images, CanvasBatch):
+        source = images.proxies(proxy)
+    else:
+        source = images.proxies if isinstance(images, PhotoBatch) else images
     return make_proxy(source, proxy, noise_std=noise_std)
 
 
