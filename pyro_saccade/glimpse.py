@@ -64,31 +64,84 @@ def extract_glimpse(
     each crop pixel averages k x k samples: one sample per pixel misses thin strokes when the
     window is several times wider than the crop. ``images`` may also be a lazy source with a
     ``glimpse(z, size, scale_min, scale_max)`` method (photos read from disk,
-    ``data.PhotoBatch``), which then crops itself.
+    ``data.PhotoBatch``), which then crops itself, or with a ``sample(grid)`` method (canvases
+    drawn from their patches, ``data.CanvasBatch``).
     """
+    if hasattr(images, "glimpse"):
+        crops = images.glimpse(z, size * antialias, scale_min, scale_max)
+        return crops if antialias == 1 else F.avg_pool2d(crops, antialias)
+    _, _, height, width = images.shape
+    box = normalised_box(z, height, width, scale_min, scale_max)
+    return sample_box(images, box, size, antialias)
+
+
+def sample_box(
+    images: Tensor, box: tuple[Tensor, Tensor, Tensor, Tensor], size: int, antialias: int = 1
+) -> Tensor:
+    """Crops [B, C, size, size] of the boxes (sx, sy, cx, cy), half-sides and centres in
+    normalised coordinates, bilinearly sampled from a tensor or a lazy ``sample(grid)`` source."""
     side = size * antialias
-    if not isinstance(images, Tensor):
-        crops = images.glimpse(z, side, scale_min, scale_max)
-    else:
-        batch, channels, height, width = images.shape
-        theta = affine_theta(z, height, width, scale_min, scale_max).to(images.dtype)
-        grid = F.affine_grid(theta, [batch, channels, side, side], align_corners=ALIGN_CORNERS)
+    batch, channels = images.shape[:2]
+    sx, sy, cx, cy = box
+    zeros = torch.zeros_like(sx)
+    theta = torch.stack([torch.stack([sx, zeros, cx], -1), torch.stack([zeros, sy, cy], -1)], -2)
+    grid = F.affine_grid(theta, [batch, channels, side, side], align_corners=ALIGN_CORNERS)
+    if isinstance(images, Tensor):
         crops = F.grid_sample(
-            images, grid, mode="bilinear", padding_mode="zeros", align_corners=ALIGN_CORNERS
+            images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros",
+            align_corners=ALIGN_CORNERS,
         )
+    else:
+        crops = images.sample(grid)
     return crops if antialias == 1 else F.avg_pool2d(crops, antialias)
+
+
+def cell_centres(rows: int, cols: int) -> Tensor:
+    """Centres (x, y) [rows * cols, 2] of a grid of cells over the image, row by row, in
+    normalised coordinates."""
+    ys = (torch.arange(rows) + 0.5) / rows * 2 - 1
+    xs = (torch.arange(cols) + 0.5) / cols * 2 - 1
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([x, y], -1).view(-1, 2)
+
+
+def cell_box(
+    z: Tensor,
+    centre: Tensor,
+    grid: tuple[int, int],
+    height: int,
+    width: int,
+    box_min: float,
+    box_max: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The box (sx, sy, cx, cy) of glimpse z [..., 3] in a cell centred on ``centre`` [..., 2].
+
+    The box side is squashed into [box_min, box_max] pixels, whatever the image size, so a
+    glimpse can read a small object at its native resolution on any canvas; its centre moves at
+    most one cell from the cell's centre. The box may reach past the border (read as zeros).
+    """
+    rows, cols = grid
+    side = box_min + (box_max - box_min) * torch.sigmoid(z[..., 0])
+    cx = centre[..., 0] + torch.tanh(z[..., 1]) * (2 / cols)
+    cy = centre[..., 1] + torch.tanh(z[..., 2]) * (2 / rows)
+    return side / width, side / height, cx, cy
+
+
+def pixel_boxes(box: tuple[Tensor, Tensor, Tensor, Tensor], height: int, width: int) -> Tensor:
+    """Normalised boxes (sx, sy, cx, cy) as pixel boxes (x0, y0, x1, y1), shape [..., 4]."""
+    sx, sy, cx, cy = box
+    x0 = (cx - sx + 1) / 2 * width
+    x1 = (cx + sx + 1) / 2 * width
+    y0 = (cy - sy + 1) / 2 * height
+    y1 = (cy + sy + 1) / 2 * height
+    return torch.stack([x0, y0, x1, y1], -1)
 
 
 def glimpse_boxes(
     z: Tensor, height: int, width: int, scale_min: float, scale_max: float | Tensor
 ) -> Tensor:
     """Crop boxes (x0, y0, x1, y1) in the image's pixel coordinates, shape [..., 4]."""
-    sx, sy, cx, cy = normalised_box(z, height, width, scale_min, scale_max)
-    x0 = (cx - sx + 1) / 2 * width
-    x1 = (cx + sx + 1) / 2 * width
-    y0 = (cy - sy + 1) / 2 * height
-    y1 = (cy + sy + 1) / 2 * height
-    return torch.stack([x0, y0, x1, y1], -1)
+    return pixel_boxes(normalised_box(z, height, width, scale_min, scale_max), height, width)
 
 
 def box_scale(boxes: Tensor, height: int, width: int) -> Tensor:

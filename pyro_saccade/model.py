@@ -24,11 +24,21 @@ from typing import ClassVar, NamedTuple, Self
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro import poutine
 from torch import Tensor, nn
 
-from .glimpse import aim, extract_glimpse, glimpse_boxes
+from .glimpse import (
+    aim,
+    cell_box,
+    cell_centres,
+    extract_glimpse,
+    glimpse_boxes,
+    pixel_boxes,
+    sample_box,
+)
 from .networks import (
+    CellAttention,
     CropEncoder,
     DigitPairHead,
     GaussianHead,
@@ -48,6 +58,10 @@ EVIDENCE = ("crops", "state")
 PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
 POSTERIORS = ("saliency", "mlp")
 CROP_POOLS = ("max", "max_mean")
+WHERE = ("none", "cells")
+# The proxy decoder reconstructs the proxy at most this side: a larger proxy is there to find
+# small objects, and decoding it whole would cost more weights than the rest of the model.
+DECODED_PROXY = 32
 
 
 class ConfigMixin:
@@ -89,7 +103,7 @@ class ClassifierConfigMixin(ConfigMixin):
 
     @property
     def multilabel(self) -> bool:
-        return self.task == "mark"
+        return self.task in ("mark", "multi")
 
 
 @dataclass
@@ -104,6 +118,10 @@ class SaccadeConfig(ClassifierConfigMixin):
         "pair_evidence": False,
         "crop_pool": "max",
         "later_scale_max": None,
+        "where": "none",
+        "box_min": 32,
+        "box_max": 128,
+        "attention_weights": True,
     }
 
     classes: list[str] = field(
@@ -118,6 +136,16 @@ class SaccadeConfig(ClassifierConfigMixin):
     scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
     scale_max: float = 0.8
     later_scale_max: float | None = None  # glimpses 2..T: their largest crop (None: scale_max)
+    # where: "none", z alone places a glimpse in [scale_min, scale_max] of the image; "cells", a
+    # discrete where_t picks a cell of the proxy's feature map (J/4 x J/4 cells) and z_t places
+    # a box of box_min..box_max pixels, whatever the image size, within a cell of its centre.
+    where: str = "none"
+    box_min: int = 32
+    box_max: int = 128
+    # cells: crop features times q(where_t) / q(where_t) held constant, which is 1, so that the
+    # attention also gets the pathwise gradient of attention sampling (Katharopoulos & Fleuret
+    # 2019) besides Trace_ELBO's score-function term
+    attention_weights: bool = True
     hidden: int = 256  # recurrent state
     rnn_layers: int = 1
     crop_width: int = 32  # channels of the crop encoder's first layers
@@ -178,6 +206,11 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"need scale_min < later_scale_max <= scale_max, got {self.later_scale_max}",
             ),
             (len(self.classes) >= 2, f"need at least 2 classes, got {len(self.classes)}"),
+            (self.where in WHERE, f"where must be one of {WHERE}, got {self.where!r}"),
+            (
+                0 < self.box_min < self.box_max,
+                f"need 0 < box_min < box_max pixels, got {self.box_min}, {self.box_max}",
+            ),
             (self.channels >= 1, f"channels must be positive, got {self.channels}"),
             (
                 self.likelihood in LIKELIHOODS,
@@ -213,6 +246,11 @@ class SaccadeConfig(ClassifierConfigMixin):
         return like.new_tensor([self.scale_max_of(t) for t in range(self.glimpses)])
 
     @property
+    def cells(self) -> int:
+        """Side G of the grid of cells where_t chooses from: that of the proxy's feature map."""
+        return self.proxy // 4
+
+    @property
     def smallest_side(self) -> int:
         """The smallest image side the model takes: below its crop or its proxy side it would
         only see the image upsampled."""
@@ -238,12 +276,23 @@ class Step(NamedTuple):
     features: Tensor
 
 
+class Look(NamedTuple):
+    """The proxy as the attention over cells sees it: its feature map [B, C, G, G], the terms of
+    the attention that depend on it alone [B, G * G], and the cells already looked at."""
+
+    maps: Tensor
+    base: Tensor
+    visited: Tensor
+
+
 @dataclass
 class Prediction:
-    """Class probabilities [B, K] and glimpses z [S, B, T, 3] (S = 1 for the posterior mean)."""
+    """Class probabilities [B, K], glimpses z [S, B, T, 3] (S = 1 for the posterior mean) and,
+    for a model with ``where="cells"``, the chosen cells [S, B, T]."""
 
     probs: Tensor
     z: Tensor
+    where: Tensor | None = None
 
 
 class SaccadeModel(nn.Module):
@@ -257,7 +306,9 @@ class SaccadeModel(nn.Module):
             c.channels, c.crop_width, c.crop_features, mean=c.crop_pool == "max_mean"
         )
         crop_features = self.crop_encoder.outputs
-        self.proxy_encoder = ProxyEncoder(c.channels, c.proxy_width, c.proxy_features)
+        self.proxy_encoder = ProxyEncoder(
+            c.channels, c.proxy_width, c.proxy_features, strided=c.where == "cells"
+        )
         self.z_embed = nn.Sequential(nn.Linear(LATENT, c.z_features), nn.ReLU(inplace=True))
         self.rnn = Recurrence(
             crop_features + c.z_features + c.proxy_features, c.hidden, c.rnn_layers
@@ -268,16 +319,26 @@ class SaccadeModel(nn.Module):
             if c.head == "digit_pairs"
             else LinearHead(evidence_inputs, c.num_classes)
         )
-        self.proxy_decoder = ProxyDecoder(LATENT, c.hidden, c.channels, c.proxy, c.proxy_width)
+        self.proxy_decoder = ProxyDecoder(
+            LATENT, c.hidden, c.channels, min(c.proxy, DECODED_PROXY), c.proxy_width
+        )
         self.proxy_log_scale = nn.Parameter(torch.zeros(c.channels, 1, 1))
         inputs = c.proxy_features + c.hidden
         posterior_std = (c.posterior_std, c.posterior_std_max)
-        self.posterior_net = (
-            SaliencyHead(2 * c.proxy_width, c.proxy // 4, inputs, c.hidden, LATENT, *posterior_std)
-            if c.posterior == "saliency"
-            else GaussianHead(inputs, c.hidden, LATENT, *posterior_std)
-        )
+        if c.where == "cells":  # z_t refines a chosen cell: read that cell's features too
+            self.posterior_net = GaussianHead(
+                inputs + 2 * c.proxy_width, c.hidden, LATENT, *posterior_std
+            )
+        elif c.posterior == "saliency":
+            self.posterior_net = SaliencyHead(
+                2 * c.proxy_width, c.proxy // 4, inputs, c.hidden, LATENT, *posterior_std
+            )
+        else:
+            self.posterior_net = GaussianHead(inputs, c.hidden, LATENT, *posterior_std)
         self.prior = prior if prior is not None else make_prior(c.prior, c.hidden, c.prior_args)
+        if c.where == "cells":
+            self.attention_net = CellAttention(2 * c.proxy_width, c.hidden)
+            self.register_buffer("centres", cell_centres(c.cells, c.cells), persistent=False)
         # The guide runs the same recurrence as the model; under Trace_ELBO the model is replayed
         # with the guide's very z tensors, so the model reuses the guide's states instead of
         # cropping and encoding everything twice.
@@ -294,15 +355,70 @@ class SaccadeModel(nn.Module):
         z: Tensor,
         proxy_features: Tensor,
         state: tuple[Tensor, Tensor],
+        where: Tensor | None = None,
+        weight: Tensor | None = None,
     ) -> Step:
-        """Crop the image at z_t, encode the crop and update the recurrent state to h_t."""
+        """Crop the image at z_t (in cell where_t), encode the crop and update the recurrent
+        state to h_t. ``weight`` [B] multiplies the crop's features."""
         if self._memo_images is images and t < len(self._memo) and self._memo[t][0] is z:
             return self._memo[t][1]
         c = self.config
-        crop = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max_of(t), c.antialias)
+        if where is None:
+            crop = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max_of(t), c.antialias)
+            placed = z
+        else:
+            height, width = images.shape[-2:]
+            box = self.cell_box(z, where, height, width)
+            crop = sample_box(images, box, c.crop, c.antialias)
+            # The state learns where it looked and how wide: box side over box_max, centre.
+            placed = torch.stack([box[0] * (width / c.box_max), box[2], box[3]], -1)
         features = self.crop_encoder(crop)
-        h, state = self.rnn(torch.cat([features, self.z_embed(z), proxy_features], -1), state)
+        if weight is not None:
+            features = features * weight.unsqueeze(-1)
+        h, state = self.rnn(
+            torch.cat([features, self.z_embed(placed), proxy_features], -1), state
+        )
         return Step(h, state, features)
+
+    def cell_box(
+        self, z: Tensor, where: Tensor, height: int, width: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The normalised box (sx, sy, cx, cy) of glimpse z in cell ``where``."""
+        c = self.config
+        grid = (c.cells, c.cells)
+        return cell_box(z, self.centres[where], grid, height, width, c.box_min, c.box_max)
+
+    def look(self, proxies: Tensor, maps: Tensor) -> Look:
+        """The attention's view of the proxy before the first glimpse."""
+        ink = F.avg_pool2d(proxies.mean(1, keepdim=True), 4).flatten(1)
+        base = self.attention_net.base(maps, ink)
+        return Look(maps, base, torch.zeros_like(base, dtype=torch.bool))
+
+    def attention(self, look: Look, h: Tensor, uniform: bool = False) -> dist.Categorical:
+        """p(where_t | c, h_{t-1}) over the cells not yet looked at, which is also q; with
+        ``uniform``, the same cells equally likely."""
+        logits = self.attention_net(look.base, look.maps, h)
+        if uniform:
+            logits = torch.zeros_like(logits)
+        return dist.Categorical(logits=logits.masked_fill(look.visited, float("-inf")))
+
+    def looked_at(self, look: Look, where: Tensor) -> Look:
+        """``look`` with the chosen cells and their 8 neighbours marked as visited: a 28-pixel
+        digit spans at most two cells, and a glimpse there has read it."""
+        g = self.config.cells
+        cells = torch.arange(g * g, device=where.device)
+        near = ((cells // g - (where // g).unsqueeze(-1)).abs() <= 1) & (
+            (cells % g - (where % g).unsqueeze(-1)).abs() <= 1
+        )
+        return look._replace(visited=look.visited | near)
+
+    def attention_weight(self, attention: dist.Categorical, where: Tensor) -> Tensor | None:
+        """q(where_t) / q(where_t) held constant: 1, with the pathwise gradient of attention
+        sampling for the attention (None without ``attention_weights``)."""
+        if not self.config.attention_weights:
+            return None
+        p = attention.probs.gather(-1, where.unsqueeze(-1))[..., 0]
+        return p / p.detach()
 
     def evidence(self, step: Step, total: Tensor | None) -> Tensor:
         """Class evidence after a glimpse: summed over crops so far, or read from h_t."""
@@ -327,9 +443,14 @@ class SaccadeModel(nn.Module):
     def class_probs(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits) if self.config.multilabel else logits.softmax(-1)
 
-    def posterior(self, t: int, features: Tensor, maps: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        """loc and scale of q(z_t | c, h_{t-1}) from the proxy's features and map."""
+    def posterior(
+        self, t: int, features: Tensor, maps: Tensor, h: Tensor, where: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """loc and scale of q(z_t | c, h_{t-1}) (and where_t) from the proxy's features and map."""
         c = self.config
+        if where is not None:
+            cell = maps.flatten(2).gather(2, where[:, None, None].expand(-1, maps.shape[1], 1))
+            return self.posterior_net(torch.cat([features, h, cell[..., 0]], -1))
         if c.posterior == "mlp":
             return self.posterior_net(torch.cat([features, h], -1))
         loc, scale, centre = self.posterior_net(maps, features, h)
@@ -348,16 +469,27 @@ class SaccadeModel(nn.Module):
         pyro.module("saccade", self)
         c = self.config
         batch = images.shape[0]
-        proxy_features = self.proxy_encoder(proxies)
+        proxy_features, maps = self.proxy_encoder.encode(proxies)
+        look = self.look(proxies, maps) if c.where == "cells" else None
+        decoded = F.adaptive_avg_pool2d(proxies, min(c.proxy, DECODED_PROXY))
         state = self.rnn.initial(batch, proxy_features)
         h, total = state[0][-1], None
+        where = weight = None
         with pyro.plate("data", batch, device=images.device):
             for t in pyro.markov(range(c.glimpses)):
+                if look is not None:
+                    # where_t ~ p(where_t | c, h_{t-1}): which cell of the proxy to look at
+                    attention = self.attention(look, h)
+                    where = pyro.sample(f"where_{t}", attention)
+                    weight = self.attention_weight(attention, where)
+                    look = self.looked_at(look, where)
+                # z_t ~ p(z_t | h_{t-1}): the KL term of the bound
                 with poutine.scale(scale=annealing * c.kl_weight):
                     z = pyro.sample(f"z_{t}", self.prior(h, t))
+                # log p(c | z_t, h_{t-1}): the proxy decoder
                 with poutine.scale(scale=c.proxy_weight):
-                    pyro.sample(f"c_{t}", self.proxy_distribution(z, h), obs=proxies)
-                step = self.step(t, images, z, proxy_features, state)
+                    pyro.sample(f"c_{t}", self.proxy_distribution(z, h), obs=decoded)
+                step = self.step(t, images, z, proxy_features, state, where, weight)
                 h, state = step.h, step.state
                 total = self.evidence(step, total)
                 logits = self.classifier.combine(total)
@@ -379,22 +511,42 @@ class SaccadeModel(nn.Module):
         labels: Tensor | None = None,
         annealing: float = 1.0,
         mean: bool = False,
+        random: bool = False,
     ) -> None:
-        """q(z_t | c, h_{t-1}); with ``mean=True`` every glimpse is the posterior mean."""
+        """q(z_t | c, h_{t-1}); with ``mean=True`` every glimpse is the posterior mean. With
+        ``random=True`` each glimpse goes to a place drawn uniformly at random (a cell not yet
+        looked at, or a centre keeping the crop inside the image), its size as q has it: the
+        baseline that shows what the learned policy adds."""
         pyro.module("saccade", self)
         c = self.config
         batch = images.shape[0]
         proxy_features, proxy_maps = self.proxy_encoder.encode(proxies)
+        look = self.look(proxies, proxy_maps) if c.where == "cells" else None
         state = self.rnn.initial(batch, proxy_features)
         h = state[0][-1]
+        where = weight = None
         self._memo, self._memo_images = [], images
         with pyro.plate("data", batch, device=images.device):
             for t in pyro.markov(range(c.glimpses)):
-                loc, scale = self.posterior(t, proxy_features, proxy_maps, h)
+                if look is not None:
+                    # q(where_t | c, h_{t-1}) is the model's attention itself; mean: its mode
+                    attention = self.attention(look, h, uniform=random)
+                    where = pyro.sample(
+                        f"where_{t}",
+                        dist.Delta(attention.mode) if mean and not random else attention,
+                        # TraceGraph_ELBO's variance reduction for its score-function term
+                        infer={"baseline": {"use_decaying_avg_baseline": True}},
+                    )
+                    weight = self.attention_weight(attention, where)
+                    look = self.looked_at(look, where)
+                loc, scale = self.posterior(t, proxy_features, proxy_maps, h, where)
+                if random and look is None:
+                    uniform = torch.rand_like(loc[..., 1:]) * 2 - 1
+                    loc = torch.cat([loc[..., :1], torch.atanh(uniform * 0.999)], -1)
                 q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
                 with poutine.scale(scale=annealing * c.kl_weight):
                     z = pyro.sample(f"z_{t}", q.to_event(1))
-                step = self.step(t, images, z, proxy_features, state)
+                step = self.step(t, images, z, proxy_features, state, where, weight)
                 h, state = step.h, step.state
                 self._memo.append((z, step))
 
@@ -416,9 +568,17 @@ class SaccadeModel(nn.Module):
             raise ValueError(f"{what} contain NaN or infinite values")
 
     @torch.no_grad()
-    def infer(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Prediction:
-        """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged.
-        ``images`` is a tensor [B, C, H, W] or photos on disk (``data.as_batch``)."""
+    def infer(
+        self,
+        images: Tensor,
+        proxies: Tensor | None = None,
+        samples: int = 0,
+        random: bool = False,
+    ) -> Prediction:
+        """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged;
+        ``random=True`` puts the glimpses at random places instead (see ``guide``).
+        ``images`` is a tensor [B, C, H, W], photos on disk (``data.as_batch``) or canvases
+        drawn from their patches (``data.CanvasBatch``)."""
         if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
             self.check_images(images)
         if proxies is None:
@@ -432,26 +592,43 @@ class SaccadeModel(nn.Module):
         self.eval()
         try:
             mean = samples <= 0
-            draws = [self.posterior_pass(images, proxies, mean) for _ in range(max(samples, 1))]
+            draws = [
+                self.posterior_pass(images, proxies, mean, random) for _ in range(max(samples, 1))
+            ]
         finally:
             self.train(was_training)
             self._memo, self._memo_images = [], None
-        probs = torch.stack([p for p, _ in draws]).mean(0)
+        probs = torch.stack([p for p, _, _ in draws]).mean(0)
         self.check_finite(probs, "the glimpsed parts of the images")
-        return Prediction(probs=probs, z=torch.stack([z for _, z in draws]))
+        z = torch.stack([z for _, z, _ in draws])
+        where = None if draws[0][2] is None else torch.stack([w for _, _, w in draws])
+        return Prediction(probs=probs, z=z, where=where)
 
-    def posterior_pass(self, images: Tensor, proxies: Tensor, mean: bool) -> tuple[Tensor, Tensor]:
-        """Class probabilities [B, K] and glimpses z [B, T, 3] of one draw from the guide (its
-        mean with ``mean=True``), replayed through the model. One guide pass and one replay that
-        reuses the guide's crops: ``Predictive`` would trace each once more per sample."""
-        guide = poutine.trace(self.guide).get_trace(images, proxies, mean=mean)
+    def posterior_pass(
+        self, images: Tensor, proxies: Tensor, mean: bool, random: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Class probabilities [B, K], glimpses z [B, T, 3] and cells [B, T] (or None) of one
+        draw from the guide (its mean with ``mean=True``), replayed through the model. One guide
+        pass and one replay that reuses the guide's crops: ``Predictive`` would trace each once
+        more per sample."""
+        guide = poutine.trace(self.guide).get_trace(images, proxies, mean=mean, random=random)
         model = poutine.trace(poutine.replay(self.model, guide)).get_trace(images, proxies)
-        z = torch.stack([guide.nodes[f"z_{t}"]["value"] for t in range(self.config.glimpses)], -2)
-        return model.nodes["probs"]["value"], z
+        steps = range(self.config.glimpses)
+        z = torch.stack([guide.nodes[f"z_{t}"]["value"] for t in steps], -2)
+        where = None
+        if self.config.where == "cells":
+            where = torch.stack([guide.nodes[f"where_{t}"]["value"] for t in steps], -1)
+        return model.nodes["probs"]["value"], z, where
 
-    def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:
+    def predict(
+        self,
+        images: Tensor,
+        proxies: Tensor | None = None,
+        samples: int = 0,
+        random: bool = False,
+    ) -> Tensor:
         """Class probabilities [B, K] for images [B, C, H, W] of any size."""
-        return self.infer(images, proxies, samples).probs
+        return self.infer(images, proxies, samples, random).probs
 
     def for_task(self, task: str, classes: list[str]) -> SaccadeModel:
         """A copy of this two-digit model that answers another two-digit task: the digit
@@ -479,7 +656,12 @@ class SaccadeModel(nn.Module):
         model.load_state_dict(weights, strict=False)  # shapes are still checked
         return model.to(next(self.parameters()).device)
 
-    def boxes(self, z: Tensor, height: int, width: int) -> Tensor:
-        """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., T, 3] on an image of the given size."""
+    def boxes(self, z: Tensor, height: int, width: int, where: Tensor | None = None) -> Tensor:
+        """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., T, 3] (in cells ``where`` [..., T])
+        on an image of the given size."""
         c = self.config
+        if c.where == "cells":
+            if where is None:
+                raise ValueError("this model places glimpses in cells: pass their ``where``")
+            return pixel_boxes(self.cell_box(z, where, height, width), height, width)
         return glimpse_boxes(z, height, width, c.scale_min, c.scale_maxima(z))

@@ -50,11 +50,15 @@ class CropEncoder(nn.Module):
 class ProxyEncoder(nn.Module):
     """Features of the proxy image c that keep a coarse spatial layout: [B, C, J, J] -> [B, F]."""
 
-    def __init__(self, channels: int, width: int, features: int, grid: int = 4) -> None:
+    def __init__(
+        self, channels: int, width: int, features: int, grid: int = 4, strided: bool = False
+    ) -> None:
         super().__init__()
+        # strided: the first layer already halves the proxy, so a large proxy (192 x 192 to find
+        # 28-pixel digits on 1500 x 1500 canvases) costs a quarter as much; the map is J/4 as well
         self.body = nn.Sequential(
-            conv_block(channels, width),
-            conv_block(width, 2 * width, stride=2),
+            conv_block(channels, width, stride=2 if strided else 1),
+            conv_block(width, 2 * width, stride=1 if strided else 2),
             conv_block(2 * width, 2 * width, stride=2),
             nn.AdaptiveAvgPool2d(grid),
             nn.Flatten(),
@@ -172,6 +176,38 @@ class SaliencyHead(nn.Module):
         centre = scores.softmax(-1) @ self.cells.to(scores.dtype)
         loc, scale = self.rest(torch.cat([features, h], -1))
         return loc, scale, centre
+
+
+class CellAttention(nn.Module):
+    """Logits of the discrete glimpse location over the proxy's cells: proxy feature map
+    [B, C, G, G], ink per cell [B, G * G] and h_{t-1} [B, H] -> [B, G * G].
+
+    Three terms: where the proxy has ink (empty cells hold nothing to read), a small detector
+    on the proxy's features (a digit rather than a scribble), and a match of each cell's
+    features against a read of h_{t-1} (what was seen so far).
+    """
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.detector = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, 1, 1))
+        self.recall = nn.Linear(hidden, channels)
+        # Both learned terms start at zero: the first glimpses go where the ink is.
+        nn.init.zeros_(self.detector[-1].weight)
+        nn.init.zeros_(self.detector[-1].bias)
+        nn.init.zeros_(self.recall.weight)
+        nn.init.zeros_(self.recall.bias)
+        self.ink_weight = nn.Parameter(torch.tensor(1.0))
+
+    def base(self, maps: Tensor, ink: Tensor) -> Tensor:
+        """The terms that depend on the proxy alone, computed once per image: [B, G * G]."""
+        # An empty cell has no ink: the floor keeps its logit finite, ~100x below a digit's.
+        return self.detector(maps).flatten(1) + self.ink_weight * (ink + INK_FLOOR).log()
+
+    def forward(self, base: Tensor, maps: Tensor, h: Tensor) -> Tensor:
+        return base + torch.einsum("bcg,bc->bg", maps.flatten(2), self.recall(h))
+
+
+INK_FLOOR = 1e-3
 
 
 class Recurrence(nn.Module):

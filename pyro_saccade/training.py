@@ -33,7 +33,15 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .data import PhotoBatch, PhotoFolder, TwoDigitCluttered, class_names, proxies_of
+from .data import (
+    MEGAPIXEL_TASKS,
+    MegapixelMNIST,
+    PhotoBatch,
+    PhotoFolder,
+    TwoDigitCluttered,
+    class_names,
+    proxies_of,
+)
 from .data.photos import photo_classes, proxy_cache_dir
 from .errors import CheckpointError, TrainingDiverged
 from .model import FORMAT_VERSION, SaccadeConfig, SaccadeModel
@@ -42,15 +50,18 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PRECISIONS = ("float32", "bfloat16")
+# Canvases with a longer side are cropped from their patches instead of being drawn whole.
+LAZY_SIDE = 512
 
 
 @dataclass
 class TrainConfig:
     """How a model is trained: data, schedule, optimiser, device."""
 
-    task: str = "identify"
+    task: str = "identify"  # identify | sum | mark (two digits) | majority | max | top | multi
     canvas: list[int] = field(default_factory=lambda: [100, 100])  # height, width
     distractors: int = 8
+    noise: int = 50  # Megapixel MNIST tasks: line-pair noise boxes per canvas
     digit_size: int | None = None
     augment: bool = False  # warp every training digit at random (TwoDigitCluttered's augment)
     overlap: float = 0.0  # share of training canvases with one digit over the other
@@ -107,10 +118,23 @@ class TrainConfig:
 # -- data -------------------------------------------------------------------------------------
 
 
-def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
+def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered | MegapixelMNIST:
     """The generated canvases of a split; test canvases come from held-out digits only, and are
-    never augmented or overlapped by choice."""
+    never augmented or overlapped by choice. Large canvases are lazy: the model crops them from
+    their digits and patches, never drawing them whole."""
     training = split == "train"
+    lazy = max(config.canvas) > LAZY_SIDE
+    if config.task in MEGAPIXEL_TASKS:
+        return MegapixelMNIST(
+            task=config.task,
+            canvas=tuple(config.canvas),
+            n=n,
+            noise=config.noise,
+            split=split,
+            seed=config.seed,
+            source=config.source,
+            lazy=lazy,
+        )
     return TwoDigitCluttered(
         task=config.task,
         canvas=tuple(config.canvas),
@@ -122,6 +146,7 @@ def canvases(config: TrainConfig, split: str, n: int) -> TwoDigitCluttered:
         source=config.source,
         augment=config.augment and training,
         overlap=config.overlap if training else 0.0,
+        lazy=lazy,
     )
 
 
@@ -161,6 +186,8 @@ def default_model_config(config: TrainConfig) -> SaccadeConfig:
     """The model for a run's data: the task's classes, or the photos' classes in colour."""
     if config.photos:
         return SaccadeConfig(classes=photo_classes(config.photos), task="photo", channels=3)
+    if config.task in MEGAPIXEL_TASKS:
+        return SaccadeConfig(classes=[str(k) for k in range(10)], task=config.task)
     return SaccadeConfig(classes=class_names(config.task), task=config.task)
 
 
@@ -208,10 +235,10 @@ def prepare(
     images: Tensor | PhotoBatch, device: torch.device, proxy: int, noise: float = 0.0
 ) -> tuple[Tensor | PhotoBatch, Tensor]:
     """Move a batch to ``device`` and build its proxies there (photos bring theirs)."""
-    if isinstance(images, PhotoBatch):
-        images = images.to(device)
-    else:
+    if isinstance(images, Tensor):
         images = images.to(device, non_blocking=True)
+    else:  # photos on disk, canvases made of patches
+        images = images.to(device)
     return images, proxies_of(images, proxy, noise)
 
 
