@@ -58,11 +58,14 @@ def grid_sample(dense: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(dense, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-@pytest.fixture(params=["rounds", "cells"])
+@pytest.fixture(params=["rounds", "cells", "rounds-corners", "cells-corners"])
 def paint_path(request, monkeypatch) -> str:
-    """Run a test through each of CanvasBatch.sample's two ways to find a crop's patches."""
-    limit = math.inf if request.param == "rounds" else 0.0
+    """Run a test through each of CanvasBatch.sample's two ways to find a crop's patches, and
+    each of its two ways to read a 2x2 block (one row of four, or four look-ups)."""
+    limit = math.inf if request.param.startswith("rounds") else 0.0
     monkeypatch.setattr(canvas_module, "_ROUND_LIMIT", limit)
+    if request.param.endswith("corners"):
+        monkeypatch.setattr(canvas_module, "_QUAD_BYTES", 0)
     return request.param
 
 

@@ -24,9 +24,11 @@ _PROXY_CHUNK = 1 << 21
 # reads only zeros on either side of the patch.
 _BORDER = 2
 # Crops overlapping at most this many patches on average are painted patch by patch; wider
-# ones through the cell table. A round costs about as much per (crop, patch) pair as the cell
-# look-up costs per crop.
-_ROUND_LIMIT = 1.0
+# ones through the cell table, whose look-up costs per crop about what one and a half
+# (crop, patch) rounds cost (measured on Megapixel MNIST, one thread).
+_ROUND_LIMIT = 1.5
+# CanvasBatch keeps each pixel's 2x2 block together (four times the patch table) up to this size.
+_QUAD_BYTES = 1 << 28
 
 
 @dataclass
@@ -182,6 +184,14 @@ class CanvasBatch:
         self._y0 = (self.boxes[..., 1] - _BORDER).flatten()
         edge = self.table.shape[-1]
         self._corners = torch.tensor([0, 1, edge, edge + 1], device=device)
+        # Each pixel's 2x2 block side by side, so that a bilinear look-up reads one row of four,
+        # where memory allows (four times the table).
+        self._quad: Tensor | None = None
+        if 4 * self.table.numel() * self.table.element_size() <= _QUAD_BYTES:
+            t = self.table.flatten(0, 1)
+            self._quad = torch.stack(
+                [t[:, :-1, :-1], t[:, :-1, 1:], t[:, 1:, :-1], t[:, 1:, 1:]], -1
+            ).view(-1, 4)
         self._cells: tuple[int, int, Tensor, Tensor] | None = None
 
     def __len__(self) -> int:
@@ -222,16 +232,22 @@ class CanvasBatch:
         chosen = key.sort(-1).values[..., :width]
         return torch.where(chosen < slots, chosen, slots - 1)
 
-    def _paint(self, ix: Tensor, iy: Tensor, slot: Tensor, values: Tensor) -> Tensor:
+    def _paint(self, ix: Tensor, iy: Tensor, slot: Tensor, values: Tensor | None = None) -> Tensor:
         """Paint the patches of global ``slot`` ([n, 1] or [n, N]) onto the 2x2 pixel blocks
-        [n, N, 4] whose top-left pixels are (ix, iy) [n, N]: replace where they cover them, or
-        add."""
+        [n, N, 4] whose top-left pixels are (ix, iy) [n, N] (``None``: onto a blank canvas):
+        replace where they cover them, or add."""
         edge = self.table.shape[-1]
         # Local coordinates clamped into the zero border: a look-up off the patch reads 0.
         lx = (ix - self._x0.take(slot)).clamp_(0, edge - 2)
         ly = (iy - self._y0.take(slot)).clamp_(0, edge - 2)
-        flat = ly.mul_(edge).add_(lx).add_(slot * (edge * edge))
-        found = self._all.take(flat[..., None] + self._corners)
+        if self._quad is not None:
+            flat = ly.mul_(edge - 1).add_(lx).add_(slot * (edge - 1) ** 2)
+            found = self._quad.index_select(0, flat.flatten()).view(*flat.shape, 4)
+        else:
+            flat = ly.mul_(edge).add_(lx).add_(slot * (edge * edge))
+            found = self._all.take(flat[..., None] + self._corners)
+        if values is None:
+            return found
         if self.mode == "replace":
             return torch.where(found > 0, found, values)
         return values.add_(found)
@@ -287,22 +303,26 @@ class CanvasBatch:
         # grid_sample's unnormalisation with align_corners=False.
         px = ((grid[..., 0] + 1) * width - 1) / 2
         py = ((grid[..., 1] + 1) * height - 1) / 2
-        fx, fy = px.detach().floor(), py.detach().floor()
-        ix, iy = fx.long().view(batch, -1), fy.long().view(batch, -1)
-        # Bilinear weights, zero for neighbours off the canvas (grid_sample's zero padding).
-        right, down = (px - fx).view(batch, -1), (py - fy).view(batch, -1)
-        weights_x = (
-            (1 - right) * ((ix >= 0) & (ix < width)),
-            right * ((ix >= -1) & (ix < width - 1)),
-        )
-        weights_y = (
-            (1 - down) * ((iy >= 0) & (iy < height)),
-            down * ((iy >= -1) & (iy < height - 1)),
-        )
-        # Patches overlapping each crop's pixel bounding box, clipped to the canvas.
-        x0, y0 = ix.amin(1, keepdim=True).clamp(min=0), iy.amin(1, keepdim=True).clamp(min=0)
-        x1 = (ix.amax(1, keepdim=True) + 1).clamp(max=width - 1)
-        y1 = (iy.amax(1, keepdim=True) + 1).clamp(max=height - 1)
+        fx, fy = px.detach().floor().view(batch, -1), py.detach().floor().view(batch, -1)
+        right, down = px.view(batch, -1) - fx, py.view(batch, -1) - fy
+        # Each crop's pixel bounding box (2x2 blocks from (fx, fy) to (fx + 1, fy + 1)).
+        x0, x1 = fx.amin(1, keepdim=True), fx.amax(1, keepdim=True) + 1
+        y0, y1 = fy.amin(1, keepdim=True), fy.amax(1, keepdim=True) + 1
+        weights_x, weights_y = (1 - right, right), (1 - down, down)
+        if not (x0.min() >= 0 and y0.min() >= 0 and x1.max() < width and y1.max() < height):
+            # Zero weights for neighbours off the canvas (grid_sample's zero padding).
+            weights_x = (
+                weights_x[0] * ((fx >= 0) & (fx < width)),
+                weights_x[1] * ((fx >= -1) & (fx < width - 1)),
+            )
+            weights_y = (
+                weights_y[0] * ((fy >= 0) & (fy < height)),
+                weights_y[1] * ((fy >= -1) & (fy < height - 1)),
+            )
+        ix, iy = fx.long(), fy.long()
+        # Patches overlapping each crop's bounding box, clipped to the canvas.
+        x0, y0 = x0.clamp(min=0), y0.clamp(min=0)
+        x1, y1 = x1.clamp(max=width - 1), y1.clamp(max=height - 1)
         boxes = self.boxes
         overlap = (
             self._valid
@@ -313,7 +333,6 @@ class CanvasBatch:
         )
         counts = overlap.sum(1)
         values = torch.zeros(batch, h * w, 4, device=self.device)
-        cell, across, cells, occupancy = self._cell_table()
         if int(counts.sum()) <= batch * _ROUND_LIMIT:
             slots = self.sides.shape[1]
             candidates = self._candidates(overlap)
@@ -323,17 +342,21 @@ class CanvasBatch:
             for k in range(candidates.shape[1]):
                 rows = (counts > k).nonzero()[:, 0]
                 if len(rows) == batch:
-                    values = self._paint(ix, iy, candidates[:, k : k + 1], values)
+                    values = self._paint(ix, iy, candidates[:, k : k + 1], values if k else None)
                 else:
                     values[rows] = self._paint(
-                        ix[rows], iy[rows], candidates[rows, k : k + 1], values[rows]
+                        ix[rows],
+                        iy[rows],
+                        candidates[rows, k : k + 1],
+                        values[rows] if k else None,
                     )
         else:
             # Large crops: only the few patches near each pixel, found through the cell table.
+            cell, across, cells, occupancy = self._cell_table()
             # Cell coordinates in floating point: exact here, and cheaper than integer division.
             cx = (fx.clamp(0, width - 1) / cell).floor_()
             cy = (fy.clamp(0, height - 1) / cell).floor_()
-            key = (cy * across + cx).view(batch, -1).long()
+            key = (cy * across + cx).long()
             key += torch.arange(batch, device=self.device)[:, None] * (len(occupancy) // batch)
             key, flat_x, flat_y = key.flatten(), ix.flatten(), iy.flatten()
             flat_values = values.view(-1, 4)
@@ -350,7 +373,7 @@ class CanvasBatch:
                     flat_x.take(hit),
                     flat_y.take(hit),
                     depth.take(key.take(hit)),
-                    flat_values.index_select(0, hit),
+                    flat_values.index_select(0, hit) if d else None,
                 )
                 flat_values.index_copy_(0, hit, painted)
         if self.mode == "replace":
