@@ -184,14 +184,8 @@ class CanvasBatch:
         self._y0 = (self.boxes[..., 1] - _BORDER).flatten()
         edge = self.table.shape[-1]
         self._corners = torch.tensor([0, 1, edge, edge + 1], device=device)
-        # Each pixel's 2x2 block side by side, so that a bilinear look-up reads one row of four,
-        # where memory allows (four times the table).
+        # Built on first use, so that batches made in data-loader workers stay small in transit.
         self._quad: Tensor | None = None
-        if 4 * self.table.numel() * self.table.element_size() <= _QUAD_BYTES:
-            t = self.table.flatten(0, 1)
-            self._quad = torch.stack(
-                [t[:, :-1, :-1], t[:, :-1, 1:], t[:, 1:, :-1], t[:, 1:, 1:]], -1
-            ).view(-1, 4)
         self._cells: tuple[int, int, Tensor, Tensor] | None = None
 
     def __len__(self) -> int:
@@ -203,6 +197,8 @@ class CanvasBatch:
 
     def to(self, device: str | torch.device, *args: object, **kwargs: object) -> CanvasBatch:
         """The batch on ``device`` (further arguments, e.g. ``non_blocking``, are ignored)."""
+        if torch.device(device) == self.device:
+            return self
         moved = object.__new__(CanvasBatch)
         moved.canvases, moved.height, moved.width, moved.mode = (
             self.canvases,
@@ -240,6 +236,11 @@ class CanvasBatch:
         # Local coordinates clamped into the zero border: a look-up off the patch reads 0.
         lx = (ix - self._x0.take(slot)).clamp_(0, edge - 2)
         ly = (iy - self._y0.take(slot)).clamp_(0, edge - 2)
+        if self._quad is None and 4 * self.table.numel() * 4 <= _QUAD_BYTES:
+            # Each pixel's 2x2 block side by side, so that a look-up reads one row of four.
+            t = self.table.flatten(0, 1)
+            blocks = [t[:, :-1, :-1], t[:, :-1, 1:], t[:, 1:, :-1], t[:, 1:, 1:]]
+            self._quad = torch.stack(blocks, -1).view(-1, 4)
         if self._quad is not None:
             flat = ly.mul_(edge - 1).add_(lx).add_(slot * (edge - 1) ** 2)
             found = self._quad.index_select(0, flat.flatten()).view(*flat.shape, 4)
