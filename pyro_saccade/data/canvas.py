@@ -31,7 +31,7 @@ _ROUND_LIMIT = 1.5
 _QUAD_BYTES = 1 << 28
 
 
-@dataclass
+@dataclass(eq=False)
 class PatchCanvas:
     """One canvas of ``height`` x ``width`` pixels, blank but for its patches.
 
@@ -408,7 +408,8 @@ class CanvasBatch:
         )
         order = torch.arange(slots, device=self.device)
         later = order[None, :, None] < order[None, None, :]
-        overlap &= later if self.mode == "replace" else ~torch.eye(slots, dtype=torch.bool)
+        others = ~torch.eye(slots, dtype=torch.bool, device=self.device)
+        overlap &= later if self.mode == "replace" else others
         local = torch.arange(side, device=self.device)
         sums = torch.zeros(batch, rows * cols, dtype=torch.float64, device=self.device)
         span_rows = min(rows, (side * rows - 1) // height + 2)
@@ -429,9 +430,8 @@ class CanvasBatch:
                 bx0, by0, bx1, by1 = (
                     self.boxes[..., i].gather(1, index)[..., None] for i in range(4)
                 )
-                covers = ((ys >= by0) & (ys < by1))[..., :, None] & ((xs >= bx0) & (xs < bx1))[
-                    ..., None, :
-                ]
+                rows_in, cols_in = (ys >= by0) & (ys < by1), (xs >= bx0) & (xs < bx1)
+                covers = rows_in[..., :, None] & cols_in[..., None, :]
                 if self.mode == "replace":
                     counted &= ~covers
                     continue
@@ -457,10 +457,9 @@ class CanvasBatch:
             in_cols = _membership(col_bins, xs, width, cols)  # [B, G, c, S]
             block = in_rows @ visible @ in_cols.transpose(-1, -2)  # [B, G, r, c]
             ok = (row_bins < rows)[..., :, None] & (col_bins < cols)[..., None, :]
-            index = (row_bins[..., :, None] * cols + col_bins[..., None, :]).clamp_(
-                max=rows * cols - 1
-            )
-            sums.scatter_add_(1, index.view(batch, -1), (block * ok).view(batch, -1))
+            index = row_bins[..., :, None] * cols + col_bins[..., None, :]
+            index = index.clamp_(max=rows * cols - 1).view(batch, -1)
+            sums.scatter_add_(1, index, (block * ok).view(batch, -1))
         row_area = _bin_lengths(height, rows, self.device)
         col_area = _bin_lengths(width, cols, self.device)
         means = sums.view(batch, rows, cols) / (row_area[:, None] * col_area)
