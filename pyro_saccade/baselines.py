@@ -1,13 +1,17 @@
-"""The paper's resnet18 baselines: tiles of the full image (Eq. 8), or the whole image at once.
+"""Baselines: the paper's resnet18 on tiles of the full image (Eq. 8) or on the whole image at
+once, and a small CNN that sees only the proxy.
 
-Both are plain classifiers trained with cross-entropy on the same canvases, loader and
-evaluation as the saccade model (``saccade train --model resnet18-tiled|resnet18``), and they
-answer ``predict(images, proxies=None, samples=0)`` like it, ignoring the proxy, so
-``training.evaluate`` and ``training.load`` work on them unchanged.
+All are plain classifiers trained with cross-entropy (binary for multi-label tasks) on the same
+canvases, loader and evaluation as the saccade model (``saccade train --model
+resnet18-tiled|resnet18|proxy-cnn``), and they answer ``predict(images, proxies=None,
+samples=0)`` like it, so ``training.evaluate`` and ``training.load`` work on them unchanged. The
+resnets ignore the proxy; the proxy CNN reads nothing else, which measures how much of a task
+the proxy alone can answer.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +22,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as checkpointed
 
-from .data import class_names
+from .data import proxies_of
 from .model import ClassifierConfigMixin
-from .training import TrainConfig, train
+from .training import TrainConfig, default_model_config, train
 
 FEATURES = 256  # the authors' resnet18 output, summed over tiles
 TILE = 224  # resnet18's native input side
 CHUNK = 11  # tiles per resnet18 batch, as the authors' checkpointed segments
+PROXY_BLOCKS = 4  # the proxy CNN's convolution blocks: a 32-px proxy ends as a 4 x 4 map
+GROUPS = 8  # group norm's groups per block (fewer when a block has fewer channels)
 
 
 @dataclass
@@ -37,7 +43,8 @@ class BaselineConfig(ClassifierConfigMixin):
     tile: int | None = None  # None: the whole image in one pass
     chunk: int = CHUNK  # tiles per resnet18 batch (and per checkpointed segment)
     checkpoint: bool = False  # recompute tile activations in backward to save memory
-    proxy: int = 32  # the proxy side training.evaluate builds; the baselines ignore proxies
+    proxy: int = 32  # the proxy side the training loop builds; only proxy-cnn reads it
+    width: int = 16  # proxy-cnn: channels of its first block, doubled by each next one
 
     def __post_init__(self) -> None:
         checks = [
@@ -45,6 +52,8 @@ class BaselineConfig(ClassifierConfigMixin):
             (self.channels >= 1, f"channels must be positive, got {self.channels}"),
             (self.tile is None or self.tile >= 32, f"tile must be >= 32 pixels, got {self.tile}"),
             (self.chunk >= 1, f"chunk must be positive, got {self.chunk}"),
+            (self.proxy >= 4, f"proxy must be at least 4 pixels, got {self.proxy}"),
+            (self.width >= 1, f"width must be positive, got {self.width}"),
         ]
         self.validate(checks)
 
@@ -77,19 +86,51 @@ def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int]]:
     return [(y, x) for y in tile_starts(height, tile) for x in tile_starts(width, tile)]
 
 
-class ResNet18Baseline(nn.Module):
-    """resnet18 features of the image, then the paper's BN-ReLU-Linear head."""
+class Baseline(nn.Module):
+    """What every baseline shares: its config, class probabilities, ``predict`` and its loss."""
 
     kind = ""
 
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
         self.config = config
+        self.last_probs: Tensor | None = None
+
+    def logits(self, images: Tensor, proxies: Tensor | None) -> Tensor:
+        """Class logits [B, K] of a batch and its proxies (built from the images if None)."""
+        raise NotImplementedError
+
+    def class_probs(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits) if self.config.multilabel else logits.softmax(-1)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:
+        """Class probabilities [B, K]; ``samples`` exists for a common interface."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.class_probs(self.logits(images, proxies))
+        finally:
+            self.train(was_training)
+
+    def loss(self) -> ClassifierLoss:
+        """The training objective, called like ``training.ELBOLoss``."""
+        return ClassifierLoss(self)
+
+    @classmethod
+    def from_config(cls, config: BaselineConfig) -> Baseline:
+        raise NotImplementedError
+
+
+class ResNet18Baseline(Baseline):
+    """resnet18 features of the image, then the paper's BN-ReLU-Linear head."""
+
+    def __init__(self, config: BaselineConfig) -> None:
+        super().__init__(config)
         self.trunk = resnet18_trunk(config.channels)
         self.head = nn.Sequential(
             nn.BatchNorm1d(FEATURES), nn.ReLU(inplace=True), nn.Linear(FEATURES, config.num_classes)
         )
-        self.last_probs: Tensor | None = None
 
     def features(self, images: Tensor) -> Tensor:
         """[B, C, H, W] -> [B, FEATURES]."""
@@ -99,26 +140,9 @@ class ResNet18Baseline(nn.Module):
         """Class logits [B, K]."""
         return self.head(self.features(images))
 
-    def class_probs(self, logits: Tensor) -> Tensor:
-        return torch.sigmoid(logits) if self.config.multilabel else logits.softmax(-1)
-
-    @torch.no_grad()
-    def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:
-        """Class probabilities [B, K]; ``proxies`` and ``samples`` exist for a common interface."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self.class_probs(self(images))
-        finally:
-            self.train(was_training)
-
-    def loss(self) -> ClassifierLoss:
-        """The training objective, called like ``training.ELBOLoss``."""
-        return ClassifierLoss(self)
-
-    @classmethod
-    def from_config(cls, config: BaselineConfig) -> ResNet18Baseline:
-        raise NotImplementedError
+    def logits(self, images: Tensor, proxies: Tensor | None) -> Tensor:
+        # Canvases made of patches are drawn whole: these baselines read every pixel.
+        return self(images if isinstance(images, Tensor) else images.dense())
 
 
 class FullImageResNet18(ResNet18Baseline):
@@ -199,30 +223,90 @@ class TiledResNet18(ResNet18Baseline):
         return total
 
 
+class ProxyCNN(Baseline):
+    """A small CNN that sees only the J x J proxy (``config.proxy``), never the full image: how
+    much of a task the proxy alone answers.
+
+    ``PROXY_BLOCKS`` blocks of a 3 x 3 convolution, group norm and ReLU, each but the last
+    followed by 2 x 2 max pooling, then the last map's means and maxima and a linear layer.
+    """
+
+    kind = "proxy-cnn"
+
+    def __init__(
+        self,
+        num_classes: int | Sequence[str],
+        proxy: int = 32,
+        *,
+        task: str = "identify",
+        channels: int = 1,
+        width: int = 16,
+    ) -> None:
+        config = BaselineConfig(class_list(num_classes), task, channels, proxy=proxy, width=width)
+        super().__init__(config)
+        layers: list[nn.Module] = []
+        inputs = channels
+        for block in range(PROXY_BLOCKS):
+            outputs = width * 2**block
+            layers += [
+                nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
+                nn.GroupNorm(math.gcd(GROUPS, outputs), outputs),
+                nn.ReLU(inplace=True),
+            ]
+            if block < PROXY_BLOCKS - 1:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))  # ceil: a 1-px map stays 1 px
+            inputs = outputs
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(2 * inputs, config.num_classes)
+
+    @classmethod
+    def from_config(cls, config: BaselineConfig) -> ProxyCNN:
+        return cls(
+            config.classes,
+            config.proxy,
+            task=config.task,
+            channels=config.channels,
+            width=config.width,
+        )
+
+    def forward(self, proxies: Tensor) -> Tensor:
+        """Class logits [B, K] of proxies [B, C, J, J]."""
+        maps = self.trunk(proxies)
+        return self.head(torch.cat([maps.mean((-2, -1)), maps.amax((-2, -1))], -1))
+
+    def logits(self, images: Tensor, proxies: Tensor | None) -> Tensor:
+        if proxies is None:
+            proxies = proxies_of(images, self.config.proxy)
+        return self(proxies)
+
+
+# The resnet18 baselines, which ``saccade benchmark`` measures beside the saccade model.
 BASELINES: dict[str, type[ResNet18Baseline]] = {
     FullImageResNet18.kind: FullImageResNet18,
     TiledResNet18.kind: TiledResNet18,
 }
+# Every baseline ``saccade train --model`` trains and a checkpoint's "kind" names.
+KINDS: dict[str, type[Baseline]] = {**BASELINES, ProxyCNN.kind: ProxyCNN}
 
 
-def baseline_from_config(kind: str, config: dict) -> ResNet18Baseline:
+def baseline_from_config(kind: str, config: dict) -> Baseline:
     """Rebuild a baseline from its checkpoint's kind and config dict."""
-    if kind not in BASELINES:
-        raise ValueError(f"unknown model kind {kind!r} (known: saccade, {', '.join(BASELINES)})")
-    return BASELINES[kind].from_config(BaselineConfig.from_dict(config))
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r} (known: saccade, {', '.join(KINDS)})")
+    return KINDS[kind].from_config(BaselineConfig.from_dict(config))
 
 
 class ClassifierLoss(nn.Module):
     """Mean cross-entropy per image of a baseline; the signature of ``training.ELBOLoss``."""
 
-    def __init__(self, model: ResNet18Baseline) -> None:
+    def __init__(self, model: Baseline) -> None:
         super().__init__()
         self.baseline = model
 
     def forward(
         self, images: Tensor, proxies: Tensor, labels: Tensor, annealing: float = 1.0
     ) -> Tensor:
-        logits = self.baseline(images)
+        logits = self.baseline.logits(images, proxies)
         self.baseline.last_probs = self.baseline.class_probs(logits).detach()
         if self.baseline.config.multilabel:
             return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / len(labels)
@@ -235,16 +319,20 @@ def train_baseline(
     out: str | Path = "runs/resnet18",
     resume: bool = False,
     progress: bool = True,
-    model: ResNet18Baseline | None = None,
-) -> ResNet18Baseline:
+    model: Baseline | None = None,
+    proxy: int = 32,
+) -> Baseline:
     """Train a baseline with ``training.train``'s loop (data, schedule, checkpoints, metrics).
 
-    ``model`` (optional) starts from given weights; ``resume`` continues ``out``'s checkpoint.
+    ``model`` (optional) starts from given weights; ``resume`` continues ``out``'s checkpoint;
+    ``proxy`` is the proxy side of a new proxy CNN (the loop builds proxies of its config's side).
     """
     tc = train_config or TrainConfig()
-    if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r} (known: {', '.join(BASELINES)})")
+    if kind not in KINDS:
+        raise ValueError(f"unknown baseline {kind!r} (known: {', '.join(KINDS)})")
     if model is None:
         pyro.set_rng_seed(tc.seed)  # the same initial weights for the same seed
-        model = BASELINES[kind](class_names(tc.task), task=tc.task)
+        classes = default_model_config(tc).classes
+        options = {"proxy": proxy} if kind == ProxyCNN.kind else {}
+        model = KINDS[kind](classes, task=tc.task, **options)
     return train(train_config=tc, out=out, resume=resume, progress=progress, model=model)

@@ -1,0 +1,267 @@
+"""What a saccade model's glimpses read, measured on canvases whose digits are known.
+
+- **coverage**: the share of the digits that decide a canvas's label (``deciding_digits``) that
+  are *covered*: at least ``COVER_SHARE`` of the digit's box inside one glimpse box whose side is
+  at most ``COVER_RATIO`` times the digit's side, so that the crop shows the digit at no less
+  than a quarter of its native resolution;
+- **pixels read**: the area of the union of a canvas's glimpse boxes, clipped to the image, over
+  the image's area;
+- the mean glimpse **box side** in pixels.
+
+``evaluate_glimpses`` reports them beside the accuracy, the accuracy of the same model with its
+glimpses at random places (``random=True``: what the learned policy adds), and optionally that
+of a baseline (the proxy-only CNN: what the proxy alone answers) on the same canvases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .data import MEGAPIXEL_TASKS, TASKS, proxies_of
+from .model import SaccadeModel
+from .training import collate, correct, prepare
+
+COVER_SHARE = 0.5  # share of a digit's box that must lie inside one glimpse box
+COVER_RATIO = 4.0  # largest glimpse side, in digit sides, that still counts as reading it
+
+
+def deciding_digits(task: str, description: dict) -> list[int]:
+    """Indices into ``description["digits"]`` (a dataset's ``describe(i)``) of the digits that
+    decide the label: majority, the digits of the target class; max, those of the largest
+    class; top, the topmost digit (leftmost on a tie); multi and the two-digit tasks, all."""
+    digits, boxes = description["digits"], description["boxes"]
+    if task == "majority":
+        return [k for k, digit in enumerate(digits) if digit == description["target"]]
+    if task == "max":
+        return [k for k, digit in enumerate(digits) if digit == max(digits)]
+    if task == "top":
+        return [min(range(len(digits)), key=lambda k: (boxes[k][1], boxes[k][0]))]
+    if task == "multi" or task in TASKS:
+        return list(range(len(digits)))
+    raise ValueError(f"no deciding digits for task {task!r} (known: {TASKS + MEGAPIXEL_TASKS})")
+
+
+def deciding_boxes(task: str, description: dict) -> Tensor:
+    """The boxes [D, 4] (x0, y0, x1, y1) of a canvas's deciding digits."""
+    boxes = description["boxes"]
+    chosen = [boxes[k] for k in deciding_digits(task, description)]
+    return torch.tensor(chosen, dtype=torch.float64).view(-1, 4)
+
+
+def box_sides(boxes: Tensor) -> Tensor:
+    """The side of square boxes [..., 4] (x0, y0, x1, y1): their longer side, should one not be."""
+    return torch.maximum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
+
+
+def covered(
+    digits: Tensor, glimpses: Tensor, share: float = COVER_SHARE, ratio: float = COVER_RATIO
+) -> Tensor:
+    """Which digit boxes [D, 4] are covered by glimpse boxes [N, 4] (all (x0, y0, x1, y1)): at
+    least ``share`` of the digit's box inside one glimpse box of side at most ``ratio`` times
+    the digit's side. Bool [D]."""
+    digits, glimpses = digits.double()[:, None], glimpses.double()[None]
+    width = (
+        torch.minimum(digits[..., 2], glimpses[..., 2])
+        - torch.maximum(digits[..., 0], glimpses[..., 0])
+    ).clamp(min=0)
+    height = (
+        torch.minimum(digits[..., 3], glimpses[..., 3])
+        - torch.maximum(digits[..., 1], glimpses[..., 1])
+    ).clamp(min=0)
+    area = (digits[..., 2] - digits[..., 0]) * (digits[..., 3] - digits[..., 1])
+    inside = width * height >= share * area
+    close = box_sides(glimpses) <= ratio * box_sides(digits)
+    return (inside & close).any(-1)
+
+
+def union_area(boxes: Tensor, height: int, width: int) -> float:
+    """The area of the union of boxes [N, 4] (x0, y0, x1, y1) clipped to a ``height`` x
+    ``width`` image, exactly: on the grid of the boxes' own coordinates (at most 2N x 2N cells,
+    whatever the image's size), each cell is wholly inside a box or wholly outside."""
+    boxes = boxes.detach().double().reshape(-1, 4).cpu()
+    limits = boxes.new_tensor([width, height, width, height])
+    boxes = torch.minimum(boxes.clamp(min=0), limits)
+    xs = torch.unique(boxes[:, [0, 2]])
+    ys = torch.unique(boxes[:, [1, 3]])
+    if len(xs) < 2 or len(ys) < 2:
+        return 0.0
+    # A cell [xs[i], xs[i + 1]) lies in a box when the box spans both its edges.
+    in_x = (boxes[:, None, 0] <= xs[None, :-1]) & (xs[None, 1:] <= boxes[:, None, 2])
+    in_y = (boxes[:, None, 1] <= ys[None, :-1]) & (ys[None, 1:] <= boxes[:, None, 3])
+    inside = (in_y[:, :, None] & in_x[:, None, :]).any(0)
+    cells = (ys[1:] - ys[:-1])[:, None] * (xs[1:] - xs[:-1])[None, :]
+    return float((cells * inside).sum())
+
+
+@dataclass
+class GlimpseEvaluation:
+    """Accuracy and what the glimpses read on ``n`` canvases; the glimpse measures are None for
+    a model without glimpses (a baseline) and coverage also for canvases without ``describe``."""
+
+    n: int
+    accuracy: float
+    glimpses: int | None = None
+    coverage: float | None = None  # covered deciding digits / deciding digits
+    deciding_digits: int | None = None  # how many, over all canvases (and posterior draws)
+    pixels_read: float | None = None  # mean over canvases of the union of boxes / image area
+    box_side: float | None = None  # mean glimpse box side in pixels
+    box_sides: list[float] | None = None  # the same per glimpse step
+    random_glimpses_accuracy: float | None = None
+    proxy_baseline_accuracy: float | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class RNGStream:
+    """A torch random stream of its own: what is drawn under ``active()`` continues this stream
+    and leaves the global one as it was, so that an extra pass (random glimpses, noisy proxies
+    of a baseline) changes neither the main pass's draws nor its accuracy."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = torch.Generator().manual_seed(seed).get_state()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.state)
+            yield
+            self.state = torch.get_rng_state()
+
+
+class _Tally:
+    """Running sums of the glimpse measures."""
+
+    def __init__(self, glimpses: int) -> None:
+        self.covered = self.deciding = 0
+        self.read, self.canvases = 0.0, 0
+        self.sides = torch.zeros(glimpses, dtype=torch.float64)
+        self.boxes = 0
+
+    def add(self, boxes: Tensor, height: int, width: int, digits: list[Tensor] | None) -> None:
+        """Boxes [S, B, T, 4] of S draws on B canvases; the deciding digits' boxes [D_b, 4] of
+        each canvas, or None."""
+        boxes = boxes.detach().double().cpu()
+        self.sides += box_sides(boxes).sum((0, 1))
+        self.boxes += boxes.shape[0] * boxes.shape[1]
+        for draw in boxes:
+            for b, canvas_boxes in enumerate(draw):
+                self.read += union_area(canvas_boxes, height, width) / (height * width)
+                self.canvases += 1
+                if digits is not None:
+                    self.covered += int(covered(digits[b], canvas_boxes).sum())
+                    self.deciding += len(digits[b])
+
+    def fill(self, result: GlimpseEvaluation, described: bool) -> None:
+        sides = self.sides / max(self.boxes, 1)
+        result.box_sides = sides.tolist()
+        result.box_side = float(sides.mean())
+        result.pixels_read = self.read / max(self.canvases, 1)
+        if described:
+            result.deciding_digits = self.deciding
+            result.coverage = self.covered / max(self.deciding, 1)
+
+
+@torch.no_grad()
+def evaluate_glimpses(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 100,
+    samples: int = 0,
+    noise: float = 0.0,
+    seed: int = 0,
+    random_glimpses: bool = True,
+    proxy_baseline: nn.Module | None = None,
+    progress: bool | None = None,
+    workers: int = 0,
+) -> GlimpseEvaluation:
+    """Accuracy on ``dataset`` (posterior-mean glimpses unless ``samples`` > 0, drawn from the
+    global RNG exactly as ``training.evaluate`` draws them, so the two agree) and, for a
+    ``SaccadeModel``, coverage, pixels read, box sides and the accuracy with random glimpses
+    (drawn from a stream seeded with ``seed``); with ``proxy_baseline``, that model's accuracy on
+    the same canvases and proxies of its own side. Batches come from a DataLoader with the
+    dataset's own collate (lazy canvases stay lazy); coverage needs the dataset's ``describe``
+    and ``task``. ``progress``: a tqdm bar (None: only when stderr is a terminal)."""
+    device = next(model.parameters()).device
+    saccade = isinstance(model, SaccadeModel)
+    described = saccade and hasattr(dataset, "describe") and hasattr(dataset, "task")
+    tally = _Tally(model.config.glimpses) if saccade else None
+    random_stream, baseline_stream = RNGStream(seed), RNGStream(seed)
+    hits = random_hits = baseline_hits = total = 0
+    multilabel = model.config.multilabel
+    batches = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate(dataset)
+    )
+    bar = tqdm(
+        batches, desc="evaluate", leave=False, disable=None if progress is None else not progress
+    )
+    for images, labels in bar:
+        images, proxies = prepare(images, device, model.config.proxy, noise)
+        labels = labels.to(device)
+        if saccade:
+            out = model.infer(images, proxies, samples)
+            hits += int(correct(out.probs, labels, multilabel).sum())
+            height, width = images.shape[-2:]
+            boxes = model.boxes(out.z, height, width, out.where)
+            digits = None
+            if described:
+                digits = [
+                    deciding_boxes(dataset.task, dataset.describe(total + b))
+                    for b in range(len(labels))
+                ]
+            tally.add(boxes, height, width, digits)
+            if random_glimpses:
+                with random_stream.active():
+                    probs = model.infer(images, proxies, samples, random=True).probs
+                random_hits += int(correct(probs, labels, multilabel).sum())
+        else:
+            probs = model.predict(images, proxies, samples=samples)
+            hits += int(correct(probs, labels, multilabel).sum())
+        if proxy_baseline is not None:
+            with baseline_stream.active():
+                side = proxy_baseline.config.proxy
+                own = proxies if side == model.config.proxy else proxies_of(images, side, noise)
+                probs = proxy_baseline.predict(images, own)
+            baseline_hits += int(correct(probs, labels, multilabel).sum())
+        total += len(labels)
+        bar.set_postfix(acc=f"{hits / total:.3f}")
+    bar.close()
+    result = GlimpseEvaluation(n=total, accuracy=hits / max(total, 1))
+    if saccade:
+        result.glimpses = model.config.glimpses
+        tally.fill(result, described)
+        if random_glimpses:
+            result.random_glimpses_accuracy = random_hits / max(total, 1)
+    if proxy_baseline is not None:
+        result.proxy_baseline_accuracy = baseline_hits / max(total, 1)
+    return result
+
+
+def glimpse_lines(result: GlimpseEvaluation, baseline: str | None = None) -> list[str]:
+    """The glimpse measures and baselines of an evaluation as lines of text (``saccade
+    evaluate``); ``baseline`` names the proxy baseline's checkpoint."""
+    lines = []
+    if result.box_side is not None:
+        reads = [
+            f"{result.glimpses} glimpses",
+            f"mean box side {result.box_side:.1f} px",
+            f"pixels read {100 * result.pixels_read:.2f}%",
+        ]
+        if result.coverage is not None:
+            digits = result.deciding_digits
+            reads.insert(0, f"coverage {result.coverage:.4f} of {digits} deciding digits")
+        lines.append("; ".join(reads))
+    if result.random_glimpses_accuracy is not None:
+        lines.append(f"random glimpses: accuracy {result.random_glimpses_accuracy:.4f}")
+    if result.proxy_baseline_accuracy is not None:
+        name = f" ({baseline})" if baseline else ""
+        lines.append(f"proxy baseline{name}: accuracy {result.proxy_baseline_accuracy:.4f}")
+    return lines
