@@ -12,7 +12,7 @@ from tiny import TINY
 
 from pyro_saccade import load
 from pyro_saccade.baselines import ClassifierLoss, ProxyCNN, train_baseline
-from pyro_saccade.data import TwoDigitCluttered, make_proxy
+from pyro_saccade.data import MegapixelMNIST, TwoDigitCluttered, make_proxy
 from pyro_saccade.metrics import (
     covered,
     deciding_digits,
@@ -116,6 +116,24 @@ def test_evaluate_glimpses_agrees_with_evaluate_whatever_else_it_draws() -> None
     # TINY's glimpses are 0.3..0.8 of the 40 px side.
     assert 12 <= first.box_side <= 32 and len(first.box_sides) == 2
     assert first.proxy_baseline_accuracy is None and second.proxy_baseline_accuracy is not None
+
+
+def test_evaluate_glimpses_on_lazy_megapixel_canvases_with_cells() -> None:
+    model = tiny_saccade(
+        proxy=32,
+        where="cells",
+        box_min=24,
+        box_max=64,
+        task="majority",
+        classes=[str(k) for k in range(10)],
+    )
+    data = MegapixelMNIST("majority", 600, 5, noise=10, split="test", seed=1, lazy=True)
+    result = evaluate_glimpses(model, data, batch_size=3, seed=1)
+    assert result.deciding_digits == 5 * 3  # the three digits of the target class
+    assert 0 <= result.coverage <= 1 and 0 <= result.random_glimpses_accuracy <= 1
+    assert 24 <= result.box_side <= 64
+    # Two boxes of at most 64 px on 600^2.
+    assert 0 < result.pixels_read <= 2 * 64**2 / 600**2
 
 
 def quadrant_set(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
