@@ -53,7 +53,10 @@ _EXPORTS = {
     "BaselineConfig": ".baselines",
     "FullImageResNet18": ".baselines",
     "TiledResNet18": ".baselines",
+    "ProxyCNN": ".baselines",
     "train_baseline": ".baselines",
+    "GlimpseEvaluation": ".metrics",
+    "evaluate_glimpses": ".metrics",
     "run_benchmark": ".benchmark",
 }
 
