@@ -115,6 +115,7 @@ class GlimpseEvaluation:
     box_side: float | None = None  # mean glimpse box side in pixels
     box_sides: list[float] | None = None  # the same per glimpse step
     random_glimpses_accuracy: float | None = None
+    random_glimpses_coverage: float | None = None  # the coverage of those random glimpses
     proxy_baseline_accuracy: float | None = None
 
     def to_dict(self) -> dict:
@@ -160,6 +161,10 @@ class _Tally:
                     self.covered += int(covered(digits[b], canvas_boxes).sum())
                     self.deciding += len(digits[b])
 
+    @property
+    def coverage(self) -> float:
+        return self.covered / max(self.deciding, 1)
+
     def fill(self, result: GlimpseEvaluation, described: bool) -> None:
         sides = self.sides / max(self.boxes, 1)
         result.box_sides = sides.tolist()
@@ -167,7 +172,7 @@ class _Tally:
         result.pixels_read = self.read / max(self.canvases, 1)
         if described:
             result.deciding_digits = self.deciding
-            result.coverage = self.covered / max(self.deciding, 1)
+            result.coverage = self.coverage
 
 
 @torch.no_grad()
@@ -185,15 +190,16 @@ def evaluate_glimpses(
 ) -> GlimpseEvaluation:
     """Accuracy on ``dataset`` (posterior-mean glimpses unless ``samples`` > 0, drawn from the
     global RNG exactly as ``training.evaluate`` draws them, so the two agree) and, for a
-    ``SaccadeModel``, coverage, pixels read, box sides and the accuracy with random glimpses
-    (drawn from a stream seeded with ``seed``); with ``proxy_baseline``, that model's accuracy on
-    the same canvases and proxies of its own side. Batches come from a DataLoader with the
-    dataset's own collate (lazy canvases stay lazy); coverage needs the dataset's ``describe``
-    and ``task``. ``progress``: a tqdm bar (None: only when stderr is a terminal)."""
+    ``SaccadeModel``, coverage, pixels read, box sides and the accuracy and coverage with random
+    glimpses (drawn from a stream seeded with ``seed``); with ``proxy_baseline``, that model's
+    accuracy on the same canvases and proxies of its own side. Batches come from a DataLoader
+    with the dataset's own collate (lazy canvases stay lazy); coverage needs the dataset's
+    ``describe`` and ``task``. ``progress``: a tqdm bar (None: only when stderr is a terminal)."""
     device = next(model.parameters()).device
     saccade = isinstance(model, SaccadeModel)
     described = saccade and hasattr(dataset, "describe") and hasattr(dataset, "task")
     tally = _Tally(model.config.glimpses) if saccade else None
+    random_tally = _Tally(model.config.glimpses) if saccade else None
     random_stream, baseline_stream = RNGStream(seed), RNGStream(seed)
     hits = random_hits = baseline_hits = total = 0
     multilabel = model.config.multilabel
@@ -220,8 +226,10 @@ def evaluate_glimpses(
             tally.add(boxes, height, width, digits)
             if random_glimpses:
                 with random_stream.active():
-                    probs = model.infer(images, proxies, samples, random=True).probs
-                random_hits += int(correct(probs, labels, multilabel).sum())
+                    out = model.infer(images, proxies, samples, random=True)
+                random_hits += int(correct(out.probs, labels, multilabel).sum())
+                boxes = model.boxes(out.z, height, width, out.where)
+                random_tally.add(boxes, height, width, digits)
         else:
             probs = model.predict(images, proxies, samples=samples)
             hits += int(correct(probs, labels, multilabel).sum())
@@ -240,6 +248,8 @@ def evaluate_glimpses(
         tally.fill(result, described)
         if random_glimpses:
             result.random_glimpses_accuracy = random_hits / max(total, 1)
+            if described:
+                result.random_glimpses_coverage = random_tally.coverage
     if proxy_baseline is not None:
         result.proxy_baseline_accuracy = baseline_hits / max(total, 1)
     return result
@@ -260,7 +270,10 @@ def glimpse_lines(result: GlimpseEvaluation, baseline: str | None = None) -> lis
             reads.insert(0, f"coverage {result.coverage:.4f} of {digits} deciding digits")
         lines.append("; ".join(reads))
     if result.random_glimpses_accuracy is not None:
-        lines.append(f"random glimpses: accuracy {result.random_glimpses_accuracy:.4f}")
+        line = f"random glimpses: accuracy {result.random_glimpses_accuracy:.4f}"
+        if result.random_glimpses_coverage is not None:
+            line += f", coverage {result.random_glimpses_coverage:.4f}"
+        lines.append(line)
     if result.proxy_baseline_accuracy is not None:
         name = f" ({baseline})" if baseline else ""
         lines.append(f"proxy baseline{name}: accuracy {result.proxy_baseline_accuracy:.4f}")

@@ -131,6 +131,7 @@ def test_evaluate_glimpses_on_lazy_megapixel_canvases_with_cells() -> None:
     result = evaluate_glimpses(model, data, batch_size=3, seed=1)
     assert result.deciding_digits == 5 * 3  # the three digits of the target class
     assert 0 <= result.coverage <= 1 and 0 <= result.random_glimpses_accuracy <= 1
+    assert 0 <= result.random_glimpses_coverage <= 1
     assert 24 <= result.box_side <= 64
     # Two boxes of at most 64 px on 600^2.
     assert 0 < result.pixels_read <= 2 * 64**2 / 600**2
