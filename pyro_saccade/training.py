@@ -495,6 +495,13 @@ def process_group(device: str) -> Iterator[None]:
     for the block: nccl for CUDA, gloo for the CPU. A no-op in a single process, or when the
     caller has set up torch.distributed itself."""
     joined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if joined and restarts_share_a_store() and os.environ.get("RANK") == "0":
+        warnings.warn(
+            "torchrun --max-restarts shares its store with the workers, and a restart can then "
+            "fail to connect or hang on the keys of the attempt before (pytorch/pytorch#135712): "
+            "run torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1",
+            stacklevel=2,
+        )
     if joined:
         cuda = torch.device(device).type == "cuda"
         if cuda:
@@ -510,6 +517,15 @@ def process_group(device: str) -> Iterator[None]:
         if joined:
             dist.destroy_process_group()
             let_collectives_finish()
+
+
+def restarts_share_a_store() -> bool:
+    """Whether torchrun may restart this process (``--max-restarts``) while its workers share the
+    agent's store: that store outlives an attempt, keys and all."""
+    return (
+        os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+    )
 
 
 def let_collectives_finish(seconds: float = 0.1) -> None:

@@ -28,6 +28,9 @@ def torchrun_command(*args: str) -> tuple[list[str], dict[str, str]]:
     and its environment."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    # A store of the workers' own in every attempt: torchrun's shared one keeps the previous
+    # attempt's keys, which can make a restart fail or hang (training.process_group warns).
+    env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     if sys.platform == "linux":
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback, whatever the hostname resolves to
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
@@ -125,6 +128,18 @@ def test_replicas_that_differ_are_caught_on_every_process(tmp_path: Path) -> Non
             "batch size 5 does not split evenly over 2 processes",
         ]
     assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize(
+    ("shared", "restarts", "hazard"),
+    [("True", "2", True), ("False", "2", False), ("True", "0", False)],
+)
+def test_restarts_on_torchruns_shared_store_are_recognised(
+    monkeypatch: pytest.MonkeyPatch, shared: str, restarts: str, hazard: bool
+) -> None:
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", shared)
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", restarts)
+    assert training.restarts_share_a_store() == hazard
 
 
 def saved_position(out: Path) -> tuple[int, int] | None:
