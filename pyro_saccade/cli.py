@@ -139,20 +139,29 @@ def data() -> None:
 
 
 @data.command("export")
-# The task names mirror data.TASKS, spelled out so that --help does not have to import torch.
+@click.option(
+    "--dataset",
+    "kind",
+    type=click.Choice(["cluttered", "megapixel"]),
+    default=None,
+    help="Two-digit cluttered MNIST or Megapixel MNIST [default: megapixel for its tasks, "
+    "else cluttered].",
+)
+# The task names mirror data.TASKS and data.MEGAPIXEL_TASKS, spelled out so that --help does
+# not have to import torch.
 @click.option(
     "--task",
-    type=click.Choice(["identify", "sum", "mark"]),
-    default="identify",
-    show_default=True,
-    help="Label: unordered digit pair, digit sum, or digits present.",
+    type=click.Choice(["identify", "sum", "mark", "majority", "max", "top", "multi"]),
+    default=None,
+    help="Label. Cluttered: unordered digit pair, digit sum, or digits present [default: "
+    "identify]. Megapixel: the class of three of the five digits, the largest, the topmost, or "
+    "the classes present [default: majority].",
 )
 @click.option(
     "--canvas",
     type=CanvasType(),
-    default="100",
-    show_default=True,
-    help="Canvas size, H or HxW pixels.",
+    default=None,
+    help="Canvas size, H or HxW pixels [default: 100 for cluttered, 1500 for megapixel].",
 )
 @click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Number of canvases.")
 @click.option(
@@ -160,13 +169,20 @@ def data() -> None:
     type=click.IntRange(min=0),
     default=8,
     show_default=True,
-    help="Number of 8x8 digit fragments (scaled with the canvas).",
+    help="Cluttered: number of 8x8 digit fragments (scaled with the canvas).",
 )
 @click.option(
     "--digit-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Digit side in pixels [default: 28 per 100 pixels of the shorter side].",
+    help="Cluttered: digit side in pixels [default: 28 per 100 pixels of the shorter side].",
+)
+@click.option(
+    "--noise",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Megapixel: line-pair noise boxes per canvas.",
 )
 @click.option(
     "--split",
@@ -184,31 +200,55 @@ def data() -> None:
     help="Output directory (created if missing).",
 )
 def export(
-    task: str,
-    canvas: tuple[int, int],
+    kind: str | None,
+    task: str | None,
+    canvas: tuple[int, int] | None,
     n: int,
     distractors: int,
     digit_size: int | None,
+    noise: int,
     split: str,
     seed: int,
     out: Path,
 ) -> None:
-    """Write two-digit cluttered MNIST canvases as PNGs plus labels.csv.
+    """Write two-digit cluttered MNIST or Megapixel MNIST canvases as PNGs plus labels.csv.
 
     Files are 000000.png, 000001.png, ...; labels.csv has the header "file,label" where the label
-    is the class name ("3-7" for identify, "10" for sum) or, for mark, the sorted digits joined by
-    "+" ("3+7", "4+4").
+    is the class name ("3-7" for identify, "10" for sum, "4" for majority, max and top) or, for
+    mark and multi, the sorted digits present joined by "+" ("3+7", "4+4", "1+4+9").
     """
     import csv
 
+    from click.core import ParameterSource
     from tqdm import tqdm
 
-    from .data import TwoDigitCluttered, save_image
+    from .data import MEGAPIXEL_TASKS, MegapixelMNIST, TwoDigitCluttered, save_image
 
+    kind = kind or ("megapixel" if task in MEGAPIXEL_TASKS else "cluttered")
+    megapixel = kind == "megapixel"
+    task = task or ("majority" if megapixel else "identify")
+    if (task in MEGAPIXEL_TASKS) != megapixel:
+        raise click.BadParameter(f"{task!r} is not a {kind} task", param_hint="--task")
+    source = click.get_current_context().get_parameter_source
+    foreign = ("distractors", "digit_size") if megapixel else ("noise",)
+    given = [name for name in foreign if source(name) is ParameterSource.COMMANDLINE]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise click.UsageError(f"{options}: not an option of {kind} canvases")
+    canvas = canvas or ((1500, 1500) if megapixel else (100, 100))
     try:
-        dataset = TwoDigitCluttered(
-            task, canvas, n, distractors=distractors, digit_size=digit_size, split=split, seed=seed
-        )
+        if megapixel:
+            dataset = MegapixelMNIST(task, canvas, n, noise=noise, split=split, seed=seed)
+        else:
+            dataset = TwoDigitCluttered(
+                task,
+                canvas,
+                n,
+                distractors=distractors,
+                digit_size=digit_size,
+                split=split,
+                seed=seed,
+            )
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     try:
@@ -255,10 +295,12 @@ IMAGES = click.argument(
 )
 TASK = click.option(
     "--task",
-    type=click.Choice(["identify", "sum", "mark"]),
+    type=click.Choice(["identify", "sum", "mark", "majority", "max", "top", "multi"]),
     default="identify",
     show_default=True,
-    help="Label: digit pair, digit sum, or digits present.",
+    help="Two-digit cluttered MNIST: digit pair, digit sum, or digits present. Megapixel MNIST "
+    "(five digits and --noise scribbles): the class of three of them, the largest, the "
+    "topmost, or the classes present.",
 )
 
 
@@ -302,10 +344,11 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option(
     "--model",
     "model_kind",
-    type=click.Choice(["saccade", "resnet18-tiled", "resnet18"]),
+    type=click.Choice(["saccade", "resnet18-tiled", "resnet18", "proxy-cnn"]),
     default="saccade",
     show_default=True,
-    help="Variational saccading, or a baseline: resnet18 on 224 px tiles, or on the whole image.",
+    help="Variational saccading, or a baseline: resnet18 on 224 px tiles, or on the whole image, "
+    "or a small CNN on the --proxy sided proxy alone.",
 )
 @click.option(
     "--canvas",
@@ -314,7 +357,20 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     show_default=True,
     help="Canvas size, H or HxW pixels.",
 )
-@click.option("--distractors", type=click.IntRange(min=0), default=8, show_default=True)
+@click.option(
+    "--distractors",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Two-digit tasks: 8x8 digit fragments per canvas.",
+)
+@click.option(
+    "--noise",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Megapixel MNIST tasks: line-pair scribbles per canvas.",
+)
 @click.option(
     "--digit-size",
     type=click.IntRange(min=1),
@@ -526,6 +582,14 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     default=None,
     help="Start from the weights of this checkpoint or pretrained name (fine-tuning).",
 )
+@click.option(
+    "--set",
+    "settings",
+    type=KeyValueType(),
+    multiple=True,
+    help="Any SaccadeConfig field, repeatable, after the options above: e.g. --set where=cells "
+    "--set box_min=32 --set box_max=96 (see pyro_saccade.SaccadeConfig).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option(
     "--out",
@@ -541,6 +605,7 @@ def train_command(
     model_kind: str,
     canvas: tuple[int, int],
     distractors: int,
+    noise: int,
     digit_size: int | None,
     augment: bool,
     overlap: float,
@@ -575,6 +640,7 @@ def train_command(
     resume: bool,
     checkpoint_every: int,
     init: str | None,
+    settings: tuple[tuple[str, object], ...],
     quiet: bool,
     out: Path,
 ) -> None:
@@ -588,10 +654,16 @@ def train_command(
     starts it from the options given when --out holds no checkpoint yet.
     """
     from .baselines import train_baseline
-    from .data import class_names, photo_classes
     from .model import SaccadeConfig
     from .priors import make_prior
-    from .training import CHECKPOINT, TrainConfig, canvases, load, train
+    from .training import (
+        CHECKPOINT,
+        TrainConfig,
+        canvases,
+        default_model_config,
+        load,
+        train,
+    )
 
     _check_device(device)
     if resume and (out / CHECKPOINT).exists():
@@ -613,6 +685,7 @@ def train_command(
         test_fraction=test_fraction,
         canvas=list(canvas),
         distractors=distractors,
+        noise=noise,
         digit_size=digit_size,
         augment=augment,
         overlap=overlap,
@@ -656,32 +729,35 @@ def train_command(
             raise click.UsageError(str(error)) from error
     model_config = None
     if model_kind == "saccade":
-        classes = photo_classes(photos) if photos else class_names(task)
+        classes = default_model_config(train_config).classes
         try:
             model_config = (
                 start.config
                 if start
                 else SaccadeConfig(
-                    classes=classes,
-                    task=train_config.task,
-                    channels=3 if photos else 1,
-                    glimpses=glimpses,
-                    crop=crop,
-                    crop_pool=crop_pool,
-                    antialias=antialias,
-                    scale_min=scale_range[0],
-                    scale_max=scale_range[1],
-                    later_scale_max=later_scale_max,
-                    proxy=proxy,
-                    likelihood=likelihood,
-                    pair_evidence=pair_evidence,
-                    kl_weight=kl_weight,
-                    prior=prior,
-                    prior_args=dict(prior_args),
+                    **{
+                        "classes": classes,
+                        "task": train_config.task,
+                        "channels": 3 if photos else 1,
+                        "glimpses": glimpses,
+                        "crop": crop,
+                        "crop_pool": crop_pool,
+                        "antialias": antialias,
+                        "scale_min": scale_range[0],
+                        "scale_max": scale_range[1],
+                        "later_scale_max": later_scale_max,
+                        "proxy": proxy,
+                        "likelihood": likelihood,
+                        "pair_evidence": pair_evidence,
+                        "kl_weight": kl_weight,
+                        "prior": prior,
+                        "prior_args": dict(prior_args),
+                        **_config_settings(settings),
+                    }
                 )
             )
             make_prior(model_config.prior, model_config.hidden, model_config.prior_args)
-        except ValueError as error:
+        except (TypeError, ValueError) as error:  # TypeError: a --set key that is no field
             raise click.UsageError(str(error)) from error
         if not photos:
             try:
@@ -696,10 +772,21 @@ def train_command(
     if resume:
         _echo_once(f"starting the run in {out}: no checkpoint to resume yet")
     if model_config is None:
-        train_baseline(model_kind, train_config, out=out, progress=not quiet, model=start)
+        train_baseline(
+            model_kind, train_config, out=out, progress=not quiet, model=start, proxy=proxy
+        )
     else:
         train(model_config, train_config, out=out, progress=not quiet, model=start)
     _report_checkpoint(out)
+
+
+def _config_settings(settings: tuple[tuple[str, object], ...]) -> dict[str, object]:
+    """--set KEY=VALUE pairs as SaccadeConfig fields: true, false and none as Python's."""
+    words = {"true": True, "false": False, "none": None}
+    return {
+        key: words.get(value.lower(), value) if isinstance(value, str) else value
+        for key, value in settings
+    }
 
 
 def _echo_once(text: str) -> None:
@@ -849,6 +936,13 @@ def _check_device(device: str) -> None:
     show_default=True,
     help="Seed of the test canvases and of the posterior samples.",
 )
+@click.option(
+    "--proxy-baseline",
+    default=None,
+    metavar="CHECKPOINT",
+    help="Also evaluate this model (a proxy-only CNN: saccade train --model proxy-cnn) on the "
+    "same canvases and report its accuracy beside.",
+)
 @PHOTO_DIR
 @PHOTO_CSV
 @DEVICE
@@ -864,6 +958,7 @@ def evaluate_command(
     proxy_noise: float | None,
     batch_size: int,
     seed: int,
+    proxy_baseline: str | None,
     data_dir: Path | None,
     csv_file: Path | None,
     device: str,
@@ -871,6 +966,11 @@ def evaluate_command(
     as_json: bool,
 ) -> None:
     """Accuracy on canvases built from held-out digits only, or on photos.
+
+    For a saccade model on canvases it also reports what the glimpses read (see
+    pyro_saccade.metrics): the coverage of the digits that decide the label (at least half of a
+    digit inside a glimpse box at most 4x its side), the share of the image's pixels read, the
+    mean glimpse box side, and the accuracy of the same model with its glimpses at random places.
 
     A model trained on photos is evaluated on its run's held-out photos, or on every photo of
     --data-dir or --csv (the canvas options and --n do not apply then).
@@ -881,8 +981,10 @@ def evaluate_command(
 
     import pyro
 
+    from .data import MEGAPIXEL_TASKS
+    from .metrics import evaluate_glimpses, glimpse_lines
     from .model import SaccadeModel
-    from .training import canvases, evaluate, model_from_checkpoint, read_checkpoint, trained_config
+    from .training import canvases, load, model_from_checkpoint, read_checkpoint, trained_config
 
     _check_device(device)
     _use_threads(threads)
@@ -893,8 +995,11 @@ def evaluate_command(
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     photos = _photos(data_dir, csv_file)
     if photos or trained.photos:
+        if proxy_baseline:
+            raise click.UsageError("--proxy-baseline applies to canvases, not to photos")
         _evaluate_photos(model, trained, photos, batch_size, samples, noise, as_json)
         return
+    baseline = load(proxy_baseline, device) if proxy_baseline else None
     # The model's own task, which is the trained one unless the model was moved to another
     # (SaccadeModel.for_task) and saved, as sum-100 is.
     answers = model.config.task
@@ -913,33 +1018,44 @@ def evaluate_command(
         test_set = canvases(config, "test", n)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--canvas") from error
+    if baseline is not None and baseline.config.classes != model.config.classes:
+        raise click.BadParameter(
+            f"answers {baseline.config.task!r}, not {config.task!r}", param_hint="--proxy-baseline"
+        )
     started = time.perf_counter()
-    accuracy = evaluate(
+    measured = evaluate_glimpses(
         model,
         test_set,
         batch_size=batch_size,
         samples=samples,
         noise=noise,
-        progress=not as_json,
+        seed=seed,
+        proxy_baseline=baseline,
+        progress=None if as_json else True,  # with --json, a bar only on a terminal's stderr
     )
+    megapixel = config.task in MEGAPIXEL_TASKS
     result = {
         "checkpoint": str(checkpoint),
         "task": config.task,
         "canvas": "x".join(map(str, config.canvas)),
-        "distractors": config.distractors,
+        **({"noise": config.noise} if megapixel else {"distractors": config.distractors}),
         "n": n,
         "samples": samples,
         "proxy_noise": noise,
-        "accuracy": accuracy,
+        **measured.to_dict(),
+        "proxy_baseline": proxy_baseline,
         "seconds": round(time.perf_counter() - started, 2),
     }
     if as_json:
         click.echo(json.dumps(result))
-    else:
-        click.echo(
-            f"accuracy {accuracy:.4f} on {n} held-out {result['canvas']} canvases "
-            f"({config.task}, {config.distractors} distractors)"
-        )
+        return
+    clutter = f"{config.noise} noise boxes" if megapixel else f"{config.distractors} distractors"
+    click.echo(
+        f"accuracy {measured.accuracy:.4f} on {n} held-out {result['canvas']} canvases "
+        f"({config.task}, {clutter})"
+    )
+    for line in glimpse_lines(measured, proxy_baseline):
+        click.echo(line)
 
 
 def _evaluate_photos(
@@ -1055,7 +1171,7 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     prediction = model.infer(*prepare(batch, device, model.config.proxy), samples=samples)
     probs = prediction.probs[0]
     z = prediction.z.mean(0)[0]  # [T, 3]: mean over posterior samples
-    boxes = model.boxes(z, height, width)
+    boxes = model.boxes(prediction.z, height, width, prediction.centres).mean(0)[0]
     scale = box_scale(boxes, height, width)
     label, probability = predicted(probs, model.config.classes, model.config.multilabel)
     return {

@@ -216,7 +216,7 @@ def evaluate_glimpses(
             out = model.infer(images, proxies, samples)
             hits += int(correct(out.probs, labels, multilabel).sum())
             height, width = images.shape[-2:]
-            boxes = model.boxes(out.z, height, width, out.where)
+            boxes = model.boxes(out.z, height, width, out.centres)
             digits = None
             if described:
                 digits = [
@@ -228,7 +228,7 @@ def evaluate_glimpses(
                 with random_stream.active():
                     out = model.infer(images, proxies, samples, random=True)
                 random_hits += int(correct(out.probs, labels, multilabel).sum())
-                boxes = model.boxes(out.z, height, width, out.where)
+                boxes = model.boxes(out.z, height, width, out.centres)
                 random_tally.add(boxes, height, width, digits)
         else:
             probs = model.predict(images, proxies, samples=samples)

@@ -278,21 +278,24 @@ class Step(NamedTuple):
 
 class Look(NamedTuple):
     """The proxy as the attention over cells sees it: its feature map [B, C, G, G], the terms of
-    the attention that depend on it alone [B, G * G], and the cells already looked at."""
+    the attention that depend on it alone [B, G * G], where a glimpse in each cell aims
+    [B, G * G, 2], and the cells already looked at [B, G * G]."""
 
     maps: Tensor
     base: Tensor
+    aims: Tensor
     visited: Tensor
 
 
 @dataclass
 class Prediction:
     """Class probabilities [B, K], glimpses z [S, B, T, 3] (S = 1 for the posterior mean) and,
-    for a model with ``where="cells"``, the chosen cells [S, B, T]."""
+    for a model with ``where="cells"``, the centres (x, y) [S, B, T, 2] its glimpses aimed at
+    in normalised coordinates (``SaccadeModel.boxes`` takes them)."""
 
     probs: Tensor
     z: Tensor
-    where: Tensor | None = None
+    centres: Tensor | None = None
 
 
 class SaccadeModel(nn.Module):
@@ -355,23 +358,22 @@ class SaccadeModel(nn.Module):
         z: Tensor,
         proxy_features: Tensor,
         state: tuple[Tensor, Tensor],
-        where: Tensor | None = None,
+        centre: Tensor | None = None,
         weight: Tensor | None = None,
     ) -> Step:
-        """Crop the image at z_t (in cell where_t), encode the crop and update the recurrent
-        state to h_t. ``weight`` [B] multiplies the crop's features."""
+        """Crop the image at z_t (near ``centre`` [B, 2], the aim of cell where_t), encode the
+        crop and update the recurrent state to h_t. ``weight`` [B] multiplies the crop's
+        features."""
         if self._memo_images is images and t < len(self._memo) and self._memo[t][0] is z:
             return self._memo[t][1]
         c = self.config
-        if where is None:
-            crop = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max_of(t), c.antialias)
-            placed = z
-        else:
-            height, width = images.shape[-2:]
-            box = self.cell_box(z, where, height, width)
-            crop = sample_box(images, box, c.crop, c.antialias)
+        crop = self.crop(images, t, z, centre)
+        placed = z
+        if centre is not None:
             # The state learns where it looked and how wide: box side over box_max, centre.
-            placed = torch.stack([box[0] * (width / c.box_max), box[2], box[3]], -1)
+            width = images.shape[-1]
+            sx, _, cx, cy = self.cell_box(z, centre, *images.shape[-2:])
+            placed = torch.stack([sx * (width / c.box_max), cx, cy], -1)
         features = self.crop_encoder(crop)
         if weight is not None:
             features = features * weight.unsqueeze(-1)
@@ -380,19 +382,49 @@ class SaccadeModel(nn.Module):
         )
         return Step(h, state, features)
 
+    def crop(self, images: Tensor, t: int, z: Tensor, centre: Tensor | None = None) -> Tensor:
+        """The L x L crops [B, C, L, L] of glimpse t at z [B, 3] (aimed at ``centre`` [B, 2] in
+        a model with ``where="cells"``)."""
+        c = self.config
+        if centre is None:
+            return extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max_of(t), c.antialias)
+        box = self.cell_box(z, centre, *images.shape[-2:])
+        return sample_box(images, box, c.crop, c.antialias)
+
     def cell_box(
-        self, z: Tensor, where: Tensor, height: int, width: int
+        self, z: Tensor, centre: Tensor, height: int, width: int
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The normalised box (sx, sy, cx, cy) of glimpse z in cell ``where``."""
+        """The normalised box (sx, sy, cx, cy) of glimpse z aimed at ``centre``."""
         c = self.config
         grid = (c.cells, c.cells)
-        return cell_box(z, self.centres[where], grid, height, width, c.box_min, c.box_max)
+        return cell_box(z, centre, grid, height, width, c.box_min, c.box_max)
 
     def look(self, proxies: Tensor, maps: Tensor) -> Look:
-        """The attention's view of the proxy before the first glimpse."""
-        ink = F.avg_pool2d(proxies.mean(1, keepdim=True), 4).flatten(1)
-        base = self.attention_net.base(maps, ink)
-        return Look(maps, base, torch.zeros_like(base, dtype=torch.bool))
+        """The attention's view of the proxy before the first glimpse.
+
+        Each cell's ink is the proxy's mean over a window of twice the cell's side around it,
+        so that an object across a cell border counts whole in the cell nearest its centre, and
+        a glimpse in the cell aims at the centroid of that window's ink (the cell's centre where
+        there is none): z_t then refines an aim that is already on the object.
+        """
+        ink = proxies.mean(1, keepdim=True)
+        side = ink.shape[-1]
+        coords = (torch.arange(side, device=ink.device, dtype=ink.dtype) + 0.5) / side * 2 - 1
+
+        def window(values: Tensor) -> Tensor:  # [B, 1, J, J] -> [B, G * G]
+            return F.avg_pool2d(values, 8, stride=4, padding=2).flatten(1)
+
+        mass = window(ink)
+        centroid = torch.stack([window(ink * coords), window(ink * coords[:, None])], -1)
+        held = (mass > 1e-6).unsqueeze(-1)
+        aims = torch.where(held, centroid / mass.clamp(min=1e-6).unsqueeze(-1), self.centres)
+        base = self.attention_net.base(maps, mass)
+        return Look(maps, base, aims, torch.zeros_like(base, dtype=torch.bool))
+
+    @staticmethod
+    def aim(look: Look, where: Tensor) -> Tensor:
+        """The centres [B, 2] that the glimpses in cells ``where`` [B] aim at."""
+        return look.aims.gather(1, where[:, None, None].expand(-1, 1, 2))[:, 0]
 
     def attention(self, look: Look, h: Tensor, uniform: bool = False) -> dist.Categorical:
         """p(where_t | c, h_{t-1}) over the cells not yet looked at, which is also q; with
@@ -474,7 +506,7 @@ class SaccadeModel(nn.Module):
         decoded = F.adaptive_avg_pool2d(proxies, min(c.proxy, DECODED_PROXY))
         state = self.rnn.initial(batch, proxy_features)
         h, total = state[0][-1], None
-        where = weight = None
+        where = weight = centre = None
         with pyro.plate("data", batch, device=images.device):
             for t in pyro.markov(range(c.glimpses)):
                 if look is not None:
@@ -482,6 +514,7 @@ class SaccadeModel(nn.Module):
                     attention = self.attention(look, h)
                     where = pyro.sample(f"where_{t}", attention)
                     weight = self.attention_weight(attention, where)
+                    centre = self.aim(look, where)
                     look = self.looked_at(look, where)
                 # z_t ~ p(z_t | h_{t-1}): the KL term of the bound
                 with poutine.scale(scale=annealing * c.kl_weight):
@@ -489,7 +522,7 @@ class SaccadeModel(nn.Module):
                 # log p(c | z_t, h_{t-1}): the proxy decoder
                 with poutine.scale(scale=c.proxy_weight):
                     pyro.sample(f"c_{t}", self.proxy_distribution(z, h), obs=decoded)
-                step = self.step(t, images, z, proxy_features, state, where, weight)
+                step = self.step(t, images, z, proxy_features, state, centre, weight)
                 h, state = step.h, step.state
                 total = self.evidence(step, total)
                 logits = self.classifier.combine(total)
@@ -524,7 +557,7 @@ class SaccadeModel(nn.Module):
         look = self.look(proxies, proxy_maps) if c.where == "cells" else None
         state = self.rnn.initial(batch, proxy_features)
         h = state[0][-1]
-        where = weight = None
+        where = weight = centre = None
         self._memo, self._memo_images = [], images
         with pyro.plate("data", batch, device=images.device):
             for t in pyro.markov(range(c.glimpses)):
@@ -538,6 +571,7 @@ class SaccadeModel(nn.Module):
                         infer={"baseline": {"use_decaying_avg_baseline": True}},
                     )
                     weight = self.attention_weight(attention, where)
+                    centre = pyro.deterministic(f"centre_{t}", self.aim(look, where), event_dim=1)
                     look = self.looked_at(look, where)
                 loc, scale = self.posterior(t, proxy_features, proxy_maps, h, where)
                 if random and look is None:
@@ -546,7 +580,7 @@ class SaccadeModel(nn.Module):
                 q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
                 with poutine.scale(scale=annealing * c.kl_weight):
                     z = pyro.sample(f"z_{t}", q.to_event(1))
-                step = self.step(t, images, z, proxy_features, state, where, weight)
+                step = self.step(t, images, z, proxy_features, state, centre, weight)
                 h, state = step.h, step.state
                 self._memo.append((z, step))
 
@@ -601,13 +635,13 @@ class SaccadeModel(nn.Module):
         probs = torch.stack([p for p, _, _ in draws]).mean(0)
         self.check_finite(probs, "the glimpsed parts of the images")
         z = torch.stack([z for _, z, _ in draws])
-        where = None if draws[0][2] is None else torch.stack([w for _, _, w in draws])
-        return Prediction(probs=probs, z=z, where=where)
+        centres = None if draws[0][2] is None else torch.stack([w for _, _, w in draws])
+        return Prediction(probs=probs, z=z, centres=centres)
 
     def posterior_pass(
         self, images: Tensor, proxies: Tensor, mean: bool, random: bool = False
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Class probabilities [B, K], glimpses z [B, T, 3] and cells [B, T] (or None) of one
+        """Class probabilities [B, K], glimpses z [B, T, 3] and centres [B, T, 2] (or None) of one
         draw from the guide (its mean with ``mean=True``), replayed through the model. One guide
         pass and one replay that reuses the guide's crops: ``Predictive`` would trace each once
         more per sample."""
@@ -615,10 +649,10 @@ class SaccadeModel(nn.Module):
         model = poutine.trace(poutine.replay(self.model, guide)).get_trace(images, proxies)
         steps = range(self.config.glimpses)
         z = torch.stack([guide.nodes[f"z_{t}"]["value"] for t in steps], -2)
-        where = None
+        centres = None
         if self.config.where == "cells":
-            where = torch.stack([guide.nodes[f"where_{t}"]["value"] for t in steps], -1)
-        return model.nodes["probs"]["value"], z, where
+            centres = torch.stack([guide.nodes[f"centre_{t}"]["value"] for t in steps], -2)
+        return model.nodes["probs"]["value"], z, centres
 
     def predict(
         self,
@@ -656,12 +690,13 @@ class SaccadeModel(nn.Module):
         model.load_state_dict(weights, strict=False)  # shapes are still checked
         return model.to(next(self.parameters()).device)
 
-    def boxes(self, z: Tensor, height: int, width: int, where: Tensor | None = None) -> Tensor:
-        """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., T, 3] (in cells ``where`` [..., T])
-        on an image of the given size."""
+    def boxes(self, z: Tensor, height: int, width: int, centres: Tensor | None = None) -> Tensor:
+        """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., T, 3] on an image of the given size;
+        a model with ``where="cells"`` also needs the ``centres`` [..., T, 2] they aimed at
+        (``Prediction.centres``)."""
         c = self.config
         if c.where == "cells":
-            if where is None:
-                raise ValueError("this model places glimpses in cells: pass their ``where``")
-            return pixel_boxes(self.cell_box(z, where, height, width), height, width)
+            if centres is None:
+                raise ValueError("this model aims its glimpses at cells: pass their centres")
+            return pixel_boxes(self.cell_box(z, centres, height, width), height, width)
         return glimpse_boxes(z, height, width, c.scale_min, c.scale_maxima(z))

@@ -200,14 +200,14 @@ class CellAttention(nn.Module):
 
     def base(self, maps: Tensor, ink: Tensor) -> Tensor:
         """The terms that depend on the proxy alone, computed once per image: [B, G * G]."""
-        # An empty cell has no ink: the floor keeps its logit finite, ~100x below a digit's.
+        # An empty cell has no ink: the floor keeps its logit finite, far below a digit's.
         return self.detector(maps).flatten(1) + self.ink_weight * (ink + INK_FLOOR).log()
 
     def forward(self, base: Tensor, maps: Tensor, h: Tensor) -> Tensor:
         return base + torch.einsum("bcg,bc->bg", maps.flatten(2), self.recall(h))
 
 
-INK_FLOOR = 1e-3
+INK_FLOOR = 1e-4
 
 
 class Recurrence(nn.Module):

@@ -19,7 +19,6 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from .data import Photo, as_batch
-from .glimpse import extract_glimpse
 from .model import SaccadeModel
 from .posterior import predicted
 from .training import prepare
@@ -166,20 +165,20 @@ def glimpse_figure(
     batch, proxies = prepare(as_batch([image], c.proxy), device, c.proxy)
     prediction = model.infer(batch, proxies)
     z = prediction.z[0, 0]  # [T, 3]
+    centres = None if prediction.centres is None else prediction.centres[0, 0]  # [T, 2]
     crops = torch.cat(
         [
-            extract_glimpse(
-                batch, z[t : t + 1], c.crop, c.scale_min, c.scale_max_of(t), c.antialias
-            )
+            model.crop(batch, t, z[t : t + 1], None if centres is None else centres[t : t + 1])
             for t in range(c.glimpses)
         ]
     )
-    boxes = model.boxes(z, height, width)
-    cloud = (
-        model.boxes(model.infer(batch, proxies, samples=samples).z[:, 0], height, width)
-        if samples
-        else None
-    )
+    boxes = model.boxes(z, height, width, centres)
+    cloud = None
+    if samples:
+        draws = model.infer(batch, proxies, samples=samples)
+        cloud = model.boxes(
+            draws.z[:, 0], height, width, None if draws.centres is None else draws.centres[:, 0]
+        )
     label, probability = predicted(prediction.probs[0], c.classes, c.multilabel)
     title = f"predicted {label} (p={probability:.2f})"
     title_colour = "black"

@@ -16,6 +16,7 @@ from PIL import Image
 
 from pyro_saccade.cli import main
 from pyro_saccade.data import (
+    MEGAPIXEL_TASKS,
     TASKS,
     ImageError,
     Proxy,
@@ -476,4 +477,4 @@ def test_cli_help_is_instant() -> None:
 def test_cli_task_choices_match_the_data_module() -> None:
     export = main.commands["data"].commands["export"]
     task = next(param for param in export.params if param.name == "task")
-    assert tuple(task.type.choices) == TASKS
+    assert tuple(task.type.choices) == TASKS + MEGAPIXEL_TASKS
