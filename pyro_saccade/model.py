@@ -514,7 +514,7 @@ class SaccadeModel(nn.Module):
                     attention = self.attention(look, h)
                     where = pyro.sample(f"where_{t}", attention)
                     weight = self.attention_weight(attention, where)
-                    centre = self.aim(look, where)
+                    centre = pyro.deterministic(f"centre_{t}", self.aim(look, where), event_dim=1)
                     look = self.looked_at(look, where)
                 # z_t ~ p(z_t | h_{t-1}): the KL term of the bound
                 with poutine.scale(scale=annealing * c.kl_weight):
@@ -571,7 +571,7 @@ class SaccadeModel(nn.Module):
                         infer={"baseline": {"use_decaying_avg_baseline": True}},
                     )
                     weight = self.attention_weight(attention, where)
-                    centre = pyro.deterministic(f"centre_{t}", self.aim(look, where), event_dim=1)
+                    centre = self.aim(look, where)
                     look = self.looked_at(look, where)
                 loc, scale = self.posterior(t, proxy_features, proxy_maps, h, where)
                 if random and look is None:
@@ -651,7 +651,7 @@ class SaccadeModel(nn.Module):
         z = torch.stack([guide.nodes[f"z_{t}"]["value"] for t in steps], -2)
         centres = None
         if self.config.where == "cells":
-            centres = torch.stack([guide.nodes[f"centre_{t}"]["value"] for t in steps], -2)
+            centres = torch.stack([model.nodes[f"centre_{t}"]["value"] for t in steps], -2)
         return model.nodes["probs"]["value"], z, centres
 
     def predict(

@@ -32,7 +32,7 @@ from pyro.infer import Predictive
 from torch import Tensor
 
 from .data import Photo, as_batch
-from .glimpse import box_scale, glimpse_boxes
+from .glimpse import cell_box, glimpse_boxes, pixel_boxes
 from .model import SaccadeConfig, SaccadeModel
 from .training import prepare
 
@@ -43,11 +43,13 @@ LABELS_FILE = "labels.csv"
 
 @dataclass
 class Draws:
-    """S draws for N images: z [S, N, T, 3], probs [S, N, K], labels [S, N] ([S, N, K] for mark)."""
+    """S draws for N images: z [S, N, T, 3], probs [S, N, K], labels [S, N] ([S, N, K] for mark),
+    and for a model with ``where="cells"`` the centres its glimpses aimed at [S, N, T, 2]."""
 
     z: Tensor
     probs: Tensor
     labels: Tensor
+    centres: Tensor | None = None
 
 
 @dataclass
@@ -68,13 +70,34 @@ class GlimpsePosterior:
     def boxes(self, draws: Draws) -> Tensor:
         """Pixel boxes (x0, y0, x1, y1) of the draws' glimpses, [S, N, T, 4]."""
         c = self.config
+        if draws.centres is not None:
+            grid = (c.cells, c.cells)
+            return torch.stack(
+                [
+                    pixel_boxes(
+                        cell_box(
+                            draws.z[:, n], draws.centres[:, n], grid, h, w, c.box_min, c.box_max
+                        ),
+                        h,
+                        w,
+                    )
+                    for n, (h, w) in enumerate(self.sizes)
+                ],
+                1,
+            )
         return _per_image(draws.z, self.sizes, glimpse_boxes, c.scale_min, c.scale_maxima(draws.z))
 
     def crops(self, draws: Draws) -> Tensor:
-        """(scale, x, y) of the draws' glimpses in image-size-free units, [S, N, T, 3]."""
-        c = self.config
-        scale_max = c.scale_maxima(draws.z)
-        return _per_image(draws.z, self.sizes, crop_coordinates, c.scale_min, scale_max)
+        """(scale, x, y) of the draws' glimpses in image-size-free units, [S, N, T, 3]:
+        crop side over the shorter image side, centre over the width and the height."""
+        boxes = self.boxes(draws)
+        sizes = torch.tensor(self.sizes, dtype=boxes.dtype)  # [N, 2] (height, width)
+        height, width = sizes[None, :, None, 0], sizes[None, :, None, 1]
+        x0, y0, x1, y1 = boxes.unbind(-1)
+        short = torch.minimum(height, width)
+        return torch.stack(
+            [(x1 - x0) / short, (x0 + x1) / (2 * width), (y0 + y1) / (2 * height)], -1
+        )
 
     def to_arviz(self) -> object:
         """ArviZ InferenceData (ArviZ < 1) or DataTree (ArviZ >= 1) with named dims and coords."""
@@ -154,16 +177,6 @@ def _per_image(
     return torch.stack([fn(z[:, n], h, w, *args) for n, (h, w) in enumerate(sizes)], 1)
 
 
-def crop_coordinates(
-    z: Tensor, height: int, width: int, scale_min: float, scale_max: float | Tensor
-) -> Tensor:
-    """(crop side / shorter side, centre x / width, centre y / height) of glimpses z [..., 3]."""
-    boxes = glimpse_boxes(z, height, width, scale_min, scale_max)
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    centre = [(x0 + x1) / (2 * width), (y0 + y1) / (2 * height)]
-    return torch.stack([box_scale(boxes, height, width), *centre], -1)
-
-
 # -- sampling ---------------------------------------------------------------------------------
 
 
@@ -174,15 +187,21 @@ def draw(
     ``posterior=False``, the prior (then the glimpses follow p(z_t | h_{t-1}))."""
     c = model.config
     latents = [f"z_{t}" for t in range(c.glimpses)]
+    centres = [f"centre_{t}" for t in range(c.glimpses)] if c.where == "cells" else []
     label = "y" if c.likelihood == "aggregate" else f"y_{c.glimpses - 1}"
     predictive = Predictive(
         model.model,
         guide=model.guide if posterior else None,
         num_samples=samples,
-        return_sites=latents + ["probs", label],
+        return_sites=latents + centres + ["probs", label],
     )
     out = predictive(images, proxies)
-    return Draws(torch.stack([out[s] for s in latents], -2), out["probs"], out[label])
+    return Draws(
+        torch.stack([out[s] for s in latents], -2),
+        out["probs"],
+        out[label],
+        torch.stack([out[s] for s in centres], -2) if centres else None,
+    )
 
 
 @torch.no_grad()
@@ -246,7 +265,12 @@ def _runs(images: Sequence[Tensor] | Sequence[Photo], batch_size: int) -> Iterat
 
 def _concat(parts: list[Draws]) -> Draws:
     return Draws(
-        *(torch.cat([getattr(p, f).cpu() for p in parts], 1) for f in Draws.__dataclass_fields__)
+        *(
+            None
+            if getattr(parts[0], f) is None
+            else torch.cat([getattr(p, f).cpu() for p in parts], 1)
+            for f in Draws.__dataclass_fields__
+        )
     )
 
 

@@ -1,0 +1,67 @@
+"""Glimpses placed in cells of the proxy (``SaccadeConfig(where="cells")``): they zoom to small
+objects on large canvases at any size, and every tool that shows glimpses takes them."""
+
+import pytest
+import torch
+from tiny import TINY
+
+from pyro_saccade import SaccadeConfig, SaccadeModel
+from pyro_saccade.data import CanvasBatch, PatchCanvas
+from pyro_saccade.posterior import sample_posterior
+
+CLASSES = [str(k) for k in range(10)]
+
+
+def cells_model(**changes: object) -> SaccadeModel:
+    torch.manual_seed(0)
+    config = dict(TINY, proxy=64, where="cells", box_min=16, box_max=48, evidence="crops")
+    return SaccadeModel(SaccadeConfig(classes=CLASSES, task="majority", **{**config, **changes}))
+
+
+def one_blob(side: int, x0: int, y0: int) -> CanvasBatch:
+    """A lazy canvas of ``side`` pixels, black but for one 28-pixel square of ink at (x0, y0)."""
+    blob = torch.ones(1, 28, 28)
+    canvas = PatchCanvas(
+        side, side, blob, torch.tensor([28]), torch.tensor([[x0, y0, x0 + 28, y0 + 28]])
+    )
+    return CanvasBatch([canvas])
+
+
+@pytest.mark.parametrize("side", [600, 20000])
+def test_untrained_first_glimpse_aims_at_the_only_ink_with_a_box_in_pixels(side: int) -> None:
+    model = cells_model()
+    x0, y0 = side // 3, side // 2
+    out = model.infer(one_blob(side, x0, y0))
+    box = model.boxes(out.z[0, 0], side, side, out.centres[0, 0])[0]
+    # The box is box_min..box_max pixels wide whatever the canvas ...
+    assert 16 <= float(box[2] - box[0]) <= 48
+    # ... and centred on the ink as precisely as the proxy shows it: within one proxy pixel.
+    proxy_pixel = side / model.config.proxy
+    centre = torch.stack([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+    assert (centre - torch.tensor([x0 + 14.0, y0 + 14.0])).abs().max() <= proxy_pixel
+    if proxy_pixel < 14:  # the box then holds the whole blob
+        assert box[0] <= x0 and box[2] >= x0 + 28 and box[1] <= y0 and box[3] >= y0 + 28
+
+
+def test_random_glimpses_go_elsewhere_with_the_same_sizes() -> None:
+    model = cells_model()
+    images = one_blob(600, 200, 300)
+    torch.manual_seed(1)
+    aimed = model.infer(images)
+    scattered = model.infer(images, random=True)
+    assert not torch.allclose(aimed.centres, scattered.centres)
+    assert torch.allclose(aimed.z[..., 0], scattered.z[..., 0])
+
+
+def test_posterior_draws_of_a_cells_model_have_boxes_inside_the_reach() -> None:
+    model = cells_model()
+    image = one_blob(600, 200, 300).dense()[0]
+    draws = sample_posterior(model, [image], samples=4)
+    boxes = draws.boxes(draws.posterior)
+    assert boxes.shape == (4, 1, model.config.glimpses, 4)
+    sides = boxes[..., 2] - boxes[..., 0]
+    assert (sides >= 16 - 1e-4).all() and (sides <= 48 + 1e-4).all()
+    crops = draws.crops(draws.prior)
+    assert torch.allclose(
+        crops[..., 0], (draws.boxes(draws.prior)[..., 2] - draws.boxes(draws.prior)[..., 0]) / 600
+    )
