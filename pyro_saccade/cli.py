@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -66,7 +67,14 @@ def _number(text: str) -> int | float:
 
 
 class SaccadeGroup(click.Group):
-    """A click group that prints expected errors as one line on stderr, without a traceback."""
+    """A click group that prints expected errors as one line on stderr, without a traceback,
+    and takes its --debug flag anywhere on the command line, also after the subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)  # after "--" it is an argument
+        if "--debug" in args[:end]:
+            args = ["--debug", *[a for a in args[:end] if a != "--debug"], *args[end:]]
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -117,15 +125,33 @@ def _writable(ctx: click.Context, param: click.Parameter, value: Path | None) ->
     return value
 
 
-@click.group(cls=SaccadeGroup)
+@click.group(cls=SaccadeGroup, context_settings=dict(help_option_names=["-h", "--help"]))
 @click.version_option(package_name="pyro_saccade")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show full tracebacks on errors (also accepted after the command).",
+)
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Variational saccading: classify very large images from a few small crops."""
     ctx.obj = {"debug": debug}
     if not debug:
         warnings.showwarning = _show_warning
+
+
+# Listed from the files, as training.pretrained_names() does, so that --help needs no torch.
+PRETRAINED_NAMES = sorted(path.stem for path in (Path(__file__).parent / "pretrained").glob("*.pt"))
+CHECKPOINT_HELP = (
+    "CHECKPOINT is a checkpoint file, a run directory (its checkpoint.pt) or the name of a "
+    f"pretrained model: {', '.join(PRETRAINED_NAMES) or 'none shipped'}."
+)
+
+
+def takes_checkpoint(command: Callable) -> Callable:
+    """Add CHECKPOINT_HELP to a command's help (apply below the @main.command decorator)."""
+    command.__doc__ = f"{command.__doc__.rstrip()}\n\n    {CHECKPOINT_HELP}\n"
+    return command
 
 
 def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
@@ -187,9 +213,10 @@ def data() -> None:
 @click.option(
     "--split",
     type=click.Choice(["train", "test"]),
-    default="train",
+    default="test",
     show_default=True,
-    help="Digit pool; train and test canvases never share a digit.",
+    help="Digit pool: test (held-out digits, which no model saw in training) or train; train "
+    "and test canvases never share a digit.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Dataset seed.")
 @click.option(
@@ -416,7 +443,14 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     show_default=True,
     help="Share of each class of photos held out for testing.",
 )
-@click.option("--epochs", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Passes over --train-size fresh canvases (0 with --init: save that model for this "
+    "--task and --canvas without training).",
+)
 @click.option(
     "--train-size",
     type=click.IntRange(min=1),
@@ -580,7 +614,8 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     "--init",
     "init",
     default=None,
-    help="Start from the weights of this checkpoint or pretrained name (fine-tuning).",
+    help="Start from the weights of this checkpoint file, run directory or pretrained name "
+    f"({', '.join(PRETRAINED_NAMES)}): fine-tuning.",
 )
 @click.option(
     "--set",
@@ -928,11 +963,17 @@ def _check_device(device: str) -> None:
     default=None,
     help="Std of proxy noise [default: as trained].",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Canvases predicted together (lower it for large canvases to save memory).",
+)
 @click.option(
     "--seed",
     type=int,
-    default=1,
+    default=0,
     show_default=True,
     help="Seed of the test canvases and of the posterior samples.",
 )
@@ -940,14 +981,15 @@ def _check_device(device: str) -> None:
     "--proxy-baseline",
     default=None,
     metavar="CHECKPOINT",
-    help="Also evaluate this model (a proxy-only CNN: saccade train --model proxy-cnn) on the "
-    "same canvases and report its accuracy beside.",
+    help="Also evaluate this model (a proxy-only CNN: saccade train --model proxy-cnn; a "
+    "checkpoint file or run directory) on the same canvases and report its accuracy beside.",
 )
 @PHOTO_DIR
 @PHOTO_CSV
 @DEVICE
 @THREADS
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@takes_checkpoint
 def evaluate_command(
     checkpoint: str,
     canvas: tuple[int, int] | None,
@@ -1128,6 +1170,7 @@ def _evaluate_photos(
 @DEVICE
 @THREADS
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@takes_checkpoint
 def predict_command(
     checkpoint: str,
     images: tuple[Path, ...],
@@ -1192,48 +1235,80 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
 
 
 @main.command("demo")
-@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--train-size", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Held-out canvases per shipped model (a tenth of them, at least 10, for models of "
+    "canvases over 512 px).",
+)
+@click.option(
+    "--train",
+    "train_first",
+    is_flag=True,
+    help="Instead, train a model briefly (it prints how long first), evaluate it and draw "
+    "its glimpses.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --train: passes over --train-size fresh canvases.",
+)
+@click.option(
+    "--train-size",
+    type=click.IntRange(min=1),
+    default=3000,
+    show_default=True,
+    help="With --train: fresh canvases per epoch.",
+)
+@SEED
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     callback=_writable,
     default="runs/demo",
     show_default=True,
+    help="Directory for the pictures (and with --train, the run).",
 )
+@click.option("--force", is_flag=True, help="Overwrite --out if it holds files already.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @THREADS
-def demo(epochs: int, train_size: int, out: Path, quiet: bool, threads: int) -> None:
-    """Train briefly on the bundled digits, evaluate, and classify three canvases."""
-    from .data import TwoDigitCluttered
-    from .training import TrainConfig, canvases, evaluate, load, pretrained_names, train
+def demo(
+    n: int,
+    train_first: bool,
+    epochs: int,
+    train_size: int,
+    seed: int,
+    out: Path,
+    force: bool,
+    quiet: bool,
+    threads: int,
+) -> None:
+    """Predict held-out canvases with every shipped pretrained model, in under a minute: prints
+    accuracy and time per image beside the tiled resnet18 baseline's, and draws where each
+    model looked. With --train, train a model briefly instead.
+    """
+    import shutil
+
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise click.BadParameter(
+                f"{out} holds files already: add --force to overwrite them, or choose another "
+                "directory",
+                param_hint="--out",
+            )
+        shutil.rmtree(out)  # a run left there would be resumed or refused by train
+    from .demo import run_demo, run_training
 
     _use_threads(threads)
-    config = TrainConfig(epochs=epochs, train_size=train_size, test_size=500, workers=1)
-    click.echo(
-        f"training {epochs} epochs of {train_size} fresh 100x100 canvases "
-        "(two digits, 8 distractors, 55 classes) on the bundled MNIST digits"
-    )
-    model = train(train_config=config, out=out, progress=not quiet)
-    held_out = canvases(config, "test", 1000)
-    accuracy = evaluate(model, held_out, progress=not quiet)
-    click.echo(
-        f"this short run: held-out accuracy {accuracy:.4f} on 1000 canvases of unseen digits "
-        f"(chance {1 / 55:.4f}); the shipped model trained for 74 minutes on 2 cores"
-    )
-    if "identify-100" in pretrained_names():
-        model = load("identify-100")
-        accuracy = evaluate(model, held_out, progress=not quiet)
-        click.echo(f"the shipped identify-100 model: held-out accuracy {accuracy:.4f}")
-    examples = TwoDigitCluttered("identify", 100, 3, split="test", seed=7)
-    for i in range(3):
-        image, _ = examples[i]
-        result = describe_prediction(model, image)
-        click.echo(
-            f"canvas {i}: true {examples.describe(i)['label']}, predicted "
-            f"{result['label']} (p={result['probability']:.2f})"
-        )
-    click.echo(f"checkpoint: {out / 'checkpoint.pt'}")
+    if train_first:
+        run_training(epochs, train_size, seed, out, not quiet, click.echo)
+    else:
+        run_demo(n, seed, out, click.echo)
 
 
 # -- looking inside ------------------------------------------------------------------------------
@@ -1296,6 +1371,7 @@ def _open_image(path: Path, model: object, lazy: bool = False) -> object:
     required=True,
     help="netCDF file to write (open it with ArviZ).",
 )
+@takes_checkpoint
 def posterior_command(
     checkpoint: str,
     images: tuple[Path, ...],
@@ -1351,6 +1427,7 @@ def posterior_command(
     required=True,
     help="Directory for the pictures (created if missing).",
 )
+@takes_checkpoint
 def visualize_command(
     checkpoint: str,
     images: tuple[Path, ...],
@@ -1376,11 +1453,40 @@ def visualize_command(
     checked_labels(images, model.config.classes, model.config.multilabel)
     out.mkdir(parents=True, exist_ok=True)
     pyro.set_rng_seed(seed)
-    for path, label in zip(images, labels_beside(images), strict=True):
+    names = _unique_stems(images)
+    for path, label, name in zip(images, labels_beside(images), names, strict=True):
         image = _open_image(path, model, lazy=True)
-        target = out / f"{path.stem}_glimpses.png"
+        target = out / f"{name}_glimpses.png"
         glimpse_figure(model, image, samples, label).savefig(target, dpi=100)
         click.echo(f"{path}: {target}")
+
+
+def _unique_stems(paths: tuple[Path, ...]) -> list[str]:
+    """A distinct name per image for its picture: the file's stem, with as many of its folders
+    as tell it apart from the others (a/x.png and b/x.png: a_x and b_x), else a count."""
+    keys = [path.resolve().with_suffix("").parts[1:] for path in paths]  # without the root
+    depth = [1] * len(paths)
+    while True:
+        names = ["_".join(key[-d:]) for key, d in zip(keys, depth, strict=True)]
+        owners: dict[str, set[tuple[str, ...]]] = {}
+        for name, key in zip(names, keys, strict=True):
+            owners.setdefault(name, set()).add(key)
+        # Folders tell apart only different files: a file given twice is counted below.
+        grow = [
+            i
+            for i, name in enumerate(names)
+            if len(owners[name]) > 1 and depth[i] < len(keys[i])
+        ]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:  # the same file twice, or x.png beside x.jpg
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return unique
 
 
 # -- benchmark -----------------------------------------------------------------------------------

@@ -615,6 +615,9 @@ class SaccadeModel(nn.Module):
         drawn from their patches (``data.CanvasBatch``)."""
         if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
             self.check_images(images)
+        from .familiar import warn_unfamiliar
+
+        warn_unfamiliar(self, images)
         if proxies is None:
             from .data import proxies_of
 
@@ -663,6 +666,14 @@ class SaccadeModel(nn.Module):
     ) -> Tensor:
         """Class probabilities [B, K] for images [B, C, H, W] of any size."""
         return self.infer(images, proxies, samples, random).probs
+
+    def labels(self, probs: Tensor) -> list[str]:
+        """Class names of probabilities [B, K] (or one [K]) from ``predict``: the most probable
+        class, or for a multi-label model the classes above 0.5 joined by "+" ("3+7")."""
+        from .posterior import predicted
+
+        rows, c = probs.reshape(-1, probs.shape[-1]), self.config
+        return [predicted(row, c.classes, c.multilabel)[0] for row in rows]
 
     def for_task(self, task: str, classes: list[str]) -> SaccadeModel:
         """A copy of this two-digit model that answers another two-digit task: the digit

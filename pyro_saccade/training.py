@@ -44,6 +44,7 @@ from .data import (
 )
 from .data.photos import photo_classes, proxy_cache_dir
 from .errors import CheckpointError, TrainingDiverged
+from .familiar import trained_on
 from .model import FORMAT_VERSION, SaccadeConfig, SaccadeModel
 
 CHECKPOINT = "checkpoint.pt"
@@ -433,6 +434,8 @@ def model_from_checkpoint(payload: dict, source: str = "checkpoint") -> SaccadeM
     if differences:
         raise CheckpointError(f"{source}: weights do not match its config ({differences})")
     model.load_state_dict(payload["model"])
+    trained = trained_config(payload)  # for the warning on unlike inputs (familiar.py)
+    model.trained_on = trained_on(model.config.channels, None if trained.photos else trained.canvas)
     return model
 
 

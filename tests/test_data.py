@@ -441,7 +441,7 @@ def test_data_export(tmp_path: Path, task: str, canvas: str, n: int, size: tuple
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     rows = read_labels(out)
-    dataset = TwoDigitCluttered(task, canvas=size[::-1], n=n)
+    dataset = TwoDigitCluttered(task, canvas=size[::-1], n=n, split="test")
     assert [row["file"] for row in rows] == [f"{i:06d}.png" for i in range(n)]
     assert [row["label"] for row in rows] == [dataset.describe(i)["label"] for i in range(n)]
     for row in rows:

@@ -38,7 +38,8 @@ def test_data_export_writes_megapixel_canvases(tmp_path: Path) -> None:
     with Image.open(out / "000000.png") as png:
         assert png.size == (1500, 1500)
     with open(out / "labels.csv", newline="") as f:
-        assert next(csv.DictReader(f))["label"] == MegapixelMNIST(n=1).describe(0)["label"]
+        expected = MegapixelMNIST(n=1, split="test").describe(0)["label"]
+        assert next(csv.DictReader(f))["label"] == expected
 
 
 def test_data_export_rejects_options_of_the_other_dataset(tmp_path: Path) -> None:
