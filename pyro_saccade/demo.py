@@ -22,11 +22,11 @@ from .data import class_names
 from .model import SaccadeModel
 from .training import (
     LAZY_SIDE,
+    METRICS,
     TrainConfig,
     canvases,
     collate,
     correct,
-    evaluate,
     model_from_checkpoint,
     prepare,
     pretrained_names,
@@ -40,10 +40,11 @@ from .training import (
 LARGE_SHARE, LARGE_MIN = 10, 10
 BATCH = 20  # canvases predicted together (a batch of 2528x2528 canvases is cropped lazily)
 PICTURE_SAMPLES = 16  # posterior draws drawn as faint boxes
-# Measured on the 2-core machine of docs/results.md, one process and thread: training steps of
-# the demo's run (batch 64, 100x100 canvases), with the evaluation after each epoch.
+# Training canvases per second of the --train run (batch 64, 100x100 canvases, one thread),
+# measured at 34 on a 2-core machine busy with two other trainings; an evaluated canvas costs
+# about a quarter of a trained one.
 TRAIN_CANVASES_PER_SECOND = 30.0
-SHIPPED_TRAINING = "68.3 minutes on 2 cores (docs/results.md)"
+SHIPPED_TRAINING = "68.3 minutes on 2 cores, docs/results.md"
 
 
 @dataclass
@@ -176,15 +177,18 @@ def run_demo(n: int, seed: int, out: Path, echo: Callable[[str], None]) -> list[
 
 
 def training_minutes(epochs: int, train_size: int, test_size: int) -> float:
-    """Estimated wall time of ``run_training`` in minutes."""
-    return (epochs * (train_size + test_size / 4) + test_size / 4) / TRAIN_CANVASES_PER_SECOND / 60
+    """Estimated wall time of ``run_training`` in minutes (at least one)."""
+    seconds = epochs * (train_size + test_size / 4) / TRAIN_CANVASES_PER_SECOND
+    return max(1.0, seconds / 60)
 
 
 def run_training(
     epochs: int, train_size: int, seed: int, out: Path, progress: bool, echo: Callable[[str], None]
 ) -> float:
-    """Train a model on 100x100 canvases briefly, evaluate it and draw its glimpses; returns its
-    held-out accuracy."""
+    """Train a model on 100x100 canvases briefly and draw its glimpses; returns its held-out
+    accuracy (evaluated by ``train`` after the last epoch)."""
+    import json
+
     test_size = 500
     config = TrainConfig(
         epochs=epochs, train_size=train_size, test_size=test_size, workers=1, seed=seed
@@ -193,15 +197,16 @@ def run_training(
     echo(
         f"training {epochs} epoch{'s' if epochs != 1 else ''} of {train_size} fresh 100x100 "
         "canvases (two digits, 8 distractors, 55 classes) on the bundled MNIST digits: about "
-        f"{training_minutes(epochs, train_size, test_size):.0f} minutes on one core"
+        f"{training_minutes(epochs, train_size, test_size):.0f} minutes on one thread"
     )
     echo(
         f"a run this short stays far below the shipped identify-100 (trained for "
         f"{SHIPPED_TRAINING}): expect a held-out accuracy a little above chance ({chance:.1%})"
     )
     model = train(train_config=config, out=out, progress=progress)
-    held_out = canvases(config, "test", test_size)
-    accuracy = evaluate(model, held_out, progress=progress)
+    last = (out / METRICS).read_text().splitlines()[-1]
+    accuracy = json.loads(last)["test_accuracy"]
+    held_out = canvases(config, "test", 1)
     echo(f"held-out accuracy {accuracy:.1%} on {test_size} canvases (chance {chance:.1%})")
     picture = out / "glimpses.png"
     draw(model, held_out, picture)

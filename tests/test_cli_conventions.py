@@ -137,3 +137,14 @@ def test_inputs_unlike_the_training_canvases_warn(tmp_path: Path, checkpoint: Pa
     assert result.exit_code == 0 and "Warning: a colour image for a model trained on gray" in (
         result.output
     )
+
+
+def test_demo_shows_a_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyro_saccade.demo
+
+    monkeypatch.setattr(pyro_saccade.demo, "pretrained_names", lambda: ["identify-100"])
+    result = CliRunner().invoke(main, ["demo", "--n", "4", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("identify-100 "))
+    assert "100x100" in row and row.count(" ms") == 2  # saccade and tiled resnet18 times
+    assert (tmp_path / "demo/identify-100_glimpses.png").is_file()
