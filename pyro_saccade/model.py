@@ -122,6 +122,7 @@ class SaccadeConfig(ClassifierConfigMixin):
         "box_min": 32,
         "box_max": 128,
         "attention_weights": True,
+        "learn_where": True,
     }
 
     classes: list[str] = field(
@@ -146,6 +147,10 @@ class SaccadeConfig(ClassifierConfigMixin):
     # attention also gets the pathwise gradient of attention sampling (Katharopoulos & Fleuret
     # 2019) besides Trace_ELBO's score-function term
     attention_weights: bool = True
+    # cells: whether the attention learns. Off, glimpses go where the proxy has ink, which
+    # finds small objects on a dark canvas from the first step; a reader trained so can then
+    # teach the attention what is worth reading (a second stage with it on, via --init).
+    learn_where: bool = True
     hidden: int = 256  # recurrent state
     rnn_layers: int = 1
     crop_width: int = 32  # channels of the crop encoder's first layers
@@ -341,6 +346,7 @@ class SaccadeModel(nn.Module):
         self.prior = prior if prior is not None else make_prior(c.prior, c.hidden, c.prior_args)
         if c.where == "cells":
             self.attention_net = CellAttention(2 * c.proxy_width, c.hidden)
+            self.attention_net.requires_grad_(c.learn_where)
             self.register_buffer("centres", cell_centres(c.cells, c.cells), persistent=False)
         # The guide runs the same recurrence as the model; under Trace_ELBO the model is replayed
         # with the guide's very z tensors, so the model reuses the guide's states instead of
