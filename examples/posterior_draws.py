@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", nargs="?", default="sum-100")
     parser.add_argument("--n", type=int, default=400, help="number of held-out canvases")
     parser.add_argument("--samples", type=int, default=16, help="most draws averaged")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the canvases and draws")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the canvases and draws")
     parser.add_argument("--canvas", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=100)
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@
 # on 68,000 training digits, the 8,000 bundled ones and the 60,000 of the official MNIST
 # training set (--digits bundled+60k: downloaded by torchvision once, or put by hand into
 # ~/.cache/pyro_saccade/mnist/MNIST/raw/), about 68 minutes with bfloat16 on a CPU with AVX-512
-# BF16 (machines of the same kind have run up to a third slower, see docs/results.md); sum-100
+# BF16 (machines of the same kind have run up to a third slower); sum-100
 # and identify-2528 are identify-100 saved for another task and canvas, no training.
 set -euo pipefail
 export OMP_NUM_THREADS=1  # one intra-op thread per process, as the runs were made
@@ -25,17 +25,17 @@ if [[ "$what" == identify-100 || "$what" == all ]]; then
   # Then 2 more epochs at 2e-4 (cosine to 1e-5), again 30% of the canvases overlapped.
   $two train --init runs/identify-100-stage1 --digits bundled+60k --overlap 0.3 --epochs 2 \
     --train-size 50000 --test-size 1000 --lr 2e-4 --precision bfloat16 --seed 0 --quiet --out runs/identify-100
-  saccade evaluate runs/identify-100 --n 2000
+  saccade evaluate runs/identify-100 --n 2000 --seed 1
   saccade evaluate runs/identify-100 --n 2000 --seed 2
-  saccade evaluate runs/identify-100 --n 2000 --samples 16
+  saccade evaluate runs/identify-100 --n 2000 --seed 1 --samples 16
 fi
 
 if [[ "$what" == sum-100 || "$what" == all ]]; then
-  # The digit evidence of identify-100 answers sums as it is (SaccadeModel.for_task). One-epoch
-  # sum fine-tunes did no better on the canvases of --seed 2 in earlier sessions (docs/results.md).
+  # The digit evidence of identify-100 answers sums as it is (SaccadeModel.for_task); a one-epoch
+  # sum fine-tune did no better (docs/results.md, "What did not help").
   saccade train --init runs/identify-100 --task sum --canvas 100 --epochs 0 --quiet \
     --out runs/sum-100
-  saccade evaluate runs/sum-100 --n 2000
+  saccade evaluate runs/sum-100 --n 2000 --seed 1
   saccade evaluate runs/sum-100 --n 2000 --seed 2
   for seed in 1 2 123 5; do saccade evaluate runs/sum-100 --n 2000 --samples 16 --seed "$seed"; done
   # Accuracy against the number of posterior draws averaged, 1 to 64.
@@ -47,22 +47,21 @@ if [[ "$what" == identify-2528 || "$what" == all ]]; then
   # Glimpse coordinates are fractions of the image and digits scale with the canvas, so the
   # 100x100 model transfers: identify-2528 is identify-100 saved for 2528x2528 canvases.
   saccade train --init runs/identify-100 --canvas 2528 --epochs 0 --quiet --out runs/identify-2528
-  saccade evaluate runs/identify-2528 --n 2000 --batch-size 20
+  saccade evaluate runs/identify-2528 --n 2000 --batch-size 20 --seed 1
   saccade evaluate runs/identify-2528 --n 2000 --batch-size 20 --seed 2
-  saccade evaluate runs/identify-2528 --n 2000 --batch-size 20 --samples 16
 fi
 
 if [[ "$what" == noise || "$what" == all ]]; then
   # Fig. 5 of the paper: identify-100 when its proxy is noisy, first at test time only, then
   # fine-tuned on noisy proxies (one epoch of 25,000 canvases each) and tested with that noise.
   for sigma in 0 0.1 0.25 0.5; do
-    saccade evaluate runs/identify-100 --n 2000 --proxy-noise "$sigma"
+    saccade evaluate runs/identify-100 --n 2000 --seed 1 --proxy-noise "$sigma"
   done
   for sigma in 0.1 0.25 0.5; do
     saccade train --init runs/identify-100 --task identify --canvas 100 --digits bundled+60k \
       --proxy-noise "$sigma" --epochs 1 --train-size 25000 --test-size 1000 --lr 2e-4 --precision bfloat16 --seed 0 \
       --quiet --out "runs/noise-$sigma"
-    saccade evaluate "runs/noise-$sigma" --n 2000  # with the noise it was trained with
+    saccade evaluate "runs/noise-$sigma" --n 2000 --seed 1  # with the noise it was trained with
   done
 fi
 
@@ -72,37 +71,7 @@ if [[ "$what" == curves || "$what" == all ]]; then
 from pyro_saccade.viz import training_curves
 
 training_curves(
-    {
-        "sixth session (32-wide, 17 epochs)": "docs/runs/sixth-identify-100",
-        "fifth session (24-wide)": "docs/runs/fifth-identify-100",
-        "fourth session (16-wide)": [
-            "docs/runs/fourth-identify-100-stage1",
-            "docs/runs/fourth-identify-100",
-        ],
-        "64-px crops, 24-wide (not shipped)": "docs/runs/crop64-100",
-        "two glimpses, 30 epochs (not shipped)": "docs/runs/t2-100",
-        "twelfth: sixth + 2 epochs on 13,000 digits": [
-            "docs/runs/sixth-identify-100",
-            "docs/runs/twelfth-identify-100",
-        ],
-        "13,000 digits, 13 epochs (not shipped)": "docs/runs/more-digits-100",
-        "thirteenth: max+mean pooling, 68,000 digits": [
-            "docs/runs/thirteenth-identify-100-stage1",
-            "docs/runs/thirteenth-identify-100",
-        ],
-        "56-px crops, 14 epochs (not shipped)": [
-            "docs/runs/crop56-60k",
-            "docs/runs/ft-crop56",
-        ],
-        "sixteenth: 2 glimpses of 56 px, 22 epochs, overlap in stage 2": [
-            "docs/runs/sixteenth-identify-100-stage1",
-            "docs/runs/sixteenth-identify-100",
-        ],
-        "seventeenth: overlap from the first epoch (shipped)": [
-            "docs/runs/identify-100-stage1",
-            "docs/runs/identify-100",
-        ],
-    },
+    {"identify-100 (both stages)": ["docs/runs/identify-100-stage1", "docs/runs/identify-100"]},
     "docs/results_curves.png",
 )
 PY

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Errors that several models share.")
     parser.add_argument("models", nargs="+", help="checkpoints, runs or pretrained names")
     parser.add_argument("--n", type=int, default=2000, help="number of held-out canvases")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the held-out canvases")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out canvases")
     args = parser.parse_args(argv)
 
     data = TwoDigitCluttered("identify", 100, n=args.n, split="test", seed=args.seed)
