@@ -94,6 +94,6 @@ def test_registered_prior_round_trips_through_a_checkpoint(tmp_path: Path) -> No
         assert loaded.prior.shift.tolist() == [2.0, -3.0, 2.0]
     finally:
         del PRIORS["shifted"]
-    # A new session that did not register it gets told how to fix that.
+    # A new process that did not register it gets told how to fix that.
     with pytest.raises(CheckpointError, match="register_prior"):
         load(tmp_path / "model.pt")
