@@ -1292,8 +1292,6 @@ def demo(
     accuracy and time per image beside the tiled resnet18 baseline's, and draws where each
     model looked. With --train, train a model briefly instead.
     """
-    import shutil
-
     if out.exists() and any(out.iterdir()):
         if not force:
             raise click.BadParameter(
@@ -1301,7 +1299,10 @@ def demo(
                 "directory",
                 param_hint="--out",
             )
-        shutil.rmtree(out)  # a run left there would be resumed or refused by train
+        # Only the demo's own run files go (train refuses a directory that holds a run); its
+        # pictures are overwritten, and anything else in --out stays.
+        for name in ("checkpoint.pt", "config.json", "metrics.jsonl"):
+            (out / name).unlink(missing_ok=True)
     from .demo import run_demo, run_training
 
     _use_threads(threads)

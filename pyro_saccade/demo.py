@@ -79,9 +79,7 @@ def resnet_seconds(canvas: tuple[int, int], channels: int, classes: list[str]) -
     return time.perf_counter() - started
 
 
-def show_model(
-    name: str, n: int, seed: int, out: Path, resnet: dict[tuple, float]
-) -> Shown | None:
+def show_model(name: str, n: int, seed: int, out: Path, resnet: dict[tuple, float]) -> Shown | None:
     """Predict ``n`` held-out canvases with a shipped model, timing the prediction alone (the
     proxy included, making the canvases not), and draw its glimpses on the first one. None for
     a model that is no saccade model on canvases (a baseline, or trained on photos)."""

@@ -104,12 +104,20 @@ def test_visualize_writes_one_picture_per_image(tmp_path: Path, checkpoint: Path
     ]
 
 
-def test_demo_refuses_to_overwrite_its_output(tmp_path: Path) -> None:
+def test_demo_refuses_to_overwrite_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo/keep.txt").write_text("mine")
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 2 and "--force" in result.output
     assert (tmp_path / "demo/keep.txt").read_text() == "mine"
+    (tmp_path / "demo/checkpoint.pt").write_text("an old run")
+    monkeypatch.setattr("pyro_saccade.demo.pretrained_names", lambda: [])
+    forced = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert not (tmp_path / "demo/checkpoint.pt").exists()  # the demo's run files go
+    assert (tmp_path / "demo/keep.txt").read_text() == "mine"  # nothing else does
 
 
 def test_labels_name_the_predicted_classes() -> None:
