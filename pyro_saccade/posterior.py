@@ -32,6 +32,7 @@ from pyro.infer import Predictive
 from torch import Tensor
 
 from .data import Photo, as_batch
+from .familiar import warn_unfamiliar
 from .glimpse import cell_box, glimpse_boxes, pixel_boxes
 from .model import SaccadeConfig, SaccadeModel
 from .training import prepare
@@ -235,6 +236,7 @@ def sample_posterior(
             batch, proxies = prepare(as_batch(images[part], proxy), device, proxy)
             if isinstance(batch, Tensor):  # photos on disk were checked when opened
                 model.check_images(batch)
+            warn_unfamiliar(model, batch)  # as model.infer does
             model.check_finite(proxies, "images")
             posterior.append(draw(model, batch, proxies, samples))
             prior.append(draw(model, batch, proxies, samples, posterior=False))

@@ -145,6 +145,20 @@ def test_inputs_unlike_the_training_canvases_warn(tmp_path: Path, checkpoint: Pa
     assert result.exit_code == 0 and "Warning: a colour image for a model trained on gray" in (
         result.output
     )
+    wide = gray(tmp_path / "wide.png", 40, 120)
+    args = [
+        "posterior",
+        str(checkpoint),
+        str(wide),
+        "--samples",
+        "2",
+        "--out",
+        str(tmp_path / "p.nc"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "Warning: a 40x120 image for a model trained on 40x40" in (
+        result.output
+    )
 
 
 def test_demo_shows_a_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
