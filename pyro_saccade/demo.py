@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +94,7 @@ def show_model(name: str, n: int, seed: int, out: Path, resnet: dict[tuple, floa
     count = canvases_for(config.canvas, n)
     dataset = canvases(config, "test", count)
     hits, seconds = 0, 0.0
-    batches = DataLoader(dataset, batch_size=BATCH, collate_fn=collate(dataset))
-    for images, labels in batches:
+    for images, labels in batches(dataset):
         started = time.perf_counter()
         probs = model.predict(*prepare(images, torch.device("cpu"), c.proxy))
         seconds += time.perf_counter() - started
@@ -116,6 +115,17 @@ def show_model(name: str, n: int, seed: int, out: Path, resnet: dict[tuple, floa
         resnet_seconds_per_image=resnet[canvas],
         picture=picture,
     )
+
+
+def batches(dataset: object) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) of a dataset: in batches of BATCH, or, for large canvases kept as their
+    patches, drawn whole one at a time, as the tiled resnet18 is timed on them."""
+    if isinstance(dataset[0][0], torch.Tensor):
+        yield from DataLoader(dataset, batch_size=BATCH, collate_fn=collate(dataset))
+        return
+    for i in range(len(dataset)):
+        canvas, label = dataset[i]
+        yield canvas.dense()[None], label[None]
 
 
 def draw(model: SaccadeModel, dataset: object, target: Path) -> None:
@@ -165,9 +175,10 @@ def run_demo(n: int, seed: int, out: Path, echo: Callable[[str], None]) -> list[
     for line in table(shown):
         echo(line)
     echo(
-        "saccade and tiled resnet18: time per image on one thread (saccade: batches of "
-        f"{BATCH}, the proxy included; tiled resnet18: one forward pass on one canvas of that "
-        "size, untrained weights, timing only)"
+        "saccade and tiled resnet18: time per image on one thread, the whole canvas in memory "
+        f"(saccade: the proxy included, in batches of {BATCH} up to {LAZY_SIDE} px, one by one "
+        "above; tiled resnet18: one forward pass on one canvas of that size, untrained "
+        "weights, timing only)"
     )
     for s in shown:
         echo(f"where {s.name} looked: {s.picture}")
