@@ -1546,7 +1546,16 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @click.option(
     "--checkpoint",
     default=None,
-    help="Saccade model to time [default: pretrained identify-100 if shipped, else untrained].",
+    help="Saccade model to time: a checkpoint, run directory or pretrained name, or a run's "
+    "config.json for an untrained model of that configuration (weights do not change the cost) "
+    "[default: pretrained identify-100 if shipped, else untrained].",
+)
+@click.option(
+    "--lazy",
+    is_flag=True,
+    help="Time only the inference of the saccade model and the proxy CNN, on canvases drawn "
+    "from their patches (data.CanvasBatch) of the model's task: Megapixel MNIST, or two native "
+    "28-px digits.",
 )
 @DEVICE
 @click.option(
@@ -1566,22 +1575,28 @@ def benchmark_command(
     memory_limit: float | None,
     threads: int,
     checkpoint: str | None,
+    lazy: bool,
     device: str,
     out: Path,
     quiet: bool,
 ) -> None:
-    """Latency, memory and training-step time of the saccade model vs the resnet18 baselines.
+    """Latency, memory and training-step time of the saccade model vs the resnet18 baselines
+    and the proxy-only CNN.
 
     Every measurement runs in a fresh process; the cost of building the proxy is reported apart
-    from inference given the proxy. Prints the tables and writes JSON, Markdown and a log-log
-    plot. Measurements estimated to overrun --budget or --memory-limit are skipped, with reasons.
+    from inference given the proxy, and inference is also measured cold (first call in a fresh
+    process). Prints the tables and writes JSON, Markdown and a log-log plot. Measurements
+    estimated to overrun --budget or --memory-limit are skipped, with reasons.
     """
-    from .benchmark import default_checkpoint, run_benchmark, write
+    from .benchmark import default_checkpoint, run_benchmark, saccade_model
+    from .benchmark_report import write
     from .training import resolve
 
     _check_device(device)
-    if checkpoint:
-        resolve(checkpoint)  # fail now, not in every measuring process
+    if checkpoint and checkpoint.endswith(".json"):
+        saccade_model(checkpoint)  # fail now, not in every measuring process
+    elif checkpoint:
+        resolve(checkpoint)
     report = run_benchmark(
         sizes,
         batch_sizes,

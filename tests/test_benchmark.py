@@ -1,4 +1,5 @@
-"""saccade benchmark: a tiny end-to-end run, and the rules that skip unaffordable cells."""
+"""saccade benchmark: tiny end-to-end runs on dense and lazy canvases, and the rules that skip
+unaffordable cells."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def test_tiny_benchmark_writes_the_report(tmp_path: object) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert {"machine", "settings", "params", "tiles", "results", "seconds"} <= set(report)
-    assert set(report["params"]) == {"saccade", "resnet18-tiled", "resnet18"}
+    assert set(report["params"]) == {"saccade", "resnet18-tiled", "resnet18", "proxy-cnn"}
     cells = {(r["subject"], r["phase"]): r for r in report["results"]}
     assert set(cells) == {
         ("saccade", "proxy"),
@@ -28,17 +29,45 @@ def test_tiny_benchmark_writes_the_report(tmp_path: object) -> None:
         ("resnet18-tiled", "train"),
         ("resnet18", "infer"),
         ("resnet18", "train"),
+        ("proxy-cnn", "infer"),
     }
     for key in [("saccade", "infer"), ("saccade", "train"), ("resnet18-tiled", "infer")]:
         cell = cells[key]
         assert cell["status"] == "ok", cell
         assert cell["runs"] == 1 and cell["latency_s"] > 0 and cell["memory_mb"] >= 0
+    # Inference is also measured cold, in a process of its own; training steps are not.
+    for key in [("saccade", "predict"), ("resnet18-tiled", "infer"), ("proxy-cnn", "infer")]:
+        cell = cells[key]
+        assert cell["cold_mb"] >= cell["cold_file_mb"] >= 0 and cell["first_s"] > 0, cell
+    assert "cold_mb" not in cells[("saccade", "train")]
     # Never a number for what was not measured: a batch-norm head cannot train on one image.
     skipped = cells[("resnet18", "train")]
     assert skipped["status"] == "skipped" and "latency_s" not in skipped
     assert "batch of 1" in skipped["reason"]
     assert (tmp_path / "benchmark.png").stat().st_size > 0
-    assert "### Inference latency" in (tmp_path / "benchmark.md").read_text()
+    text = (tmp_path / "benchmark.md").read_text()
+    assert "### Inference latency" in text and "Targets at batch 1" in text
+
+
+def test_lazy_benchmark_times_inference_on_canvases_never_drawn(tmp_path: object) -> None:
+    # 20000² float32 pixels would take 1.5 GB: a lazy canvas holds only its patches.
+    args = ["benchmark", "--lazy", "--sizes", "150,20000", "--batch-sizes", "1", "--repeats", "1"]
+    args += ["--memory-limit", "0.5", "--quiet", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["settings"]["lazy"] and set(report["params"]) == {"saccade", "proxy-cnn"}
+    cells = {(r["subject"], r["phase"], r["canvas"][0]): r for r in report["results"]}
+    assert {key[:2] for key in cells} == {
+        ("saccade", "proxy"),
+        ("saccade", "infer"),
+        ("saccade", "predict"),
+        ("proxy-cnn", "infer"),
+    }
+    for cell in cells.values():
+        assert cell["status"] == "ok", cell
+    assert cells[("saccade", "predict", 20000)]["cold_mb"] >= 0
+    assert "On lazy canvases, batch 1" in (tmp_path / "benchmark.md").read_text()
 
 
 def test_cells_beyond_the_budget_or_memory_are_skipped_with_a_reason() -> None:
@@ -62,3 +91,5 @@ def test_cells_beyond_the_budget_or_memory_are_skipped_with_a_reason() -> None:
     # The saccade model's cost is flat in the canvas: only its input has to fit.
     assert skip_reason("saccade", "infer", (1000, 1000), 1, [], 1.0, 500.0) is None
     assert "input" in skip_reason("saccade", "infer", (20000, 20000), 1, [], 1.0, 500.0)
+    # A lazy canvas holds only its patches, whatever its size.
+    assert skip_reason("saccade", "infer", (20000, 20000), 1, [], 1.0, 500.0, lazy=True) is None
