@@ -1,9 +1,9 @@
 """One short training run of a recipe variant, for comparing recipes by measurement.
 
 Model settings (SaccadeConfig fields) and training settings (TrainConfig fields) are given as
-KEY=VALUE, the values as JSON (strings need no quotes). The short runs of docs/results.md:
+KEY=VALUE, the values as JSON (strings need no quotes), e.g. a short run:
 
-python examples/recipe_search.py runs/short-v6 --model evidence=crops posterior_std=0.2 \\
+python examples/recipe_search.py runs/variant --model evidence=crops posterior_std=0.2 \\
     kl_weight=0.05 --train epochs=8 train_size=5000 test_size=500 workers=1
 
 With --init the variant starts from a trained model's weights (its config with the overrides):
