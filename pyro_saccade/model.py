@@ -54,6 +54,9 @@ FORMAT_VERSION = 1
 LIKELIHOODS = ("aggregate", "per_glimpse")
 HEADS = ("linear", "digit_pairs")
 DIGIT_TASKS = ("identify", "sum", "mark")
+# Tasks whose logits are per-digit evidence summed over glimpses (networks.DigitPairHead), so a
+# digit-pair model's reader answers them as it is: Megapixel MNIST's majority and multi.
+EVIDENCE_TASKS = (*DIGIT_TASKS, "majority", "multi")
 EVIDENCE = ("crops", "state")
 PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
 POSTERIORS = ("saliency", "mlp")
@@ -184,7 +187,7 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"evidence must be one of {EVIDENCE}, got {self.evidence!r}",
             ),
             (
-                self.head == "linear" or self.task in DIGIT_TASKS,
+                self.head == "linear" or self.task in EVIDENCE_TASKS,
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
             ),
             (
@@ -682,12 +685,13 @@ class SaccadeModel(nn.Module):
         return [predicted(row, c.classes, c.multilabel)[0] for row in rows]
 
     def for_task(self, task: str, classes: list[str]) -> SaccadeModel:
-        """A copy of this two-digit model that answers another two-digit task: the digit
-        evidence is shared by identify, sum and mark, only the head's combination of it differs,
-        so a model that identifies digit pairs starts the sum task knowing the digits."""
-        if self.config.head != "digit_pairs" or task not in DIGIT_TASKS:
+        """A copy of this digit model that answers another digit task: the digit evidence is
+        shared by identify, sum, mark, majority and multi, only the head's combination of it
+        differs, so a model that identifies digit pairs starts the sum task knowing the digits,
+        and Megapixel MNIST's majority knowing how to read them."""
+        if self.config.head != "digit_pairs" or task not in EVIDENCE_TASKS:
             raise ValueError(
-                f"only a digit-pair model moves between the tasks {DIGIT_TASKS}: this one is "
+                f"only a digit-pair model moves between the tasks {EVIDENCE_TASKS}: this one is "
                 f"a {self.config.task!r} model with a {self.config.head!r} head, asked for {task!r}"
             )
         return self.with_config(task=task, classes=list(classes))

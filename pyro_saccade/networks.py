@@ -259,9 +259,10 @@ class DigitPairHead(nn.Module):
     """Class logits for two-digit tasks built from per-digit evidence s in R^10.
 
     identify: logit(a, b) = s_a + s_b + u_ab over unordered pairs; sum: log-sum-exp of the pair
-    logits with a + b = k; mark: s itself (one logit per digit). Every label then teaches both of
-    its digits at once, where a plain 55-way linear layer must learn each pair separately: on
-    2 CPU cores this is the difference between learning in minutes and sitting at chance.
+    logits with a + b = k; mark, majority and multi: s itself (one logit per digit). Every label
+    then teaches both of its digits at once, where a plain 55-way linear layer must learn each
+    pair separately: on 2 CPU cores this is the difference between learning in minutes and
+    sitting at chance.
 
     s_a + s_b alone cannot be sure of a pair of two different digits against a pair of twice
     the likelier one: (a, b) beats (a, a) only while s_b > s_a, and (b, b) only while s_a > s_b,
@@ -271,8 +272,8 @@ class DigitPairHead(nn.Module):
 
     def __init__(self, hidden: int, task: str, pair_evidence: bool = False) -> None:
         super().__init__()
-        if task not in ("identify", "sum", "mark"):
-            raise ValueError(f"the digit-pair head needs a two-digit task, got {task!r}")
+        if task not in ("identify", "sum", "mark", "majority", "multi"):
+            raise ValueError(f"the digit-pair head needs a digit task, got {task!r}")
         self.task = task
         self.evidence = evidence_linear(hidden, 10)
         pairs = [(a, b) for a in range(10) for b in range(a, 10)]
@@ -299,7 +300,7 @@ class DigitPairHead(nn.Module):
     def combine(self, evidence: Tensor) -> Tensor:
         """Logits of the task's classes from summed evidence (``read``) [B, 10 (+ 55)]."""
         s = evidence[:, :10]
-        if self.task == "mark":
+        if self.task in ("mark", "majority", "multi"):  # the digits present, or the most seen
             return s
         pair = s[:, self.first] + s[:, self.second] + self.pair_bias
         if self.pairs is not None:

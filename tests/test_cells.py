@@ -65,3 +65,15 @@ def test_posterior_draws_of_a_cells_model_have_boxes_inside_the_reach() -> None:
     assert torch.allclose(
         crops[..., 0], (draws.boxes(draws.prior)[..., 2] - draws.boxes(draws.prior)[..., 0]) / 600
     )
+
+
+def test_a_pair_model_reads_megapixel_majority_with_its_own_digit_evidence() -> None:
+    pairs = SaccadeModel(SaccadeConfig(task="identify", **dict(TINY, proxy=64, where="cells")))
+    majority = pairs.for_task("majority", CLASSES).with_config(glimpses=3, proxy=32)
+    assert majority.config.head == "digit_pairs"
+    reader = pairs.state_dict()
+    for name, weights in majority.state_dict().items():
+        assert torch.equal(weights, reader[name]), name
+    evidence = torch.zeros(2, 10)
+    evidence[0, 7] = evidence[1, 2] = 3.0  # most evidence for 7, then for 2
+    assert majority.classifier.combine(evidence).argmax(-1).tolist() == [7, 2]
