@@ -1,7 +1,9 @@
-"""--threads: the commands that run a model choose torch's number of threads, one by default."""
+"""--threads: the commands that run a model choose torch's number of threads, and waiting threads
+sleep rather than spin."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,19 +22,36 @@ COMMANDS = ["predict", "evaluate", "visualize", "posterior", "demo"]
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_that_runs_a_model_takes_threads(command: str) -> None:
     options = {param.name: param for param in main.commands[command].params}
-    assert options["threads"].default == 1
+    assert options["threads"].default == 0
 
 
-def test_threads_sets_torch_threads_unless_zero(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def predict(tmp_path: Path) -> list[str]:
+    """``saccade predict`` of a tiny model on one image."""
     model = SaccadeModel(SaccadeConfig(classes=class_names("identify"), **TINY))
     save_checkpoint(tmp_path / "model.pt", model, TrainConfig(canvas=[40, 40]))
     save_image(torch.rand(1, 40, 40), tmp_path / "image.png")
+    return ["predict", str(tmp_path / "model.pt"), str(tmp_path / "image.png")]
+
+
+def test_threads_sets_torch_threads_unless_zero(
+    predict: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     for threads in (["--threads", "2"], [], ["--threads", "0"]):
-        args = ["predict", str(tmp_path / "model.pt"), str(tmp_path / "image.png"), *threads]
-        result = CliRunner().invoke(main, args)
+        result = CliRunner().invoke(main, [*predict, *threads])
         assert result.exit_code == 0, result.output
-    assert calls == [2, 1]  # 0 leaves torch's own number
+    assert calls == [2]  # 0, the default, leaves torch's own number
+
+
+@pytest.mark.parametrize(("given", "used"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_waiting_threads_sleep_unless_told_otherwise(
+    predict: list[str], monkeypatch: pytest.MonkeyPatch, given: str | None, used: str
+) -> None:
+    if given is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", given)
+    assert CliRunner().invoke(main, predict).exit_code == 0
+    assert os.environ["OMP_WAIT_POLICY"] == used
