@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple, Self
 
@@ -497,6 +498,13 @@ class SaccadeModel(nn.Module):
         loc, scale, centre = self.posterior_net(maps, features, h)
         return aim(loc[..., 0], centre, c.scale_min, c.scale_max_of(t)), scale
 
+    def register(self) -> None:
+        """``pyro.module`` for this model. Parameters held fixed on purpose (``learn_where``
+        off) are left out of the param store, as they should be, without Pyro's warning."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not registered in the param store")
+            pyro.module("saccade", self)
+
     # -- the probabilistic program ------------------------------------------------------------
 
     def model(
@@ -507,7 +515,7 @@ class SaccadeModel(nn.Module):
         annealing: float = 1.0,
     ) -> Tensor:
         """p(y, c, z | x) with the learned prior; ``annealing`` scales the KL term."""
-        pyro.module("saccade", self)
+        self.register()
         c = self.config
         batch = images.shape[0]
         proxy_features, maps = self.proxy_encoder.encode(proxies)
@@ -559,7 +567,7 @@ class SaccadeModel(nn.Module):
         ``random=True`` each glimpse goes to a place drawn uniformly at random (a cell not yet
         looked at, or a centre keeping the crop inside the image), its size as q has it: the
         baseline that shows what the learned policy adds."""
-        pyro.module("saccade", self)
+        self.register()
         c = self.config
         batch = images.shape[0]
         proxy_features, proxy_maps = self.proxy_encoder.encode(proxies)
