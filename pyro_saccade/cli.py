@@ -136,8 +136,8 @@ def _writable(ctx: click.Context, param: click.Parameter, value: Path | None) ->
 def main(ctx: click.Context, debug: bool) -> None:
     """Variational saccading: classify very large images from a few small crops."""
     # Read by OpenMP when torch loads, which no command has done yet. Spinning threads that wait
-    # for a thread whose core is busy made inference ten to a hundred times slower on a shared
-    # 2-core machine; sleeping ones cost 5 ms per image when idle (docs/guide.md, "Threads").
+    # for a thread whose core is busy made inference 6 to 50 times slower on a shared 2-core
+    # machine; sleeping ones cost 5 ms per image when idle (docs/guide.md, "Threads").
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ctx.obj = {"debug": debug}
     if not debug:
