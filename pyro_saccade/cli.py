@@ -1614,6 +1614,7 @@ def benchmark_command(
         device=device,
         checkpoint=checkpoint or default_checkpoint(),
         progress=not quiet,
+        lazy=lazy,
     )
     paths = write(report, out)
     click.echo(paths["md"].read_text())
