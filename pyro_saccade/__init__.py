@@ -31,7 +31,7 @@ _EXPORTS = {
     "extract_glimpse": ".glimpse",
     "glimpse_boxes": ".glimpse",
     "Prediction": ".model",
-    "SaccadeConfig": ".model",
+    "SaccadeConfig": ".config",
     "SaccadeModel": ".model",
     "CentreBiasedPrior": ".priors",
     "FixedGaussianPrior": ".priors",

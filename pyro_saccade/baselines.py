@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as checkpointed
 
+from .config import ClassifierConfigMixin
 from .data import proxies_of
-from .model import ClassifierConfigMixin
 from .training import TrainConfig, default_model_config, train
 
 FEATURES = 256  # the authors' resnet18 output, summed over tiles

@@ -4,14 +4,25 @@ For each image x with proxy c and label y, T glimpses z_t = (scale, x, y) are dr
 
     h_{-1} = 0
     for t in 0..T-1:
+        w_t ~ p(w_t | c, h_{t-1})                 where="cells" only: which proxy cell to look at
         z_t ~ p(z_t | h_{t-1})                    learned VRNN prior (pluggable, see priors.py)
         c   ~ p(c | z_t, h_{t-1})                 proxy decoder, observed at every step
-        o_t = f(x, z_t)                           spatial-transformer crop of the full image
+        o_t = f(x, z_t, w_t)                      spatial-transformer crop of the full image
         h_t = RNN([g(o_t), e(z_t), e(c)], h_{t-1})  what was seen steers the next glimpse
         y   ~ p(y | h_t)                          per-glimpse likelihood (Eq. 6), or once at the end
-and the guide is q(z_t | c, h_{t-1}). Trace_ELBO on this pair is the bound of Eq. 6:
+and the guide is q(w_t, z_t | c, h_{t-1}). Trace_ELBO on this pair is the bound of Eq. 6:
 sum_t E[log p(y | o_t, z_t, c, x) + log p(c | z_t)] - KL(q(z_t | c) || p(z_t)), with o_t a Dirac
 whose term is constant.
+
+Deviations from the paper. The scale is squashed smoothly into its range so that it is learned.
+The crop's features enter the recurrence, so step t+1 depends on what step t saw. With
+``where="cells"`` (small objects on large images) a discrete w_t chooses among the cells of the
+proxy's feature map and z_t places a box of ``box_min``..``box_max`` pixels near the ink of that
+cell: a continuous z alone gets no gradient towards an object its crop does not touch. The
+attention over cells is both the prior and the guide of w_t (both see c and h_{t-1}), so its KL
+term is zero; Trace_ELBO gives it a score-function gradient, and ``attention_weights`` adds the
+pathwise gradient of attention sampling (Katharopoulos & Fleuret, 2019). A proxy larger than
+32 x 32 is decoded at 32 x 32.
 """
 
 from __future__ import annotations
@@ -19,8 +30,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
-from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple, Self
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -29,6 +40,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import Tensor, nn
 
+from .config import DECODED_PROXY, EVIDENCE_TASKS, SaccadeConfig
 from .glimpse import (
     aim,
     cell_box,
@@ -50,231 +62,6 @@ from .networks import (
     SaliencyHead,
 )
 from .priors import LATENT, GlimpsePrior, make_prior
-
-FORMAT_VERSION = 1
-LIKELIHOODS = ("aggregate", "per_glimpse")
-HEADS = ("linear", "digit_pairs")
-DIGIT_TASKS = ("identify", "sum", "mark")
-# Tasks whose logits are per-digit evidence summed over glimpses (networks.DigitPairHead), so a
-# digit-pair model's reader answers them as it is: Megapixel MNIST's majority and multi.
-EVIDENCE_TASKS = (*DIGIT_TASKS, "majority", "multi")
-EVIDENCE = ("crops", "state")
-PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
-POSTERIORS = ("saliency", "mlp")
-CROP_POOLS = ("max", "max_mean")
-WHERE = ("none", "cells")
-# The proxy decoder reconstructs the proxy at most this side: a larger proxy is there to find
-# small objects, and decoding it whole would cost more weights than the rest of the model.
-DECODED_PROXY = 32
-
-
-class ConfigMixin:
-    """What every configuration dataclass shares: validation and a JSON-ready dict."""
-
-    # Fields added after a configuration was first saved, with the value that applied before
-    # they existed, so that older checkpoints load as they were trained.
-    added: ClassVar[dict[str, object]] = {}
-
-    @staticmethod
-    def validate(checks: list[tuple[bool, str]]) -> None:
-        """Raise ValueError with the message of the first failed (condition, message) check."""
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> Self:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {**cls.added, **values}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
-        return cls(**values)
-
-
-class ClassifierConfigMixin(ConfigMixin):
-    """A configuration with ``classes`` and ``task``."""
-
-    classes: list[str]
-    task: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def multilabel(self) -> bool:
-        return self.task in ("mark", "multi")
-
-
-@dataclass
-class SaccadeConfig(ClassifierConfigMixin):
-    """Everything that defines a model; saved as JSON beside its weights."""
-
-    added: ClassVar[dict[str, object]] = {
-        "posterior": "mlp",
-        "posterior_std": 1.0,
-        "posterior_std_max": None,
-        "antialias": 1,
-        "pair_evidence": False,
-        "crop_pool": "max",
-        "later_scale_max": None,
-        "where": "none",
-        "box_min": 32,
-        "box_max": 128,
-        "attention_weights": True,
-        "learn_where": True,
-    }
-
-    classes: list[str] = field(
-        default_factory=lambda: [f"{a}-{b}" for a in range(10) for b in range(a, 10)]
-    )
-    task: str = "identify"  # identify | sum | mark (multi-label) | photo
-    channels: int = 1
-    glimpses: int = 2  # T
-    crop: int = 56  # L: side of each crop in pixels, whatever the image size
-    antialias: int = 2  # k: each crop pixel averages k x k bilinear samples
-    proxy: int = 32  # J: side of the proxy image
-    scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
-    scale_max: float = 0.8
-    later_scale_max: float | None = None  # glimpses 2..T: their largest crop (None: scale_max)
-    # where: "none", z alone places a glimpse in [scale_min, scale_max] of the image; "cells", a
-    # discrete where_t picks a cell of the proxy's feature map (J/4 x J/4 cells) and z_t places
-    # a box of box_min..box_max pixels, whatever the image size, within a cell of its centre.
-    where: str = "none"
-    box_min: int = 32
-    box_max: int = 128
-    # cells: crop features times q(where_t) / q(where_t) held constant, which is 1, so that the
-    # attention also gets the pathwise gradient of attention sampling (Katharopoulos & Fleuret
-    # 2019) besides Trace_ELBO's score-function term
-    attention_weights: bool = True
-    # cells: whether the attention learns. Off, glimpses go where the proxy has ink, which
-    # finds small objects on a dark canvas from the first step; a reader trained so can then
-    # teach the attention what is worth reading (a second stage with it on, via --init).
-    learn_where: bool = True
-    hidden: int = 256  # recurrent state
-    rnn_layers: int = 1
-    crop_width: int = 32  # channels of the crop encoder's first layers
-    crop_features: int = 128
-    crop_pool: str = "max_mean"  # max_mean | max: crop features' maxima and means, or maxima
-    proxy_width: int = 16
-    proxy_features: int = 128
-    z_features: int = 32
-    head: str = "auto"  # linear | digit_pairs (networks.DigitPairHead) | auto: by task
-    pair_evidence: bool = False  # digit_pairs: a term per pair besides the per-digit evidence
-    evidence: str = "state"  # state: read from h_t | crops: summed per-crop evidence
-    likelihood: str = "per_glimpse"  # per_glimpse (Eq. 6) | aggregate: once, at the end
-    posterior: str = "saliency"  # saliency (networks.SaliencyHead) | mlp (networks.GaussianHead)
-    posterior_std: float = 0.2  # initial standard deviation of q(z_t | c, h_{t-1})
-    posterior_std_max: float | None = 0.5  # its bound (None: unbounded)
-    proxy_likelihood: str = "bernoulli"  # bernoulli (continuous targets) | gaussian
-    kl_weight: float = 0.05
-    label_weight: float = 1.0
-    proxy_weight: float = 0.001  # the proxy term has J*J pixels; see docs/results.md
-    prior: str = "vrnn"
-    prior_args: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.head == "auto":
-            self.head = "digit_pairs" if self.task in DIGIT_TASKS else "linear"
-        checks = [
-            (self.glimpses >= 1, f"glimpses must be at least 1, got {self.glimpses}"),
-            (self.head in HEADS, f"head must be one of {HEADS}, got {self.head!r}"),
-            (
-                self.evidence in EVIDENCE,
-                f"evidence must be one of {EVIDENCE}, got {self.evidence!r}",
-            ),
-            (
-                self.head == "linear" or self.task in EVIDENCE_TASKS,
-                f"the digit_pairs head needs a two-digit task, not {self.task!r}",
-            ),
-            (
-                self.head == "digit_pairs" or not self.pair_evidence,
-                "pair_evidence needs the digit_pairs head",
-            ),
-            (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
-            (
-                self.crop_pool in CROP_POOLS,
-                f"crop_pool must be one of {CROP_POOLS}, got {self.crop_pool!r}",
-            ),
-            (self.antialias >= 1, f"antialias must be at least 1, got {self.antialias}"),
-            (
-                self.proxy >= 4 and self.proxy % 4 == 0,
-                f"proxy must be a positive multiple of 4, got {self.proxy}",
-            ),
-            (
-                0 < self.scale_min < self.scale_max <= 1,
-                f"need 0 < scale_min < scale_max <= 1, got {self.scale_min}, {self.scale_max}",
-            ),
-            (
-                self.later_scale_max is None
-                or self.scale_min < self.later_scale_max <= self.scale_max,
-                f"need scale_min < later_scale_max <= scale_max, got {self.later_scale_max}",
-            ),
-            (len(self.classes) >= 2, f"need at least 2 classes, got {len(self.classes)}"),
-            (self.where in WHERE, f"where must be one of {WHERE}, got {self.where!r}"),
-            (
-                0 < self.box_min < self.box_max,
-                f"need 0 < box_min < box_max pixels, got {self.box_min}, {self.box_max}",
-            ),
-            (self.channels >= 1, f"channels must be positive, got {self.channels}"),
-            (
-                self.likelihood in LIKELIHOODS,
-                f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}",
-            ),
-            (
-                self.posterior in POSTERIORS,
-                f"posterior must be one of {POSTERIORS}, got {self.posterior!r}",
-            ),
-            (
-                self.proxy_likelihood in PROXY_LIKELIHOODS,
-                f"proxy_likelihood must be one of {PROXY_LIKELIHOODS}, "
-                f"got {self.proxy_likelihood!r}",
-            ),
-            (
-                min(self.kl_weight, self.label_weight, self.proxy_weight, self.posterior_std) > 0,
-                "kl_weight, label_weight, proxy_weight and posterior_std must be positive",
-            ),
-            (
-                self.posterior_std_max is None or self.posterior_std < self.posterior_std_max,
-                f"posterior_std ({self.posterior_std}) must be below posterior_std_max "
-                f"({self.posterior_std_max})",
-            ),
-        ]
-        self.validate(checks)
-
-    def scale_max_of(self, t: int) -> float:
-        """The largest crop of glimpse t (from 0), as a fraction of the image's shorter side."""
-        return self.scale_max if t == 0 or self.later_scale_max is None else self.later_scale_max
-
-    def scale_maxima(self, like: Tensor) -> Tensor:
-        """Every glimpse's largest crop, [T] on ``like``'s device: broadcasts over z [..., T, 3]."""
-        return like.new_tensor([self.scale_max_of(t) for t in range(self.glimpses)])
-
-    @property
-    def cells(self) -> int:
-        """Side G of the grid of cells where_t chooses from: that of the proxy's feature map."""
-        return self.proxy // 4
-
-    @property
-    def smallest_side(self) -> int:
-        """The smallest image side the model takes: below its crop or its proxy side it would
-        only see the image upsampled."""
-        return max(self.crop, self.proxy)
-
-    def check_image(self, channels: int, height: int, width: int) -> None:
-        """Raise ValueError unless an image of this shape suits the model: its channels, and
-        sides no smaller than the crop and the proxy (the model would only see it upsampled)."""
-        if channels != self.channels:
-            raise ValueError(f"{channels} channels, but the model takes {self.channels}")
-        side = self.smallest_side
-        if min(height, width) < side:
-            raise ValueError(
-                f"{height}x{width} pixels, smaller than the model's {side}x{side} crop and proxy"
-            )
 
 
 class Step(NamedTuple):

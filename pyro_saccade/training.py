@@ -33,6 +33,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from .config import FORMAT_VERSION, SaccadeConfig
 from .data import (
     MEGAPIXEL_TASKS,
     MegapixelMNIST,
@@ -45,7 +46,7 @@ from .data import (
 from .data.photos import photo_classes, proxy_cache_dir
 from .errors import CheckpointError, TrainingDiverged
 from .familiar import trained_on
-from .model import FORMAT_VERSION, SaccadeConfig, SaccadeModel
+from .model import SaccadeModel
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
