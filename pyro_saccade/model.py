@@ -70,6 +70,7 @@ class Step(NamedTuple):
     h: Tensor
     state: tuple[Tensor, Tensor]
     features: Tensor
+    centre: Tensor | None = None  # where a cells glimpse aimed, [B, 2]
 
 
 class Look(NamedTuple):
@@ -177,7 +178,7 @@ class SaccadeModel(nn.Module):
         h, state = self.rnn(
             torch.cat([features, self.z_embed(placed), proxy_features], -1), state
         )
-        return Step(h, state, features)
+        return Step(h, state, features, centre)
 
     def crop(self, images: Tensor, t: int, z: Tensor, centre: Tensor | None = None) -> Tensor:
         """The L x L crops [B, C, L, L] of glimpse t at z [B, 3] (aimed at ``centre`` [B, 2] in
@@ -449,17 +450,18 @@ class SaccadeModel(nn.Module):
         self, images: Tensor, proxies: Tensor, mean: bool, random: bool = False
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Class probabilities [B, K], glimpses z [B, T, 3] and centres [B, T, 2] (or None) of one
-        draw from the guide (its mean with ``mean=True``), replayed through the model. One guide
-        pass and one replay that reuses the guide's crops: ``Predictive`` would trace each once
-        more per sample."""
-        guide = poutine.trace(self.guide).get_trace(images, proxies, mean=mean, random=random)
-        model = poutine.trace(poutine.replay(self.model, guide)).get_trace(images, proxies)
-        steps = range(self.config.glimpses)
-        z = torch.stack([guide.nodes[f"z_{t}"]["value"] for t in steps], -2)
-        centres = None
-        if self.config.where == "cells":
-            centres = torch.stack([model.nodes[f"centre_{t}"]["value"] for t in steps], -2)
-        return model.nodes["probs"]["value"], z, centres
+        draw from the guide (its mean with ``mean=True``). The probabilities are the model's
+        ``probs`` site for those glimpses, read from the guide's own crops and states: replaying
+        the model would add only its prior and proxy decoder, which do not change them."""
+        self.guide(images, proxies, mean=mean, random=random)
+        steps = [step for _, step in self._memo]
+        total = None
+        for step in steps:
+            total = self.evidence(step, total)
+        probs = self.class_probs(self.classifier.combine(total))
+        z = torch.stack([z for z, _ in self._memo], -2)
+        centres = None if steps[0].centre is None else torch.stack([s.centre for s in steps], -2)
+        return probs, z, centres
 
     def predict(
         self,
