@@ -630,7 +630,8 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     type=KeyValueType(),
     multiple=True,
     help="Any SaccadeConfig field, repeatable, after the options above: e.g. --set where=cells "
-    "--set box_min=32 --set box_max=96 (see pyro_saccade.SaccadeConfig).",
+    "--set box_min=32 --set box_max=96 (see pyro_saccade.SaccadeConfig); with --init, the "
+    "fields that keep its weights' shapes, e.g. --set learn_where=true.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option(
@@ -759,10 +760,11 @@ def train_command(
         changes["pair_evidence"] = True
     if later_scale_max is not None:
         changes["later_scale_max"] = later_scale_max
+    changes.update(_config_settings(settings))
     if start is not None and model_kind == "saccade" and changes:
         try:
             start = start.with_config(**changes)
-        except ValueError as error:
+        except (TypeError, ValueError) as error:
             raise click.UsageError(str(error)) from error
     if not photos:
         try:  # e.g. digits larger than the canvas
@@ -889,6 +891,16 @@ def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
         if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
             continue
         value, field = ctx.params[name], fields.get(name, name)
+        if name == "settings":  # --set KEY=VALUE: each must repeat the run's model config
+            for key, setting in _config_settings(value).items():
+                if saved.get(key, object()) != setting:
+                    raise click.BadParameter(
+                        f"the run in {out} has {key}={saved.get(key)!r}; --resume continues it "
+                        "as it was configured",
+                        ctx=ctx,
+                        param=param,
+                    )
+            continue
         if isinstance(value, Path):
             value = str(value.resolve())
         elif isinstance(value, tuple):  # --canvas (H, W), or --prior-arg (key, value) pairs
@@ -907,15 +919,15 @@ def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
 def _for_task(model: object, task: str, param_hint: str) -> object:
     """The model answering another two-digit task (``SaccadeModel.for_task``), or a usage
     error naming ``param_hint`` when it cannot."""
-    from .data import class_names
     from .model import SaccadeModel
+    from .training import TrainConfig, default_model_config
 
     if not isinstance(model, SaccadeModel):
         raise click.BadParameter(
             f"a {type(model).__name__} answers {model.config.task!r} only", param_hint=param_hint
         )
     try:
-        return model.for_task(task, class_names(task))
+        return model.for_task(task, default_model_config(TrainConfig(task=task)).classes)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint=param_hint) from error
 

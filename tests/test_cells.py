@@ -77,3 +77,34 @@ def test_a_pair_model_reads_megapixel_majority_with_its_own_digit_evidence() -> 
     evidence = torch.zeros(2, 10)
     evidence[0, 7] = evidence[1, 2] = 3.0  # most evidence for 7, then for 2
     assert majority.classifier.combine(evidence).argmax(-1).tolist() == [7, 2]
+
+
+def test_train_set_options_build_the_model_and_resume_only_as_configured(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from pyro_saccade.cli import main
+    from pyro_saccade.training import load
+
+    out = tmp_path / "run"
+    tiny = [
+        f"--set={key}={value}"
+        for key, value in TINY.items()
+        if key not in ("glimpses", "crop", "proxy")
+    ]
+    command = [
+        "train", "--task", "majority", "--canvas", "200", "--noise", "3", "--glimpses", "2",
+        "--crop", "16", "--proxy", "32", "--epochs", "1", "--train-size", "4", "--test-size", "2",
+        "--batch-size", "2", "--quiet", "--set", "where=cells", "--set", "learn_where=false",
+        *tiny, "--out", str(out),
+    ]  # fmt: skip
+    runner = CliRunner()
+    assert runner.invoke(main, command).exit_code == 0
+    model = load(out)
+    assert model.config.where == "cells" and not model.config.learn_where
+    assert not any(p.requires_grad for p in model.attention_net.parameters())
+    again = runner.invoke(main, [*command, "--resume"])
+    assert again.exit_code == 0, again.output
+    other = runner.invoke(
+        main, [*command[:-2], "--set", "learn_where=true", "--out", str(out), "--resume"]
+    )
+    assert other.exit_code == 2 and "learn_where=False" in other.output
