@@ -216,7 +216,7 @@ class SaccadeModel(nn.Module):
         centroid = torch.stack([window(ink * coords), window(ink * coords[:, None])], -1)
         held = (mass > 1e-6).unsqueeze(-1)
         aims = torch.where(held, centroid / mass.clamp(min=1e-6).unsqueeze(-1), self.centres)
-        base = self.attention_net.base(maps, mass)
+        base = self.attention_net.base(maps, mass, self.config.ink_floor)
         return Look(maps, base, aims, torch.zeros_like(base, dtype=torch.bool))
 
     @staticmethod

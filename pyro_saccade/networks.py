@@ -198,16 +198,13 @@ class CellAttention(nn.Module):
         nn.init.zeros_(self.recall.bias)
         self.ink_weight = nn.Parameter(torch.tensor(1.0))
 
-    def base(self, maps: Tensor, ink: Tensor) -> Tensor:
-        """The terms that depend on the proxy alone, computed once per image: [B, G * G]."""
-        # An empty cell has no ink: the floor keeps its logit finite, far below a digit's.
-        return self.detector(maps).flatten(1) + self.ink_weight * (ink + INK_FLOOR).log()
+    def base(self, maps: Tensor, ink: Tensor, floor: float) -> Tensor:
+        """The terms that depend on the proxy alone, computed once per image: [B, G * G]. An
+        empty cell has no ink: ``floor`` keeps its logit finite."""
+        return self.detector(maps).flatten(1) + self.ink_weight * (ink + floor).log()
 
     def forward(self, base: Tensor, maps: Tensor, h: Tensor) -> Tensor:
         return base + torch.einsum("bcg,bc->bg", maps.flatten(2), self.recall(h))
-
-
-INK_FLOOR = 1e-4
 
 
 class Recurrence(nn.Module):
