@@ -155,6 +155,12 @@ def table(shown: list[Shown]) -> list[str]:
     return lines
 
 
+def _threads() -> str:
+    """The torch threads the timings ran on, in words."""
+    threads = torch.get_num_threads()
+    return f"{threads} thread{'s' if threads != 1 else ''}"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f} ms"
 
@@ -175,7 +181,7 @@ def run_demo(n: int, seed: int, out: Path, echo: Callable[[str], None]) -> list[
     for line in table(shown):
         echo(line)
     echo(
-        "saccade and tiled resnet18: time per image on one thread, the whole canvas in memory "
+        f"saccade and tiled resnet18: time per image on {_threads()}, the whole canvas in memory "
         f"(saccade: the proxy included, in batches of {BATCH} up to {LAZY_SIDE} px, one by one "
         "above; tiled resnet18: one forward pass on one canvas of that size, untrained "
         "weights, timing only)"
@@ -206,7 +212,8 @@ def run_training(
     echo(
         f"training {epochs} epoch{'s' if epochs != 1 else ''} of {train_size} fresh 100x100 "
         "canvases (two digits, 8 distractors, 55 classes) on the bundled MNIST digits: about "
-        f"{training_minutes(epochs, train_size, test_size):.0f} minutes on one thread"
+        f"{training_minutes(epochs, train_size, test_size):.0f} minutes on one thread (fewer "
+        "with more)"
     )
     echo(
         f"a run this short stays far below the shipped identify-100 (trained for "
