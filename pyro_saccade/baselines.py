@@ -14,9 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import pyro
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,7 +22,6 @@ from torch.utils.checkpoint import checkpoint as checkpointed
 
 from .config import ClassifierConfigMixin
 from .data import proxies_of
-from .training import TrainConfig, default_model_config, train
 
 FEATURES = 256  # the authors' resnet18 output, summed over tiles
 TILE = 224  # resnet18's native input side
@@ -311,28 +308,3 @@ class ClassifierLoss(nn.Module):
         if self.baseline.config.multilabel:
             return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / len(labels)
         return F.cross_entropy(logits, labels)
-
-
-def train_baseline(
-    kind: str,
-    train_config: TrainConfig | None = None,
-    out: str | Path = "runs/resnet18",
-    resume: bool = False,
-    progress: bool = True,
-    model: Baseline | None = None,
-    proxy: int = 32,
-) -> Baseline:
-    """Train a baseline with ``training.train``'s loop (data, schedule, checkpoints, metrics).
-
-    ``model`` (optional) starts from given weights; ``resume`` continues ``out``'s checkpoint;
-    ``proxy`` is the proxy side of a new proxy CNN (the loop builds proxies of its config's side).
-    """
-    tc = train_config or TrainConfig()
-    if kind not in KINDS:
-        raise ValueError(f"unknown baseline {kind!r} (known: {', '.join(KINDS)})")
-    if model is None:
-        pyro.set_rng_seed(tc.seed)  # the same initial weights for the same seed
-        classes = default_model_config(tc).classes
-        options = {"proxy": proxy} if kind == ProxyCNN.kind else {}
-        model = KINDS[kind](classes, task=tc.task, **options)
-    return train(train_config=tc, out=out, resume=resume, progress=progress, model=model)

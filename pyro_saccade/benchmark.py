@@ -35,6 +35,7 @@ import torch
 
 from .baselines import BASELINES, CHUNK, TILE, ProxyCNN, tile_grid
 from .benchmark_memory import MemoryMeter, meminfo
+from .checkpoint import load, pretrained_names
 from .data import (
     MEGAPIXEL_TASKS,
     TASKS,
@@ -46,7 +47,7 @@ from .data import (
 )
 from .data.megapixel import MIN_SIDE
 from .model import SaccadeConfig, SaccadeModel
-from .training import load, objective, pretrained_names
+from .training import objective
 
 # saccade, resnet18, resnet18-tiled, proxy-cnn
 SUBJECTS = ("saccade", *BASELINES, ProxyCNN.kind)

@@ -696,7 +696,6 @@ def train_command(
     the run in --out as it was configured (options given again must repeat its values), or
     starts it from the options given when --out holds no checkpoint yet.
     """
-    from .baselines import train_baseline
     from .model import SaccadeConfig
     from .priors import make_prior
     from .training import (
@@ -706,6 +705,7 @@ def train_command(
         default_model_config,
         load,
         train,
+        train_baseline,
     )
 
     _check_device(device)
@@ -1222,10 +1222,10 @@ def predict_command(
 
 def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     """Label, probability and glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
+    from .batches import prepare
     from .data import as_batch
     from .glimpse import box_scale
     from .posterior import predicted
-    from .training import prepare
 
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
@@ -1336,8 +1336,8 @@ def demo(
 
 def _saccade_model(checkpoint: str, device: str) -> object:
     """The SaccadeModel of a checkpoint; the baselines have no glimpses to show."""
+    from .checkpoint import load
     from .model import SaccadeModel
-    from .training import load
 
     _check_device(device)
     model = load(checkpoint, device)
@@ -1609,7 +1609,7 @@ def benchmark_command(
     """
     from .benchmark import default_checkpoint, run_benchmark, saccade_model
     from .benchmark_report import write
-    from .training import resolve
+    from .checkpoint import resolve
 
     _check_device(device)
     if checkpoint and checkpoint.endswith(".json"):

@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .batches import collate, correct, prepare
 from .data import MEGAPIXEL_TASKS, TASKS, proxies_of
 from .model import SaccadeModel
-from .training import collate, correct, prepare
 
 COVER_SHARE = 0.5  # share of a digit's box that must lie inside one glimpse box
 COVER_RATIO = 4.0  # largest glimpse side, in digit sides, that still counts as reading it

@@ -31,11 +31,11 @@ import torch
 from pyro.infer import Predictive
 from torch import Tensor
 
+from .batches import prepare
 from .data import Photo, as_batch
 from .familiar import warn_unfamiliar
 from .glimpse import cell_box, glimpse_boxes, pixel_boxes
 from .model import SaccadeConfig, SaccadeModel
-from .training import prepare
 
 COORDS = ("scale", "x", "y")
 CORNERS = ("x0", "y0", "x1", "y1")

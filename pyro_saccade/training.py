@@ -1,4 +1,4 @@
-"""Training, evaluation, checkpoints and prediction.
+"""Training: a run's data, the loss, evaluation, and the loop that trains a model.
 
 The loop is Pyro's stochastic variational inference written out in torch, the pattern Pyro
 documents for PyTorch-native training: ``Trace_ELBO().differentiable_loss(model, guide, ...)`` is
@@ -6,6 +6,10 @@ the negative bound of Eq. 6, and a ``torch.optim`` optimiser takes the step. Wri
 loop gets gradient clipping, a learning-rate schedule, DistributedDataParallel and checkpoints
 that load with ``weights_only=True``, which ``pyro.infer.SVI`` with Pyro's optimiser wrappers
 would not give.
+
+Checkpoints are in ``checkpoint.py``, the torch.distributed helpers in ``distributed.py``,
+``TrainConfig`` in ``train_config.py`` and the per-batch helpers in ``batches.py``; their public
+names can be imported from here too (``from pyro_saccade.training import load``).
 """
 
 from __future__ import annotations
@@ -14,107 +18,69 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyro
 import torch
-import torch.distributed as dist
 from pyro.infer import Trace_ELBO
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .config import FORMAT_VERSION, SaccadeConfig
+from .baselines import KINDS, Baseline, ProxyCNN
+from .batches import collate, correct, prepare
+from .checkpoint import (
+    CHECKPOINT,
+    load,
+    model_from_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    trained_config,
+    versions,
+)
+
+# Imports ``x as x`` are not used here: they offer x to the callers of ``pyro_saccade.training``.
+from .checkpoint import PRETRAINED_DIR as PRETRAINED_DIR
+from .checkpoint import atomic_save as atomic_save
+from .checkpoint import export as export
+from .checkpoint import pretrained_names as pretrained_names
+from .checkpoint import resolve as resolve
+from .checkpoint import state_differences as state_differences
+from .config import SaccadeConfig
 from .data import (
     MEGAPIXEL_TASKS,
     MegapixelMNIST,
-    PhotoBatch,
     PhotoFolder,
     TwoDigitCluttered,
     class_names,
-    proxies_of,
 )
 from .data.photos import photo_classes, proxy_cache_dir
+from .distributed import (
+    all_sum,
+    local_batch,
+    local_device,
+    process_group,
+    replicate,
+    rng_states,
+    sync_replicas,
+    world,
+)
+from .distributed import let_collectives_finish as let_collectives_finish
+from .distributed import restarts_share_a_store as restarts_share_a_store
 from .errors import CheckpointError, TrainingDiverged
-from .familiar import trained_on
 from .model import SaccadeModel
+from .train_config import PRECISIONS as PRECISIONS
+from .train_config import TrainConfig
 
-CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-PRECISIONS = ("float32", "bfloat16")
 # Canvases with a longer side are cropped from their patches instead of being drawn whole.
 LAZY_SIDE = 512
-
-
-@dataclass
-class TrainConfig:
-    """How a model is trained: data, schedule, optimiser, device."""
-
-    task: str = "identify"  # identify | sum | mark (two digits) | majority | max | top | multi
-    canvas: list[int] = field(default_factory=lambda: [100, 100])  # height, width
-    distractors: int = 8
-    noise: int = 50  # Megapixel MNIST tasks: line-pair noise boxes per canvas
-    digit_size: int | None = None
-    augment: bool = False  # warp every training digit at random (TwoDigitCluttered's augment)
-    overlap: float = 0.0  # share of training canvases with one digit over the other
-    source: str = "bundled"  # MNIST digits (data.load_digits): bundled | bundled+5k | ...
-    photos: str | None = None  # train on photos: a folder with a subfolder per class, or a CSV
-    photo_test: str | None = None  # held-out photos [default: test_fraction of `photos`]
-    test_fraction: float = 0.2
-    proxy_noise: float = 0.0
-    epochs: int = 20
-    train_size: int = 20000  # fresh canvases every epoch
-    test_size: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_final: float = 0.05  # cosine decay to lr * lr_final
-    kl_anneal: float = 0.1  # fraction of training over which the KL weight rises from 0
-    clip_norm: float = 10.0
-    ema: float = 0.0  # decay of a moving average of the weights, evaluated and saved; 0: off
-    seed: int = 0
-    device: str = "cpu"
-    workers: int = 0
-    eval_samples: int = 0  # 0: posterior-mean glimpses
-    precision: str = "float32"  # float32 | bfloat16: the training loss under torch.autocast
-    checkpoint_every: int = 0  # also checkpoint every this many steps in an epoch; 0: at its end
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 0, f"epochs must be non-negative, got {self.epochs}"),
-            (self.train_size >= 1, f"train_size must be positive, got {self.train_size}"),
-            (self.test_size >= 1, f"test_size must be positive, got {self.test_size}"),
-            (self.batch_size >= 1, f"batch_size must be positive, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be positive, got {self.lr}"),
-            (0 <= self.ema < 1, f"ema must lie in [0, 1), got {self.ema}"),
-            (0 <= self.overlap <= 1, f"overlap must lie in [0, 1], got {self.overlap}"),
-            (self.proxy_noise >= 0, f"proxy_noise must be non-negative, got {self.proxy_noise}"),
-            (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
-            (
-                self.checkpoint_every >= 0,
-                f"checkpoint_every must be non-negative, got {self.checkpoint_every}",
-            ),
-            (
-                self.precision in PRECISIONS,
-                f"precision must be one of {PRECISIONS}, got {self.precision!r}",
-            ),
-            (
-                0 <= self.test_fraction < 1,
-                f"test_fraction must lie in [0, 1), got {self.test_fraction}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -208,11 +174,6 @@ def epoch_subset(dataset: Dataset, epoch: int, size: int, start: int = 0) -> Sub
     return Subset(dataset, order[rank:usable:processes][start:])
 
 
-def collate(dataset: Dataset) -> Callable | None:
-    """The dataset's own batching (photos of any size make a PhotoBatch), or torch's default."""
-    return getattr(dataset.dataset if isinstance(dataset, Subset) else dataset, "collate", None)
-
-
 def loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
     return DataLoader(
         dataset,
@@ -231,17 +192,6 @@ def loader(dataset: Dataset, config: TrainConfig) -> DataLoader:
 def ignore_interrupts(worker: int) -> None:
     """Data-loader workers leave Ctrl-C to the main process, which saves a checkpoint first."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def prepare(
-    images: Tensor | PhotoBatch, device: torch.device, proxy: int, noise: float = 0.0
-) -> tuple[Tensor | PhotoBatch, Tensor]:
-    """Move a batch to ``device`` and build its proxies there (photos bring theirs)."""
-    if isinstance(images, Tensor):
-        images = images.to(device, non_blocking=True)
-    else:  # photos on disk, canvases made of patches
-        images = images.to(device)
-    return images, proxies_of(images, proxy, noise)
 
 
 # -- the loss ---------------------------------------------------------------------------------
@@ -272,13 +222,6 @@ class ELBOLoss(nn.Module):
 def objective(model: nn.Module) -> nn.Module:
     """The training loss of a model: the negative ELBO, or a baseline's own ``loss()``."""
     return ELBOLoss(model) if isinstance(model, SaccadeModel) else model.loss()
-
-
-def correct(probs: Tensor, labels: Tensor, multilabel: bool) -> Tensor:
-    """Per-image correctness: argmax, or every mark right for multi-label."""
-    if multilabel:
-        return ((probs > 0.5) == labels.bool()).all(-1)
-    return probs.argmax(-1) == labels
 
 
 @torch.no_grad()
@@ -313,288 +256,6 @@ def evaluate(
         total += len(labels)
     hits, total = all_sum([hits, total])
     return hits / max(total, 1)
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-
-
-def versions() -> dict[str, str]:
-    import numpy
-
-    from . import __version__
-
-    return {
-        "pyro_saccade": __version__,
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def atomic_save(payload: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: a kill at any moment leaves the old file whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_checkpoint(
-    path: Path,
-    model: SaccadeModel,
-    train_config: TrainConfig | None = None,
-    state: dict | None = None,
-) -> None:
-    """state_dict + config JSON (+ optimiser, schedule, RNG and progress when training)."""
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "config": json.dumps(model.config.to_dict()),
-        "train_config": json.dumps(dataclasses.asdict(train_config)) if train_config else "",
-        "versions": json.dumps(versions()),
-        "kind": getattr(model, "kind", "saccade"),
-        "model": model.state_dict(),
-    }
-    payload.update(state or {})
-    atomic_save(payload, Path(path))
-
-
-def resolve(path_or_name: str | Path) -> Path:
-    """A checkpoint file, a run directory holding one, or a shipped pretrained model's name."""
-    path = Path(path_or_name)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if path.exists():
-        return path
-    shipped = PRETRAINED_DIR / f"{path_or_name}.pt"
-    if shipped.exists():
-        return shipped
-    names = ", ".join(sorted(pretrained_names())) or "none shipped"
-    raise CheckpointError(
-        f"{path_or_name}: no such checkpoint file or pretrained model (pretrained: {names})"
-    )
-
-
-def pretrained_names() -> list[str]:
-    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
-
-
-def export(path_or_name: str | Path, out: str | Path) -> Path:
-    """Write a checkpoint's weights and configs alone (no optimiser state), for shipping."""
-    payload = read_checkpoint(path_or_name)
-    slim = {
-        key: payload[key]
-        for key in ("format_version", "config", "train_config", "versions", "kind", "model")
-        if key in payload
-    }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(slim, out)
-    return out
-
-
-def read_checkpoint(path_or_name: str | Path) -> dict:
-    """Load a checkpoint dict with ``weights_only=True``, checking its format version."""
-    path = resolve(path_or_name)
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({error.__class__.__name__})"
-        ) from error
-    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
-        raise CheckpointError(f"{path}: not a pyro_saccade checkpoint")
-    version = payload.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version}, this pyro_saccade reads {FORMAT_VERSION}"
-        )
-    return payload
-
-
-def model_from_checkpoint(payload: dict, source: str = "checkpoint") -> SaccadeModel:
-    """The model a checkpoint holds: a SaccadeModel, or a baseline by its "kind"."""
-    kind = payload.get("kind", "saccade")
-    try:
-        config = json.loads(payload["config"])
-        if kind == "saccade":
-            model = SaccadeModel(SaccadeConfig.from_dict(config))
-        else:
-            from .baselines import baseline_from_config
-
-            model = baseline_from_config(kind, config)
-    except (ValueError, KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"{source}: a model config that this version cannot build ({error})"
-        ) from error
-    differences = state_differences(model.state_dict(), payload["model"])
-    if differences:
-        raise CheckpointError(f"{source}: weights do not match its config ({differences})")
-    model.load_state_dict(payload["model"])
-    trained = trained_config(payload)  # for the warning on unlike inputs (familiar.py)
-    model.trained_on = trained_on(model.config.channels, None if trained.photos else trained.canvas)
-    return model
-
-
-def state_differences(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str:
-    """The tensors missing from ``found``, unexpected in it or of another shape, in one line."""
-    shared = expected.keys() & found.keys()
-    groups = {
-        "missing": expected.keys() - found.keys(),
-        "unexpected": found.keys() - expected.keys(),
-        "of another shape": {
-            k for k in shared if tuple(expected[k].shape) != tuple(getattr(found[k], "shape", ()))
-        },
-    }
-    return "; ".join(
-        f"{len(names)} {what}: {', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}"
-        for what, names in groups.items()
-        if names
-    )
-
-
-def trained_config(payload: dict) -> TrainConfig:
-    """The TrainConfig a checkpoint was trained with (the defaults for a bare model)."""
-    text = payload.get("train_config")
-    return TrainConfig(**json.loads(text)) if text else TrainConfig()
-
-
-def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> SaccadeModel:
-    """Load a trained model (checkpoint file, run directory or pretrained name), in eval mode."""
-    payload = read_checkpoint(path_or_name)
-    model = model_from_checkpoint(payload, str(path_or_name))
-    return model.to(device).eval()
-
-
-# -- several processes (torchrun) -------------------------------------------------------------
-
-
-def world() -> tuple[int, int]:
-    """(rank, number of processes): (0, 1) unless torch.distributed is set up."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def local_batch(config: TrainConfig) -> int:
-    """This process's share of the global batch ``config.batch_size``."""
-    return config.batch_size // world()[1]
-
-
-def local_device(device: str) -> torch.device:
-    """``cuda`` means this process's own GPU, ``cuda:LOCAL_RANK``, when torchrun starts it."""
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and resolved.index is None and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return resolved
-
-
-@contextmanager
-def process_group(device: str) -> Iterator[None]:
-    """Join the job torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)
-    for the block: nccl for CUDA, gloo for the CPU. A no-op in a single process, or when the
-    caller has set up torch.distributed itself."""
-    joined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-    if joined and restarts_share_a_store() and os.environ.get("RANK") == "0":
-        warnings.warn(
-            "torchrun --max-restarts shares its store with the workers, and a restart can then "
-            "fail to connect or hang on the keys of the attempt before (pytorch/pytorch#135712): "
-            "run torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1",
-            stacklevel=2,
-        )
-    if joined:
-        cuda = torch.device(device).type == "cuda"
-        if cuda:
-            torch.cuda.set_device(local_device(device))
-        dist.init_process_group("nccl" if cuda else "gloo")
-    try:
-        yield
-        if joined:
-            # Leave together: a process that tears down gloo while its peer still has work in
-            # flight can make the peer abort at exit (SIGABRT) after a run that succeeded.
-            dist.barrier()
-    finally:
-        if joined:
-            dist.destroy_process_group()
-            let_collectives_finish()
-
-
-def restarts_share_a_store() -> bool:
-    """Whether torchrun may restart this process (``--max-restarts``) while its workers share the
-    agent's store: that store outlives an attempt, keys and all."""
-    return (
-        os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-        and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
-    )
-
-
-def let_collectives_finish(seconds: float = 0.1) -> None:
-    """Give up the GIL for a moment so that gloo's worker threads can drop the tensors of the
-    last collectives while the interpreter still runs.
-
-    DDP keeps the process group, and with it gloo's worker threads, alive until the process ends.
-    A worker that frees a tensor Python has let go of must take the GIL; if the interpreter is
-    already shutting down, CPython ends that thread inside a C++ destructor and the process aborts
-    (SIGABRT, "terminate called without an active exception") after a run that succeeded. Under
-    load that happened in 2 of 20 two-process runs without this pause.
-    """
-    time.sleep(seconds)
-
-
-def all_sum(values: list[float]) -> list[float]:
-    """Numbers summed over all processes (a collective: every process must call it)."""
-    if world()[1] == 1:
-        return values
-    nccl = dist.get_backend() == "nccl"
-    device = torch.device("cuda", torch.cuda.current_device()) if nccl else None
-    total = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.tolist()
-
-
-def replicate(loss: nn.Module, device: torch.device) -> nn.Module:
-    """The loss module under DistributedDataParallel when several processes train: every replica
-    starts from rank 0's weights, and backward averages the gradients over processes."""
-    if world()[1] == 1:
-        return loss
-    # Some configurations leave a parameter out of the loss (the Gaussian proxy scale under the
-    # Bernoulli likelihood), which DDP must be told to expect.
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(loss, device_ids=ids, find_unused_parameters=True)
-
-
-def sync_replicas(model: nn.Module) -> None:
-    """Give every process rank 0's buffers (BatchNorm statistics, which each process updates on
-    its own data), then raise unless all hold bit-identical parameters (collective). DDP keeps
-    them equal by construction; this catches any rank-dependent step that lets them drift."""
-    processes = world()[1]
-    if processes == 1:
-        return
-    for buffer in model.buffers():
-        dist.broadcast(buffer, 0)
-    mine = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    first = mine.clone()
-    dist.broadcast(first, 0)
-    matching = all_sum([float(torch.equal(mine, first))])[0]
-    if matching < processes:
-        raise RuntimeError(
-            f"model replicas diverged: {processes - int(matching)} of {processes} processes hold "
-            "parameters different from rank 0's"
-        )
-
-
-def rng_states() -> list[Tensor]:
-    """Every process's torch RNG state in rank order (collective)."""
-    state = torch.get_rng_state()
-    if world()[1] == 1:
-        return [state]
-    states: list = [None] * world()[1]
-    dist.all_gather_object(states, state)
-    return states
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -881,6 +542,32 @@ def diverged(out: Path, loss: Tensor, norm: Tensor, epoch: int, batch: int) -> T
     return TrainingDiverged(
         f"training diverged: {what} at epoch {epoch + 1}, step {batch + 1}; {kept}"
     )
+
+
+def train_baseline(
+    kind: str,
+    train_config: TrainConfig | None = None,
+    out: str | Path = "runs/resnet18",
+    resume: bool = False,
+    progress: bool = True,
+    model: Baseline | None = None,
+    proxy: int = 32,
+) -> Baseline:
+    """Train a baseline (``baselines.KINDS``) with ``train``'s loop (data, schedule, checkpoints,
+    metrics).
+
+    ``model`` (optional) starts from given weights; ``resume`` continues ``out``'s checkpoint;
+    ``proxy`` is the proxy side of a new proxy CNN (the loop builds proxies of its config's side).
+    """
+    tc = train_config or TrainConfig()
+    if kind not in KINDS:
+        raise ValueError(f"unknown baseline {kind!r} (known: {', '.join(KINDS)})")
+    if model is None:
+        pyro.set_rng_seed(tc.seed)  # the same initial weights for the same seed
+        classes = default_model_config(tc).classes
+        options = {"proxy": proxy} if kind == ProxyCNN.kind else {}
+        model = KINDS[kind](classes, task=tc.task, **options)
+    return train(train_config=tc, out=out, resume=resume, progress=progress, model=model)
 
 
 def predict(

@@ -11,7 +11,7 @@ import torch
 from tiny import TINY
 
 from pyro_saccade import load
-from pyro_saccade.baselines import ClassifierLoss, ProxyCNN, train_baseline
+from pyro_saccade.baselines import ClassifierLoss, ProxyCNN
 from pyro_saccade.data import MegapixelMNIST, TwoDigitCluttered, make_proxy
 from pyro_saccade.metrics import (
     covered,
@@ -20,7 +20,7 @@ from pyro_saccade.metrics import (
     union_area,
 )
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
-from pyro_saccade.training import TrainConfig, evaluate
+from pyro_saccade.training import TrainConfig, evaluate, train_baseline
 
 
 def boxes(*rows: tuple[float, float, float, float]) -> torch.Tensor:

@@ -1,0 +1,174 @@
+"""Checkpoints: atomic saving, reading with ``weights_only=True``, the shipped pretrained
+models, export for shipping, and rebuilding the model (a SaccadeModel or a baseline) a
+checkpoint holds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy
+import pyro
+import torch
+from torch import Tensor
+
+from . import __version__
+from .baselines import baseline_from_config
+from .config import FORMAT_VERSION, SaccadeConfig
+from .errors import CheckpointError
+from .familiar import trained_on
+from .model import SaccadeModel
+from .train_config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def versions() -> dict[str, str]:
+    """The versions a checkpoint was written with, saved beside it."""
+    return {
+        "pyro_saccade": __version__,
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def atomic_save(payload: dict, path: Path) -> None:
+    """Write to a temporary file, then rename: a kill at any moment leaves the old file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    path: Path,
+    model: SaccadeModel,
+    train_config: TrainConfig | None = None,
+    state: dict | None = None,
+) -> None:
+    """state_dict + config JSON (+ optimiser, schedule, RNG and progress when training)."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "config": json.dumps(model.config.to_dict()),
+        "train_config": json.dumps(dataclasses.asdict(train_config)) if train_config else "",
+        "versions": json.dumps(versions()),
+        "kind": getattr(model, "kind", "saccade"),
+        "model": model.state_dict(),
+    }
+    payload.update(state or {})
+    atomic_save(payload, Path(path))
+
+
+def resolve(path_or_name: str | Path) -> Path:
+    """A checkpoint file, a run directory holding one, or a shipped pretrained model's name."""
+    path = Path(path_or_name)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if path.exists():
+        return path
+    shipped = PRETRAINED_DIR / f"{path_or_name}.pt"
+    if shipped.exists():
+        return shipped
+    names = ", ".join(sorted(pretrained_names())) or "none shipped"
+    raise CheckpointError(
+        f"{path_or_name}: no such checkpoint file or pretrained model (pretrained: {names})"
+    )
+
+
+def pretrained_names() -> list[str]:
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
+
+
+def export(path_or_name: str | Path, out: str | Path) -> Path:
+    """Write a checkpoint's weights and configs alone (no optimiser state), for shipping."""
+    payload = read_checkpoint(path_or_name)
+    slim = {
+        key: payload[key]
+        for key in ("format_version", "config", "train_config", "versions", "kind", "model")
+        if key in payload
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(slim, out)
+    return out
+
+
+def read_checkpoint(path_or_name: str | Path) -> dict:
+    """Load a checkpoint dict with ``weights_only=True``, checking its format version."""
+    path = resolve(path_or_name)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({error.__class__.__name__})"
+        ) from error
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise CheckpointError(f"{path}: not a pyro_saccade checkpoint")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version}, this pyro_saccade reads {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def model_from_checkpoint(payload: dict, source: str = "checkpoint") -> SaccadeModel:
+    """The model a checkpoint holds: a SaccadeModel, or a baseline by its "kind"."""
+    kind = payload.get("kind", "saccade")
+    try:
+        config = json.loads(payload["config"])
+        if kind == "saccade":
+            model = SaccadeModel(SaccadeConfig.from_dict(config))
+        else:
+            model = baseline_from_config(kind, config)
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"{source}: a model config that this version cannot build ({error})"
+        ) from error
+    differences = state_differences(model.state_dict(), payload["model"])
+    if differences:
+        raise CheckpointError(f"{source}: weights do not match its config ({differences})")
+    model.load_state_dict(payload["model"])
+    trained = trained_config(payload)  # for the warning on unlike inputs (familiar.py)
+    model.trained_on = trained_on(model.config.channels, None if trained.photos else trained.canvas)
+    return model
+
+
+def state_differences(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str:
+    """The tensors missing from ``found``, unexpected in it or of another shape, in one line."""
+    shared = expected.keys() & found.keys()
+    groups = {
+        "missing": expected.keys() - found.keys(),
+        "unexpected": found.keys() - expected.keys(),
+        "of another shape": {
+            k for k in shared if tuple(expected[k].shape) != tuple(getattr(found[k], "shape", ()))
+        },
+    }
+    return "; ".join(
+        f"{len(names)} {what}: {', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}"
+        for what, names in groups.items()
+        if names
+    )
+
+
+def trained_config(payload: dict) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with (the defaults for a bare model)."""
+    text = payload.get("train_config")
+    return TrainConfig(**json.loads(text)) if text else TrainConfig()
+
+
+def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> SaccadeModel:
+    """Load a trained model (checkpoint file, run directory or pretrained name), in eval mode."""
+    payload = read_checkpoint(path_or_name)
+    model = model_from_checkpoint(payload, str(path_or_name))
+    return model.to(device).eval()
