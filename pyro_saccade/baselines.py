@@ -4,7 +4,7 @@ once, and a small CNN that sees only the proxy.
 All are plain classifiers trained with cross-entropy (binary for multi-label tasks) on the same
 canvases, loader and evaluation as the saccade model (``saccade train --model
 resnet18-tiled|resnet18|proxy-cnn``), and they answer ``predict(images, proxies=None,
-samples=0)`` like it, so ``training.evaluate`` and ``training.load`` work on them unchanged. The
+samples=0)`` like it, so ``training.evaluate`` and ``checkpoint.load`` work on them unchanged. The
 resnets ignore the proxy; the proxy CNN reads nothing else, which measures how much of a task
 the proxy alone can answer.
 """

@@ -6,18 +6,10 @@ from .cluttered import TASKS, TwoDigitCluttered, class_names, label_name, label_
 from .images import ImageError, load_image, match_channels, save_image
 from .megapixel import MEGAPIXEL_TASKS, MegapixelMNIST
 from .mnist import load_digits, read_idx
-from .photos import (
-    Photo,
-    PhotoBatch,
-    PhotoFolder,
-    as_batch,
-    list_photos,
-    photo_classes,
-    proxies_of,
-    save_tiled_tiff,
-    synthetic_photo,
-)
+from .photo import Photo, PhotoBatch, as_batch, proxies_of
+from .photos import PhotoFolder, list_photos, photo_classes, synthetic_photo
 from .proxy import Proxy, make_proxy
+from .tiff import save_tiled_tiff
 
 __all__ = [
     "MEGAPIXEL_TASKS",
