@@ -1225,7 +1225,7 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     from .batches import prepare
     from .data import as_batch
     from .glimpse import box_scale
-    from .posterior import predicted
+    from .labels import predicted
 
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
@@ -1410,7 +1410,8 @@ def posterior_command(
     """
     import pyro
 
-    from .posterior import image_names, sample_posterior, true_labels
+    from .labels import image_names, true_labels
+    from .posterior import sample_posterior
 
     _use_threads(threads)
     model = _saccade_model(checkpoint, device)
@@ -1465,7 +1466,7 @@ def visualize_command(
     """
     import pyro
 
-    from .posterior import checked_labels, labels_beside
+    from .labels import checked_labels, labels_beside
     from .viz import glimpse_figure
 
     _use_threads(threads)

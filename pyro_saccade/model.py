@@ -50,6 +50,7 @@ from .glimpse import (
     pixel_boxes,
     sample_box,
 )
+from .labels import predicted
 from .networks import (
     CellAttention,
     CropEncoder,
@@ -476,7 +477,6 @@ class SaccadeModel(nn.Module):
     def labels(self, probs: Tensor) -> list[str]:
         """Class names of probabilities [B, K] (or one [K]) from ``predict``: the most probable
         class, or for a multi-label model the classes above 0.5 joined by "+" ("3+7")."""
-        from .posterior import predicted
 
         rows, c = probs.reshape(-1, probs.shape[-1]), self.config
         return [predicted(row, c.classes, c.multilabel)[0] for row in rows]

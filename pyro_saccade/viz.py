@@ -20,8 +20,8 @@ from torch import Tensor
 
 from .batches import prepare
 from .data import Photo, as_batch
+from .labels import predicted
 from .model import SaccadeModel
-from .posterior import predicted
 
 DISPLAY_SIDE = 800  # larger images are shown downsampled to this longer side
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")

@@ -17,15 +17,9 @@ from tiny import TINY
 
 from pyro_saccade.cli import main
 from pyro_saccade.data import class_names, make_proxy
+from pyro_saccade.labels import label_name, parse_label, true_labels
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
-from pyro_saccade.posterior import (
-    from_dict,
-    label_name,
-    parse_label,
-    read_posterior,
-    sample_posterior,
-    true_labels,
-)
+from pyro_saccade.posterior import from_dict, read_posterior, sample_posterior
 from pyro_saccade.priors import FixedGaussianPrior
 from pyro_saccade.training import TrainConfig, train
 
