@@ -223,6 +223,23 @@ def test_glimpses_match_extract_glimpse_values_and_gradients(photos: dict) -> No
         assert torch.allclose(grad[i], expected_grad[0], rtol=1e-3, atol=1e-2)
 
 
+def test_photos_sample_any_grid_as_grid_sample_on_the_decoded_photo(photos: dict) -> None:
+    """Boxes placed in pixels (cells models) read photos from disk through ``sample``: as
+    grid_sample on the decoded photo, gradients included, also across the border."""
+    path = photos[(1000, 304)]["tiles-deflate.tif"]
+    full = load_image(path)[None]
+    batch = PhotoBatch.of([Photo(path)], proxy=16)
+    for centre in ([0.2, -0.3], [0.98, 0.9]):  # inside, and reaching past the corner
+        theta = torch.tensor([[[0.07, 0.0, centre[0]], [0.0, 0.2, centre[1]]]], requires_grad=True)
+        grid = F.affine_grid(theta, [1, 3, 64, 64], align_corners=False)
+        crop = batch.sample(grid)
+        expected = F.grid_sample(full, grid, mode="bilinear", align_corners=False)
+        assert torch.allclose(crop, expected, atol=1e-5)
+        (grad,) = torch.autograd.grad(crop.square().sum(), theta)
+        (expected_grad,) = torch.autograd.grad(expected.square().sum(), theta)
+        assert torch.allclose(grad, expected_grad, rtol=1e-3, atol=1e-3)
+
+
 def test_small_crops_sample_the_reduced_photo(photos: dict) -> None:
     path = photos[(640, 480)]["png"]
     full = load_image(path)[None]

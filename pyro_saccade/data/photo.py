@@ -342,6 +342,11 @@ class PhotoBatch:
     def to(self, device: str | torch.device) -> PhotoBatch:
         return PhotoBatch(self.photos, self.proxies.to(device), device)
 
+    def sample(self, grid: Tensor) -> Tensor:
+        """Bilinear samples [B, C, h, w] of the photos at normalised points ``grid``
+        [B, h, w, 2], as ``F.grid_sample`` on the decoded photos (``sample_photo``)."""
+        return torch.cat([sample_photo(photo, grid[i]) for i, photo in enumerate(self.photos)])
+
     def glimpse(self, z: Tensor, size: int, scale_min: float, scale_max: float) -> Tensor:
         """Crops [B, C, size, size] at glimpses z [B, 3], as extract_glimpse on the full photos."""
         return torch.cat(
@@ -350,6 +355,41 @@ class PhotoBatch:
                 for i, photo in enumerate(self.photos)
             ]
         )
+
+
+def sample_photo(photo: Photo, grid: Tensor) -> Tensor:
+    """Bilinear samples [1, C, h, w] of ``photo`` at normalised points ``grid`` [h, w, 2], as
+    ``F.grid_sample`` on the decoded photo (exactly so at reduction 1), differentiable in the
+    grid. Only the region under the points is read, at the coarsest scale that still gives
+    ``w`` pixels across it, with a margin for bilinear sampling."""
+    height, width = photo.height, photo.width
+    points = grid.detach()
+    xs = ((points[..., 0] + 1) * width - 1) / 2
+    ys = ((points[..., 1] + 1) * height - 1) / 2
+    x0, x1, y0, y1 = float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
+    reduce = reduction_for(min(x1 - x0, y1 - y0), grid.shape[1])
+    rx0 = min(max(0, (math.floor(x0 / reduce) - 1) * reduce), width - 1)
+    ry0 = min(max(0, (math.floor(y0 / reduce) - 1) * reduce), height - 1)
+    rx1 = max(min(width, (math.ceil(x1 / reduce) + 2) * reduce), rx0 + 1)
+    ry1 = max(min(height, (math.ceil(y1 / reduce) + 2) * reduce), ry0 + 1)
+    region = photo.read_region((rx0, ry0, rx1, ry1), reduce).to(grid.device, grid.dtype)
+    h, w = region.shape[-2:]
+    # A photo coordinate u is pixel ((u + 1) W - 1) / 2; in the region read at reduction r
+    # from (rx0, ry0) that is the normalised coordinate ((u + 1) W - 2 rx0) / (r w) - 1.
+    local = torch.stack(
+        [
+            ((grid[..., 0] + 1) * width - 2 * rx0) / (reduce * w) - 1,
+            ((grid[..., 1] + 1) * height - 2 * ry0) / (reduce * h) - 1,
+        ],
+        -1,
+    )
+    return F.grid_sample(
+        region[None],
+        local[None],
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=ALIGN_CORNERS,
+    )
 
 
 def as_batch(images: Sequence[Tensor] | Sequence[Photo], proxy: int) -> Tensor | PhotoBatch:
