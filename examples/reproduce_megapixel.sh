@@ -15,7 +15,7 @@ if [[ "$what" == stage1 || "$what" == all ]]; then
   saccade train --task identify --canvas 2528 --digit-size 28 --distractors 8 --glimpses 4 \
     --crop 32 --proxy 256 --set where=cells --set box_min=32 --set box_max=96 --set evidence=crops \
     --set crop_width=16 --set proxy_width=8 --set hidden=128 --set learn_where=false \
-    --epochs 15 --train-size 6400 --test-size 500 --batch-size 32 --lr 1e-3 --seed 0 \
+    --set ink_floor=1e-4 --epochs 15 --train-size 6400 --test-size 500 --batch-size 32 --lr 1e-3 --seed 0 \
     --checkpoint-every 50 --resume --quiet --out runs/id28-stage1
 fi
 
@@ -45,8 +45,8 @@ if [[ "$what" == baselines || "$what" == all ]]; then
 fi
 
 if [[ "$what" == evaluate || "$what" == all ]]; then
-  saccade evaluate runs/megapixel-majority --n 1000 --seed 1 --batch-size 50 --json \
-    --proxy-baseline runs/megapixel-majority-proxy
-  saccade evaluate runs/identify-2528-28px --n 1000 --seed 1 --batch-size 50 --json \
-    --proxy-baseline runs/identify-2528-28px-proxy
+  saccade evaluate runs/megapixel-majority --n 1000 --seed 1 --batch-size 50 --json
+  saccade evaluate runs/megapixel-majority-proxy --n 1000 --seed 1 --batch-size 50 --json  # same canvases
+  saccade evaluate runs/identify-2528-28px --n 1000 --seed 1 --batch-size 50 --json
+  saccade evaluate runs/identify-2528-28px-proxy --n 1000 --seed 1 --batch-size 50 --json  # same canvases
 fi
