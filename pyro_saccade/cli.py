@@ -1260,8 +1260,8 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     type=click.IntRange(min=1),
     default=200,
     show_default=True,
-    help="Held-out canvases per shipped model (a tenth of them, at least 10, for models of "
-    "canvases over 512 px).",
+    help="Held-out canvases per shipped model; a model of canvases over 512 px takes a tenth as "
+    "many, at least 10.",
 )
 @click.option(
     "--train",

@@ -170,9 +170,8 @@ class SaccadeModel(nn.Module):
         placed = z
         if centre is not None:
             # The state learns where it looked and how wide: box side over box_max, centre.
-            width = images.shape[-1]
             sx, _, cx, cy = self.cell_box(z, centre, *images.shape[-2:])
-            placed = torch.stack([sx * (width / c.box_max), cx, cy], -1)
+            placed = torch.stack([sx * (images.shape[-1] / c.box_max), cx, cy], -1)
         features = self.crop_encoder(crop)
         if weight is not None:
             features = features * weight.unsqueeze(-1)

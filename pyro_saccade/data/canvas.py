@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import Dataset
 
 MODES = ("replace", "add")
 # Proxy pixels are composed this many at a time, so that canvases of large patches (a 700-px
@@ -29,6 +29,21 @@ _BORDER = 2
 _ROUND_LIMIT = 1.5
 # CanvasBatch keeps each pixel's 2x2 block together (four times the patch table) up to this size.
 _QUAD_BYTES = 1 << 28
+
+
+class GeneratedCanvases(Dataset):
+    """A dataset of ``n`` canvases, each a pure function of its index: its length and the
+    check of an index (negative ones count from the end)."""
+
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _index(self, i: int) -> int:
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} canvases")
+        return i % self.n
 
 
 @dataclass(eq=False)
@@ -464,15 +479,6 @@ class CanvasBatch:
         col_area = _bin_lengths(width, cols, self.device)
         means = sums.view(batch, rows, cols) / (row_area[:, None] * col_area)
         return means.to(torch.float32)[:, None]
-
-    def glimpse(self, z: Tensor, size: int, scale_min: float, scale_max: float) -> Tensor:
-        """Crops [B, 1, size, size] at glimpses z [B, 3], as ``extract_glimpse`` on the dense
-        canvases."""
-        from ..glimpse import ALIGN_CORNERS, affine_theta
-
-        theta = affine_theta(z, self.height, self.width, scale_min, scale_max)
-        grid = F.affine_grid(theta, [len(self), 1, size, size], align_corners=ALIGN_CORNERS)
-        return self.sample(grid)
 
     def __repr__(self) -> str:
         return (

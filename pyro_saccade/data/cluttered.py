@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
-from .canvas import PatchCanvas, collate_canvases
+from .canvas import GeneratedCanvases, PatchCanvas, collate_canvases
 from .mnist import SPLITS, load_digits
 
 TASKS = ("identify", "sum", "mark")
@@ -132,7 +131,7 @@ class _Layout:
     digit_warps: tuple[tuple[float, float, float], ...] = ()  # (degrees, scale, shear) per digit
 
 
-class TwoDigitCluttered(Dataset):
+class TwoDigitCluttered(GeneratedCanvases):
     """Canvases with two MNIST digits and ``distractors`` 8x8 digit fragments.
 
     Item ``i`` is ``(image float32 [1, H, W] in [0, 1], label)`` with ``label`` an int64 scalar
@@ -202,14 +201,6 @@ class TwoDigitCluttered(Dataset):
         self.num_classes = len(self.classes)
         # The training loop batches with a dataset's own collate when it has one.
         self.collate = collate_canvases if lazy else None
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _index(self, i: int) -> int:
-        if not -self.n <= i < self.n:
-            raise IndexError(f"index {i} out of range for {self.n} canvases")
-        return i % self.n
 
     def _layout(self, i: int) -> _Layout:
         # A fresh generator per item makes each canvas independent of access order and workers.

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from .canvas import PatchCanvas, collate_canvases
+from .canvas import GeneratedCanvases, PatchCanvas, collate_canvases
 from .mnist import SPLITS, load_digits
 
 MEGAPIXEL_TASKS = ("majority", "max", "top", "multi")
@@ -89,7 +88,7 @@ class _Layout:
     noise_boxes: tuple[Box, ...]
 
 
-class MegapixelMNIST(Dataset):
+class MegapixelMNIST(GeneratedCanvases):
     """Canvases with five MNIST digits, three of a target class, and ``noise`` line-pair boxes.
 
     Digits keep their 28 px and sit in non-overlapping boxes anywhere on the canvas; noise boxes
@@ -140,14 +139,6 @@ class MegapixelMNIST(Dataset):
         self.num_classes = 10
         # The training loop batches with a dataset's own collate when it has one.
         self.collate = collate_canvases if lazy else None
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _index(self, i: int) -> int:
-        if not -self.n <= i < self.n:
-            raise IndexError(f"index {i} out of range for {self.n} canvases")
-        return i % self.n
 
     def _layout(self, i: int) -> _Layout:
         # A fresh generator per item makes each canvas independent of access order and workers.
