@@ -91,7 +91,6 @@ class Baseline(nn.Module):
     def __init__(self, config: BaselineConfig) -> None:
         super().__init__()
         self.config = config
-        self.last_probs: Tensor | None = None
 
     def logits(self, images: Tensor, proxies: Tensor | None) -> Tensor:
         """Class logits [B, K] of a batch and its proxies (built from the images if None)."""
@@ -302,9 +301,10 @@ class ClassifierLoss(nn.Module):
 
     def forward(
         self, images: Tensor, proxies: Tensor, labels: Tensor, annealing: float = 1.0
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
         logits = self.baseline.logits(images, proxies)
-        self.baseline.last_probs = self.baseline.class_probs(logits).detach()
+        probs = self.baseline.class_probs(logits).detach()
         if self.baseline.config.multilabel:
-            return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / len(labels)
-        return F.cross_entropy(logits, labels)
+            loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
+            return loss / len(labels), probs
+        return F.cross_entropy(logits, labels), probs

@@ -135,7 +135,7 @@ def phase_step(
             model.train()
             # A training step of the saccade model builds its batch's proxies, as train() does.
             batch_proxies = proxies_of(images, side) if is_saccade else None
-            loss = loss_fn(images, batch_proxies, labels)
+            loss, _ = loss_fn(images, batch_proxies, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

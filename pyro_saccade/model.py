@@ -66,8 +66,10 @@ from .priors import LATENT, GlimpsePrior, make_prior
 
 
 class Step(NamedTuple):
-    """What one glimpse leaves behind: the new recurrent state and the crop's features."""
+    """What one glimpse leaves behind: the glimpse z_t, the new recurrent state and the crop's
+    features."""
 
+    z: Tensor
     h: Tensor
     state: tuple[Tensor, Tensor]
     features: Tensor
@@ -102,51 +104,47 @@ class SaccadeModel(nn.Module):
     def __init__(self, config: SaccadeConfig, prior: GlimpsePrior | None = None) -> None:
         super().__init__()
         self.config = config
-        c = config
+        cfg = config
         self.crop_encoder = CropEncoder(
-            c.channels, c.crop_width, c.crop_features, mean=c.crop_pool == "max_mean"
+            cfg.channels, cfg.crop_width, cfg.crop_features, mean=cfg.crop_pool == "max_mean"
         )
         crop_features = self.crop_encoder.outputs
         self.proxy_encoder = ProxyEncoder(
-            c.channels, c.proxy_width, c.proxy_features, strided=c.where == "cells"
+            cfg.channels, cfg.proxy_width, cfg.proxy_features, strided=cfg.where == "cells"
         )
-        self.z_embed = nn.Sequential(nn.Linear(LATENT, c.z_features), nn.ReLU(inplace=True))
+        self.z_embed = nn.Sequential(nn.Linear(LATENT, cfg.z_features), nn.ReLU(inplace=True))
         self.rnn = Recurrence(
-            crop_features + c.z_features + c.proxy_features, c.hidden, c.rnn_layers
+            crop_features + cfg.z_features + cfg.proxy_features, cfg.hidden, cfg.rnn_layers
         )
-        evidence_inputs = crop_features if c.evidence == "crops" else c.hidden
+        evidence_inputs = crop_features if cfg.evidence == "crops" else cfg.hidden
         self.classifier = (
-            DigitPairHead(evidence_inputs, c.task, c.pair_evidence)
-            if c.head == "digit_pairs"
-            else LinearHead(evidence_inputs, c.num_classes)
+            DigitPairHead(evidence_inputs, cfg.task, cfg.pair_evidence)
+            if cfg.head == "digit_pairs"
+            else LinearHead(evidence_inputs, cfg.num_classes)
         )
         self.proxy_decoder = ProxyDecoder(
-            LATENT, c.hidden, c.channels, min(c.proxy, DECODED_PROXY), c.proxy_width
+            LATENT, cfg.hidden, cfg.channels, min(cfg.proxy, DECODED_PROXY), cfg.proxy_width
         )
-        self.proxy_log_scale = nn.Parameter(torch.zeros(c.channels, 1, 1))
-        inputs = c.proxy_features + c.hidden
-        posterior_std = (c.posterior_std, c.posterior_std_max)
-        if c.where == "cells":  # z_t refines a chosen cell: read that cell's features too
+        self.proxy_log_scale = nn.Parameter(torch.zeros(cfg.channels, 1, 1))
+        inputs = cfg.proxy_features + cfg.hidden
+        posterior_std = (cfg.posterior_std, cfg.posterior_std_max)
+        if cfg.where == "cells":  # z_t refines a chosen cell: read that cell's features too
             self.posterior_net = GaussianHead(
-                inputs + 2 * c.proxy_width, c.hidden, LATENT, *posterior_std
+                inputs + 2 * cfg.proxy_width, cfg.hidden, LATENT, *posterior_std
             )
-        elif c.posterior == "saliency":
+        elif cfg.posterior == "saliency":
             self.posterior_net = SaliencyHead(
-                2 * c.proxy_width, c.proxy // 4, inputs, c.hidden, LATENT, *posterior_std
+                2 * cfg.proxy_width, cfg.proxy // 4, inputs, cfg.hidden, LATENT, *posterior_std
             )
         else:
-            self.posterior_net = GaussianHead(inputs, c.hidden, LATENT, *posterior_std)
-        self.prior = prior if prior is not None else make_prior(c.prior, c.hidden, c.prior_args)
-        if c.where == "cells":
-            self.attention_net = CellAttention(2 * c.proxy_width, c.hidden)
-            self.attention_net.requires_grad_(c.learn_where)
-            self.register_buffer("centres", cell_centres(c.cells, c.cells), persistent=False)
-        # The guide runs the same recurrence as the model; under Trace_ELBO the model is replayed
-        # with the guide's very z tensors, so the model reuses the guide's states instead of
-        # cropping and encoding everything twice.
-        self._memo: list[tuple[Tensor, Step]] = []
-        self._memo_images: Tensor | None = None
-        self.last_probs: Tensor | None = None
+            self.posterior_net = GaussianHead(inputs, cfg.hidden, LATENT, *posterior_std)
+        self.prior = (
+            prior if prior is not None else make_prior(cfg.prior, cfg.hidden, cfg.prior_args)
+        )
+        if cfg.where == "cells":
+            self.attention_net = CellAttention(2 * cfg.proxy_width, cfg.hidden)
+            self.attention_net.requires_grad_(cfg.learn_where)
+            self.register_buffer("centres", cell_centres(cfg.cells, cfg.cells), persistent=False)
 
     # -- the deterministic pieces shared by model and guide ------------------------------------
 
@@ -163,39 +161,37 @@ class SaccadeModel(nn.Module):
         """Crop the image at z_t (near ``centre`` [B, 2], the aim of cell where_t), encode the
         crop and update the recurrent state to h_t. ``weight`` [B] multiplies the crop's
         features."""
-        if self._memo_images is images and t < len(self._memo) and self._memo[t][0] is z:
-            return self._memo[t][1]
-        c = self.config
+        cfg = self.config
         crop = self.crop(images, t, z, centre)
         placed = z
         if centre is not None:
             # The state learns where it looked and how wide: box side over box_max, centre.
             sx, _, cx, cy = self.cell_box(z, centre, *images.shape[-2:])
-            placed = torch.stack([sx * (images.shape[-1] / c.box_max), cx, cy], -1)
+            placed = torch.stack([sx * (images.shape[-1] / cfg.box_max), cx, cy], -1)
         features = self.crop_encoder(crop)
         if weight is not None:
             features = features * weight.unsqueeze(-1)
-        h, state = self.rnn(
-            torch.cat([features, self.z_embed(placed), proxy_features], -1), state
-        )
-        return Step(h, state, features, centre)
+        h, state = self.rnn(torch.cat([features, self.z_embed(placed), proxy_features], -1), state)
+        return Step(z, h, state, features, centre)
 
     def crop(self, images: Tensor, t: int, z: Tensor, centre: Tensor | None = None) -> Tensor:
         """The L x L crops [B, C, L, L] of glimpse t at z [B, 3] (aimed at ``centre`` [B, 2] in
         a model with ``where="cells"``)."""
-        c = self.config
+        cfg = self.config
         if centre is None:
-            return extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max_of(t), c.antialias)
+            return extract_glimpse(
+                images, z, cfg.crop, cfg.scale_min, cfg.scale_max_of(t), cfg.antialias
+            )
         box = self.cell_box(z, centre, *images.shape[-2:])
-        return sample_box(images, box, c.crop, c.antialias)
+        return sample_box(images, box, cfg.crop, cfg.antialias)
 
     def cell_box(
         self, z: Tensor, centre: Tensor, height: int, width: int
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The normalised box (sx, sy, cx, cy) of glimpse z aimed at ``centre``."""
-        c = self.config
-        grid = (c.cells, c.cells)
-        return cell_box(z, centre, grid, height, width, c.box_min, c.box_max)
+        cfg = self.config
+        grid = (cfg.cells, cfg.cells)
+        return cell_box(z, centre, grid, height, width, cfg.box_min, cfg.box_max)
 
     def look(self, proxies: Tensor, maps: Tensor) -> Look:
         """The attention's view of the proxy before the first glimpse.
@@ -277,14 +273,14 @@ class SaccadeModel(nn.Module):
         self, t: int, features: Tensor, maps: Tensor, h: Tensor, where: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """loc and scale of q(z_t | c, h_{t-1}) (and where_t) from the proxy's features and map."""
-        c = self.config
+        cfg = self.config
         if where is not None:
             cell = maps.flatten(2).gather(2, where[:, None, None].expand(-1, maps.shape[1], 1))
             return self.posterior_net(torch.cat([features, h, cell[..., 0]], -1))
-        if c.posterior == "mlp":
+        if cfg.posterior == "mlp":
             return self.posterior_net(torch.cat([features, h], -1))
         loc, scale, centre = self.posterior_net(maps, features, h)
-        return aim(loc[..., 0], centre, c.scale_min, c.scale_max_of(t)), scale
+        return aim(loc[..., 0], centre, cfg.scale_min, cfg.scale_max_of(t)), scale
 
     def register(self) -> None:
         """``pyro.module`` for this model. Parameters held fixed on purpose (``learn_where``
@@ -301,19 +297,21 @@ class SaccadeModel(nn.Module):
         proxies: Tensor,
         labels: Tensor | None = None,
         annealing: float = 1.0,
+        steps: list[Step] | None = None,
     ) -> Tensor:
-        """p(y, c, z | x) with the learned prior; ``annealing`` scales the KL term."""
+        """p(y, c, z | x) with the learned prior; ``annealing`` scales the KL term. ``steps``:
+        the glimpses the guide took for the same images (see ``guide``)."""
         self.register()
-        c = self.config
+        cfg = self.config
         batch = images.shape[0]
         proxy_features, maps = self.proxy_encoder.encode(proxies)
-        look = self.look(proxies, maps) if c.where == "cells" else None
-        decoded = F.adaptive_avg_pool2d(proxies, min(c.proxy, DECODED_PROXY))
+        look = self.look(proxies, maps) if cfg.where == "cells" else None
+        decoded = F.adaptive_avg_pool2d(proxies, min(cfg.proxy, DECODED_PROXY))
         state = self.rnn.initial(batch, proxy_features)
         h, total = state[0][-1], None
         where = weight = centre = None
         with pyro.plate("data", batch, device=images.device):
-            for t in pyro.markov(range(c.glimpses)):
+            for t in pyro.markov(range(cfg.glimpses)):
                 if look is not None:
                     # where_t ~ p(where_t | c, h_{t-1}): which cell of the proxy to look at
                     attention = self.attention(look, h)
@@ -322,24 +320,27 @@ class SaccadeModel(nn.Module):
                     centre = pyro.deterministic(f"centre_{t}", self.aim(look, where), event_dim=1)
                     look = self.looked_at(look, where)
                 # z_t ~ p(z_t | h_{t-1}): the KL term of the bound
-                with poutine.scale(scale=annealing * c.kl_weight):
+                with poutine.scale(scale=annealing * cfg.kl_weight):
                     z = pyro.sample(f"z_{t}", self.prior(h, t))
                 # log p(c | z_t, h_{t-1}): the proxy decoder
-                with poutine.scale(scale=c.proxy_weight):
+                with poutine.scale(scale=cfg.proxy_weight):
                     pyro.sample(f"c_{t}", self.proxy_distribution(z, h), obs=decoded)
-                step = self.step(t, images, z, proxy_features, state, centre, weight)
+                # Replaying the guide, z_t is the guide's very tensor: so are the crop, its
+                # features and h_t, which are taken from the guide instead of computed again.
+                if steps is not None and t < len(steps) and steps[t].z is z:
+                    step = steps[t]
+                else:
+                    step = self.step(t, images, z, proxy_features, state, centre, weight)
                 h, state = step.h, step.state
                 total = self.evidence(step, total)
                 logits = self.classifier.combine(total)
-                if c.likelihood == "per_glimpse":
-                    with poutine.scale(scale=c.label_weight):
+                if cfg.likelihood == "per_glimpse":
+                    with poutine.scale(scale=cfg.label_weight):
                         pyro.sample(f"y_{t}", self.label_distribution(logits), obs=labels)
             probs = pyro.deterministic("probs", self.class_probs(logits), event_dim=1)
-            if c.likelihood == "aggregate":
-                with poutine.scale(scale=c.label_weight):
+            if cfg.likelihood == "aggregate":
+                with poutine.scale(scale=cfg.label_weight):
                     pyro.sample("y", self.label_distribution(logits), obs=labels)
-        self._memo, self._memo_images = [], None
-        self.last_probs = probs.detach()  # read by the training loop for its progress bar
         return probs
 
     def guide(
@@ -348,24 +349,25 @@ class SaccadeModel(nn.Module):
         proxies: Tensor,
         labels: Tensor | None = None,
         annealing: float = 1.0,
+        steps: list[Step] | None = None,
         mean: bool = False,
         random: bool = False,
     ) -> None:
         """q(z_t | c, h_{t-1}); with ``mean=True`` every glimpse is the posterior mean. With
         ``random=True`` each glimpse goes to a place drawn uniformly at random (a cell not yet
         looked at, or a centre keeping the crop inside the image), its size as q has it: the
-        baseline that shows what the learned policy adds."""
+        baseline that shows what the learned policy adds. Each glimpse's ``Step`` is appended to
+        ``steps``, for the model's replay and for ``read``."""
         self.register()
-        c = self.config
+        cfg = self.config
         batch = images.shape[0]
         proxy_features, proxy_maps = self.proxy_encoder.encode(proxies)
-        look = self.look(proxies, proxy_maps) if c.where == "cells" else None
+        look = self.look(proxies, proxy_maps) if cfg.where == "cells" else None
         state = self.rnn.initial(batch, proxy_features)
         h = state[0][-1]
         where = weight = centre = None
-        self._memo, self._memo_images = [], images
         with pyro.plate("data", batch, device=images.device):
-            for t in pyro.markov(range(c.glimpses)):
+            for t in pyro.markov(range(cfg.glimpses)):
                 if look is not None:
                     # q(where_t | c, h_{t-1}) is the model's attention itself; mean: its mode
                     attention = self.attention(look, h, uniform=random)
@@ -383,11 +385,12 @@ class SaccadeModel(nn.Module):
                     uniform = torch.rand_like(loc[..., 1:]) * 2 - 1
                     loc = torch.cat([loc[..., :1], torch.atanh(uniform * 0.999)], -1)
                 q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
-                with poutine.scale(scale=annealing * c.kl_weight):
+                with poutine.scale(scale=annealing * cfg.kl_weight):
                     z = pyro.sample(f"z_{t}", q.to_event(1))
                 step = self.step(t, images, z, proxy_features, state, centre, weight)
                 h, state = step.h, step.state
-                self._memo.append((z, step))
+                if steps is not None:
+                    steps.append(step)
 
     # -- prediction ---------------------------------------------------------------------------
 
@@ -439,7 +442,6 @@ class SaccadeModel(nn.Module):
             ]
         finally:
             self.train(was_training)
-            self._memo, self._memo_images = [], None
         probs = torch.stack([p for p, _, _ in draws]).mean(0)
         self.check_finite(probs, "the glimpsed parts of the images")
         z = torch.stack([z for _, z, _ in draws])
@@ -453,15 +455,20 @@ class SaccadeModel(nn.Module):
         draw from the guide (its mean with ``mean=True``). The probabilities are the model's
         ``probs`` site for those glimpses, read from the guide's own crops and states: replaying
         the model would add only its prior and proxy decoder, which do not change them."""
-        self.guide(images, proxies, mean=mean, random=random)
-        steps = [step for _, step in self._memo]
+        steps: list[Step] = []
+        self.guide(images, proxies, steps=steps, mean=mean, random=random)
+        probs = self.read(steps)
+        z = torch.stack([step.z for step in steps], -2)
+        centres = None if steps[0].centre is None else torch.stack([s.centre for s in steps], -2)
+        return probs, z, centres
+
+    def read(self, steps: list[Step]) -> Tensor:
+        """Class probabilities [B, K] after the glimpses ``steps``: the model's ``probs`` site,
+        which depends on the glimpses alone, not on the prior or the proxy decoder."""
         total = None
         for step in steps:
             total = self.evidence(step, total)
-        probs = self.class_probs(self.classifier.combine(total))
-        z = torch.stack([z for z, _ in self._memo], -2)
-        centres = None if steps[0].centre is None else torch.stack([s.centre for s in steps], -2)
-        return probs, z, centres
+        return self.class_probs(self.classifier.combine(total))
 
     def predict(
         self,
@@ -477,8 +484,8 @@ class SaccadeModel(nn.Module):
         """Class names of probabilities [B, K] (or one [K]) from ``predict``: the most probable
         class, or for a multi-label model the classes above 0.5 joined by "+" ("3+7")."""
 
-        rows, c = probs.reshape(-1, probs.shape[-1]), self.config
-        return [predicted(row, c.classes, c.multilabel)[0] for row in rows]
+        rows, cfg = probs.reshape(-1, probs.shape[-1]), self.config
+        return [predicted(row, cfg.classes, cfg.multilabel)[0] for row in rows]
 
     def for_task(self, task: str, classes: list[str]) -> SaccadeModel:
         """A copy of this digit model that answers another digit task: the digit evidence is
@@ -511,9 +518,9 @@ class SaccadeModel(nn.Module):
         """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., T, 3] on an image of the given size;
         a model with ``where="cells"`` also needs the ``centres`` [..., T, 2] they aimed at
         (``Prediction.centres``)."""
-        c = self.config
-        if c.where == "cells":
+        cfg = self.config
+        if cfg.where == "cells":
             if centres is None:
                 raise ValueError("this model aims its glimpses at cells: pass their centres")
             return pixel_boxes(self.cell_box(z, centres, height, width), height, width)
-        return glimpse_boxes(z, height, width, c.scale_min, c.scale_maxima(z))
+        return glimpse_boxes(z, height, width, cfg.scale_min, cfg.scale_maxima(z))

@@ -69,14 +69,14 @@ class GlimpsePosterior:
 
     def boxes(self, draws: Draws) -> Tensor:
         """Pixel boxes (x0, y0, x1, y1) of the draws' glimpses, [S, N, T, 4]."""
-        c = self.config
+        cfg = self.config
         if draws.centres is not None:
-            grid = (c.cells, c.cells)
+            grid = (cfg.cells, cfg.cells)
             return torch.stack(
                 [
                     pixel_boxes(
                         cell_box(
-                            draws.z[:, n], draws.centres[:, n], grid, h, w, c.box_min, c.box_max
+                            draws.z[:, n], draws.centres[:, n], grid, h, w, cfg.box_min, cfg.box_max
                         ),
                         h,
                         w,
@@ -85,7 +85,9 @@ class GlimpsePosterior:
                 ],
                 1,
             )
-        return _per_image(draws.z, self.sizes, glimpse_boxes, c.scale_min, c.scale_maxima(draws.z))
+        return _per_image(
+            draws.z, self.sizes, glimpse_boxes, cfg.scale_min, cfg.scale_maxima(draws.z)
+        )
 
     def crops(self, draws: Draws) -> Tensor:
         """(scale, x, y) of the draws' glimpses in image-size-free units, [S, N, T, 3]:
@@ -129,7 +131,7 @@ class GlimpsePosterior:
     def summary(self, interval: float = 0.9) -> str:
         """Per image: predicted class and its posterior probability, then each glimpse's crop
         coordinates as posterior mean [equal-tailed interval]."""
-        c = self.config
+        cfg = self.config
         tail = (1 - interval) / 2
         crops = self.crops(self.posterior)
         low, high = torch.quantile(crops, torch.tensor([tail, 1 - tail]), dim=0)
@@ -140,12 +142,12 @@ class GlimpsePosterior:
             "scale = crop side / shorter image side, x, y = crop centre / image width, height"
         ]
         for n, name in enumerate(self.names):
-            label, probability = predicted(probs[n], c.classes, c.multilabel)
+            label, probability = predicted(probs[n], cfg.classes, cfg.multilabel)
             line = f"{name}: predicted {label} (posterior probability {probability:.3f})"
             if self.observed is not None:
-                line += f", true {label_name(self.observed[n], c.classes, c.multilabel)}"
+                line += f", true {label_name(self.observed[n], cfg.classes, cfg.multilabel)}"
             lines.append(line)
-            for t in range(c.glimpses):
+            for t in range(cfg.glimpses):
                 cells = [
                     f"{coord} {mean[n, t, i]:.3f} [{low[n, t, i]:.3f}, {high[n, t, i]:.3f}]"
                     for i, coord in enumerate(COORDS)
@@ -185,10 +187,10 @@ def draw(
 ) -> Draws:
     """S draws for a batch of equal-size images from the posterior or, with
     ``posterior=False``, the prior (then the glimpses follow p(z_t | h_{t-1}))."""
-    c = model.config
-    latents = [f"z_{t}" for t in range(c.glimpses)]
-    centres = [f"centre_{t}" for t in range(c.glimpses)] if c.where == "cells" else []
-    label = "y" if c.likelihood == "aggregate" else f"y_{c.glimpses - 1}"
+    cfg = model.config
+    latents = [f"z_{t}" for t in range(cfg.glimpses)]
+    centres = [f"centre_{t}" for t in range(cfg.glimpses)] if cfg.where == "cells" else []
+    label = "y" if cfg.likelihood == "aggregate" else f"y_{cfg.glimpses - 1}"
     predictive = Predictive(
         model.model,
         guide=model.guide if posterior else None,

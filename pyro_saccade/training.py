@@ -74,7 +74,7 @@ from .distributed import (
 from .distributed import let_collectives_finish as let_collectives_finish
 from .distributed import restarts_share_a_store as restarts_share_a_store
 from .errors import CheckpointError, TrainingDiverged
-from .model import SaccadeModel
+from .model import SaccadeModel, Step
 from .train_config import PRECISIONS as PRECISIONS
 from .train_config import TrainConfig
 
@@ -207,16 +207,19 @@ class ELBOLoss(nn.Module):
 
     def forward(
         self, images: Tensor, proxies: Tensor, labels: Tensor, annealing: float = 1.0
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor]:
+        """The negative ELBO per image, and the class probabilities [B, K] it found (detached,
+        for the training accuracy)."""
+        steps: list[Step] = []  # the guide's glimpses, which the model's replay reuses
         # The training loop reports a non-finite loss itself, as one clear error: without
         # Pyro's argument checks and its NaN warning, a NaN in the network reaches it as a NaN
         # loss rather than as an error inside a distribution.
         with warnings.catch_warnings(), pyro.validation_enabled(False):
             warnings.filterwarnings("ignore", message="Encountered NaN")
             loss = self.elbo.differentiable_loss(
-                self.saccade.model, self.saccade.guide, images, proxies, labels, annealing
+                self.saccade.model, self.saccade.guide, images, proxies, labels, annealing, steps
             )
-        return loss / images.shape[0]
+        return loss / images.shape[0], self.saccade.read(steps).detach()
 
 
 def objective(model: nn.Module) -> nn.Module:
@@ -464,7 +467,7 @@ def _train(
                 # GPU's tensor cores): 1.5x the canvases per second of float32 on our training
                 # machine. The weights, their gradients, the optimiser and evaluation stay float32.
                 with torch.autocast(device.type, torch.bfloat16, enabled=bfloat16):
-                    loss = loss_fn(images, proxies, labels, annealing)
+                    loss, probs = loss_fn(images, proxies, labels, annealing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
@@ -476,7 +479,7 @@ def _train(
                 schedule.step()
                 if averaged is not None:
                     averaged.update_parameters(model)
-                hits = correct(model.last_probs, labels, model.config.multilabel).sum()
+                hits = correct(probs, labels, model.config.multilabel).sum()
                 # Summed over processes, which also agree to stop together if any was signalled.
                 *batch_sums, stop = all_sum(
                     [loss.item() * len(labels), float(hits), len(labels), float(flag["stop"])]

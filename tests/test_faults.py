@@ -262,8 +262,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(
 
         def forward(*args: object) -> torch.Tensor:
             calls["n"] += 1  # training steps only
-            value = loss(*args)
-            return PoisonGradient.apply(value) if calls["n"] == 4 else value
+            value, probs = loss(*args)
+            return (PoisonGradient.apply(value) if calls["n"] == 4 else value), probs
 
         return forward
 

@@ -330,7 +330,7 @@ def test_model_trains_on_a_batch_of_mixed_photo_sizes(tmp_path: Path) -> None:
         classes=dataset.classes, task="photo", channels=3, glimpses=2, crop=8, proxy=16, hidden=32
     )
     model = SaccadeModel(config)
-    loss = ELBOLoss(model)(images, images.proxies, labels)
+    loss, _ = ELBOLoss(model)(images, images.proxies, labels)
     loss.backward()
     assert torch.isfinite(loss)
     assert model.crop_encoder.body[0][0].weight.grad.abs().sum() > 0  # gradients reach the crops
