@@ -1,0 +1,5 @@
+"""``python -m pyro_saccade.cli``, e.g. under torchrun."""
+
+from . import main
+
+main(prog_name="saccade")

@@ -1,0 +1,253 @@
+"""``saccade evaluate``: accuracy and what the glimpses read, on held-out canvases or photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .params import (
+    DEVICE,
+    PHOTO_CSV,
+    PHOTO_DIR,
+    THREADS,
+    CanvasType,
+    check_device,
+    for_task,
+    given_photos,
+    library_option,
+    takes_checkpoint,
+    use_threads,
+)
+
+EVALUATION = "metrics:evaluate_glimpses"
+
+
+@click.command("evaluate")
+@click.argument("checkpoint")
+@click.option(
+    "--canvas",
+    type=CanvasType(),
+    default=None,
+    help="Canvas size [default: the one the model was trained on].",
+)
+@click.option(
+    "--distractors", type=click.IntRange(min=0), default=None, help="[default: as trained]"
+)
+@click.option(
+    "--task",
+    type=click.Choice(["identify", "sum", "mark"]),
+    default=None,
+    help="Another two-digit task for a digit-pair model (identify answers sums as it is) "
+    "[default: as trained].",
+)
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Number of held-out canvases.",
+)
+@library_option(
+    EVALUATION,
+    "--samples",
+    type=click.IntRange(min=0),
+    help="Posterior samples averaged per image (0: posterior-mean glimpses).",
+)
+@click.option(
+    "--proxy-noise",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Std of proxy noise [default: as trained].",
+)
+@library_option(
+    EVALUATION,
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Canvases predicted together (lower it for large canvases to save memory).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the test canvases and of the posterior samples.",
+)
+@click.option(
+    "--proxy-baseline",
+    default=None,
+    metavar="CHECKPOINT",
+    help="Also evaluate this model (a proxy-only CNN: saccade train --model proxy-cnn; a "
+    "checkpoint file or run directory) on the same canvases and report its accuracy beside.",
+)
+@PHOTO_DIR
+@PHOTO_CSV
+@DEVICE
+@THREADS
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@takes_checkpoint
+def evaluate_command(
+    checkpoint: str,
+    canvas: tuple[int, int] | None,
+    distractors: int | None,
+    task: str | None,
+    n: int,
+    samples: int,
+    proxy_noise: float | None,
+    batch_size: int,
+    seed: int,
+    proxy_baseline: str | None,
+    data_dir: Path | None,
+    csv_file: Path | None,
+    device: str,
+    threads: int,
+    as_json: bool,
+) -> None:
+    """Accuracy on canvases built from held-out digits only, or on photos.
+
+    For a saccade model on canvases it also reports what the glimpses read (see
+    pyro_saccade.metrics): the coverage of the digits that decide the label (at least half of a
+    digit inside a glimpse box at most 4x its side), the share of the image's pixels read, the
+    mean glimpse box side, and the accuracy of the same model with its glimpses at random places.
+
+    A model trained on photos is evaluated on its run's held-out photos, or on every photo of
+    --data-dir or --csv (the canvas options and --n do not apply then).
+    """
+    import dataclasses
+    import json
+    import time
+
+    import pyro
+
+    from ..data import MEGAPIXEL_TASKS
+    from ..metrics import evaluate_glimpses, glimpse_lines
+    from ..model import SaccadeModel
+    from ..training import canvases, load, model_from_checkpoint, read_checkpoint, trained_config
+
+    check_device(device)
+    use_threads(threads)
+    payload = read_checkpoint(checkpoint)
+    trained = trained_config(payload)
+    model = model_from_checkpoint(payload, checkpoint).to(device).eval()
+    pyro.set_rng_seed(seed)  # the same posterior samples every time
+    noise = trained.proxy_noise if proxy_noise is None else proxy_noise
+    photos = given_photos(data_dir, csv_file)
+    if photos or trained.photos:
+        if proxy_baseline:
+            raise click.UsageError("--proxy-baseline applies to canvases, not to photos")
+        _evaluate_photos(model, trained, photos, batch_size, samples, noise, as_json)
+        return
+    baseline = load(proxy_baseline, device) if proxy_baseline else None
+    # The model's own task, which is the trained one unless the model was moved to another
+    # (SaccadeModel.for_task) and saved, as sum-100 is.
+    answers = model.config.task
+    config = dataclasses.replace(
+        trained,
+        seed=seed,
+        task=task or answers,
+        canvas=list(canvas) if canvas else trained.canvas,
+        distractors=trained.distractors if distractors is None else distractors,
+    )
+    if config.task != answers:
+        model = for_task(model, config.task, "--task")
+    try:
+        if isinstance(model, SaccadeModel):
+            model.config.check_image(model.config.channels, *config.canvas)
+        test_set = canvases(config, "test", n)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--canvas") from error
+    if baseline is not None and baseline.config.classes != model.config.classes:
+        raise click.BadParameter(
+            f"answers {baseline.config.task!r}, not {config.task!r}", param_hint="--proxy-baseline"
+        )
+    started = time.perf_counter()
+    measured = evaluate_glimpses(
+        model,
+        test_set,
+        batch_size=batch_size,
+        samples=samples,
+        noise=noise,
+        seed=seed,
+        proxy_baseline=baseline,
+        progress=None if as_json else True,  # with --json, a bar only on a terminal's stderr
+    )
+    megapixel = config.task in MEGAPIXEL_TASKS
+    result = {
+        "checkpoint": str(checkpoint),
+        "task": config.task,
+        "canvas": "x".join(map(str, config.canvas)),
+        **({"noise": config.noise} if megapixel else {"distractors": config.distractors}),
+        "n": n,
+        "samples": samples,
+        "proxy_noise": noise,
+        **measured.to_dict(),
+        "proxy_baseline": proxy_baseline,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    clutter = f"{config.noise} noise boxes" if megapixel else f"{config.distractors} distractors"
+    click.echo(
+        f"accuracy {measured.accuracy:.4f} on {n} held-out {result['canvas']} canvases "
+        f"({config.task}, {clutter})"
+    )
+    for line in glimpse_lines(measured, proxy_baseline):
+        click.echo(line)
+
+
+def _evaluate_photos(
+    model: object,
+    trained: object,
+    photos: str | None,
+    batch_size: int,
+    samples: int,
+    noise: float,
+    as_json: bool,
+) -> None:
+    """Accuracy on every photo of ``photos``, or on the held-out photos of the run."""
+    import json
+    import time
+
+    from ..data import PhotoFolder
+    from ..data.photos import proxy_cache_dir
+    from ..model import SaccadeModel
+    from ..training import evaluate, photo_set
+
+    if not isinstance(model, SaccadeModel):
+        raise click.BadParameter(
+            "only saccade models are evaluated on photos", param_hint="CHECKPOINT"
+        )
+    c = model.config
+    dataset = (
+        PhotoFolder(
+            photos,
+            classes=c.classes,
+            proxy=c.proxy,
+            channels=c.channels,
+            cache_dir=proxy_cache_dir(),
+            progress=not as_json,
+            check=c.check_image,
+        )
+        if photos
+        else photo_set(trained, c, "test", progress=not as_json)
+    )
+    started = time.perf_counter()
+    accuracy = evaluate(
+        model, dataset, batch_size=batch_size, samples=samples, noise=noise, progress=not as_json
+    )
+    source = photos or trained.photo_test or f"{trained.photos} (held-out split)"
+    result = {
+        "photos": source,
+        "n": len(dataset),
+        "skipped": len(dataset.skipped),
+        "samples": samples,
+        "proxy_noise": noise,
+        "accuracy": accuracy,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"accuracy {accuracy:.4f} on {len(dataset)} photos of {source}")

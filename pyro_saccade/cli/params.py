@@ -1,0 +1,274 @@
+"""What several commands share: parameter types, options, and the checks that turn a bad value
+into a usage error.
+
+Nothing here imports torch at import time, so that ``saccade --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+class CanvasType(click.ParamType):
+    """A canvas size ``H`` (square) or ``HxW``, converted to ``(height, width)``."""
+
+    name = "canvas"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "H[xW]"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, int]:
+        if isinstance(value, tuple):  # already converted, e.g. a default given as (H, W)
+            return value
+        parts = str(value).lower().split("x")
+        try:
+            sides = [int(part) for part in parts]
+        except ValueError:
+            sides = []
+        if len(sides) not in (1, 2) or min(sides) < 1:
+            self.fail(
+                f"expected H or HxW with positive integers (e.g. 100 or 300x500), got {value!r}"
+            )
+        return (sides[0], sides[-1])
+
+
+def canvas_text(canvas: list[int]) -> str:
+    """A canvas ``[height, width]`` as CanvasType reads it: ``100``, or ``300x500``."""
+    height, width = canvas
+    return str(height) if height == width else f"{height}x{width}"
+
+
+class KeyValueType(click.ParamType):
+    """``KEY=VALUE`` as ``(key, value)``; the value is a number, a list of comma-separated
+    numbers, or else text."""
+
+    name = "key=value"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, object]:
+        if isinstance(value, tuple):
+            return value
+        key, equals, text = str(value).partition("=")
+        if not equals or not key.strip():
+            self.fail(f"expected KEY=VALUE (e.g. scale=0.5,1,1), got {value!r}")
+        try:
+            numbers = [_number(part) for part in text.split(",")]
+        except ValueError:
+            return key.strip(), text
+        return key.strip(), numbers[0] if len(numbers) == 1 else numbers
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+# -- defaults from the library -------------------------------------------------------------------
+
+MODEL = "config:SaccadeConfig"
+TRAINING = "train_config:TrainConfig"
+
+
+def library_default(source: str, name: str) -> object:
+    """The default of field ``name`` of a configuration dataclass, or of parameter ``name`` of
+    a function: ``source`` is ``"module:attribute"`` in pyro_saccade."""
+    module, _, attribute = source.partition(":")
+    owner = getattr(importlib.import_module(f"pyro_saccade.{module}"), attribute)
+    if dataclasses.is_dataclass(owner):
+        field = owner.__dataclass_fields__[name]
+        return field.default_factory() if field.default is dataclasses.MISSING else field.default
+    default = inspect.signature(owner).parameters[name].default
+    if default is inspect.Parameter.empty:
+        raise TypeError(f"{source} has no default for {name!r}")
+    return default
+
+
+class LibraryOption(click.Option):
+    """An option whose default is the library's: that of one or more fields of a configuration
+    dataclass (``--scale-range``: scale_min and scale_max), or of parameters of an API function,
+    so that the command line holds no copy of it.
+
+    The default is read on first use, when the command parses its arguments or shows its help:
+    SaccadeConfig's module imports torch, which ``saccade --help`` must not pay for. ``form``
+    turns the library's value into the option's (a canvas [100, 100] into "100").
+    """
+
+    def __init__(
+        self,
+        *decls: Any,
+        source: str,
+        fields: tuple[str, ...] | None = None,
+        form: Callable[[Any], Any] | None = None,
+        **attrs: Any,
+    ) -> None:
+        if "default" in attrs:
+            raise TypeError(f"{decls}: the default of a library option is {source}'s")
+        super().__init__(*decls, **attrs)
+        self.source, self.form = source, form
+        self.fields = fields or (self.name,)
+        self._read = False
+
+    def get_default(self, ctx: click.Context, call: bool = True) -> Any:
+        if not self._read:
+            values = [library_default(self.source, name) for name in self.fields]
+            default = values[0] if len(values) == 1 else tuple(values)
+            self.default = self.form(default) if self.form else default
+            self._read = True
+        return super().get_default(ctx, call=call)
+
+    def field_values(self, value: object) -> dict[str, object]:
+        """The option's value as the fields it sets, tuples as lists as a saved config holds
+        them: ``--scale-range 0.2 0.6`` is ``{"scale_min": 0.2, "scale_max": 0.6}``."""
+        values = value if len(self.fields) > 1 else (value,)
+        return {
+            name: list(part) if isinstance(part, tuple) else part
+            for name, part in zip(self.fields, values, strict=True)
+        }
+
+
+def library_option(source: str, *decls: str, **attrs: Any) -> Callable:
+    """``click.option`` with its default (shown in --help) from ``source``; the field or
+    parameter is the option's name unless ``fields`` names others."""
+    return click.option(*decls, cls=LibraryOption, source=source, show_default=True, **attrs)
+
+
+def given_fields(ctx: click.Context, source: str) -> dict[str, object]:
+    """The fields of ``source`` (MODEL, TRAINING) as the options of ``ctx``'s command set
+    them, given or by default."""
+    values: dict[str, object] = {}
+    for param in ctx.command.params:
+        if isinstance(param, LibraryOption) and param.source == source:
+            values.update(param.field_values(ctx.params[param.name]))
+    return values
+
+
+# -- options of several commands -----------------------------------------------------------------
+
+
+def writable(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Fail before any work on an output path that cannot be written: the nearest existing
+    directory on its way must take a new file (nothing is created here)."""
+    import tempfile
+
+    if value is None:
+        return None
+    existing = value if param.type.dir_okay else value.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise click.BadParameter(f"cannot write to {value}: {existing} is not a directory")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise click.BadParameter(
+            f"cannot write to {value}: {existing}: {error.strerror or error}"
+        ) from error
+    return value
+
+
+# Listed from the files, as training.pretrained_names() does, so that --help needs no torch.
+PRETRAINED_NAMES = sorted(
+    path.stem for path in (Path(__file__).parents[1] / "pretrained").glob("*.pt")
+)
+CHECKPOINT_HELP = (
+    "CHECKPOINT is a checkpoint file, a run directory (its checkpoint.pt) or the name of a "
+    f"pretrained model: {', '.join(PRETRAINED_NAMES) or 'none shipped'}."
+)
+
+
+def takes_checkpoint(command: Callable) -> Callable:
+    """Add CHECKPOINT_HELP to a command's help (apply below the @click.command decorator)."""
+    command.__doc__ = f"{command.__doc__.rstrip()}\n\n    {CHECKPOINT_HELP}\n"
+    return command
+
+
+DEVICE_HELP = "torch device: cpu, cuda, cuda:1, ..."
+DEVICE = click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+SEED = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+THREADS = click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="torch threads that run the model (0: torch's default, one per core). Waiting threads "
+    "sleep (OMP_WAIT_POLICY=PASSIVE unless set), so a core busy with another job slows them "
+    "little.",
+)
+
+
+def use_threads(threads: int) -> None:
+    """Run torch's operations on ``threads`` threads (0 leaves torch's default)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+IMAGES = click.argument(
+    "images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
+PHOTO_DIR = click.option(
+    "--data-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Photos instead of canvases: a folder with one subfolder per class (JPEG, PNG, TIFF "
+    "of any size).",
+)
+PHOTO_CSV = click.option(
+    "--csv",
+    "csv_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Photos instead of canvases, listed in a CSV of path,label (paths relative to it).",
+)
+
+
+def given_photos(data_dir: Path | None, csv_file: Path | None) -> str | None:
+    """The photo source given by --data-dir or --csv, as an absolute path (or None)."""
+    if data_dir and csv_file:
+        raise click.UsageError("give --data-dir or --csv, not both")
+    source = data_dir or csv_file
+    return str(source.resolve()) if source else None
+
+
+# -- checks --------------------------------------------------------------------------------------
+
+
+def check_device(device: str) -> None:
+    """A usage error unless ``device`` names a torch device this machine has."""
+    import torch
+
+    try:
+        torch.device(device)
+    except RuntimeError as error:
+        raise click.BadParameter(f"unknown device {device!r}", param_hint="--device") from error
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available on this machine", param_hint="--device")
+
+
+def for_task(model: object, task: str, param_hint: str) -> object:
+    """The model answering another two-digit task (``SaccadeModel.for_task``), or a usage
+    error naming ``param_hint`` when it cannot."""
+    from ..model import SaccadeModel
+    from ..training import TrainConfig, default_model_config
+
+    if not isinstance(model, SaccadeModel):
+        raise click.BadParameter(
+            f"a {type(model).__name__} answers {model.config.task!r} only", param_hint=param_hint
+        )
+    try:
+        return model.for_task(task, default_model_config(TrainConfig(task=task)).classes)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=param_hint) from error

@@ -1,0 +1,267 @@
+"""The commands that run a trained model on image files: predict, posterior and visualize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .params import (
+    DEVICE,
+    IMAGES,
+    SEED,
+    THREADS,
+    check_device,
+    library_option,
+    takes_checkpoint,
+    use_threads,
+    writable,
+)
+
+
+@click.command("predict")
+@click.argument("checkpoint")
+@IMAGES
+@library_option(
+    "cli.predict:describe_prediction",
+    "--samples",
+    type=click.IntRange(min=0),
+    help="Posterior samples averaged (0: posterior-mean glimpses).",
+)
+@SEED
+@DEVICE
+@THREADS
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+@takes_checkpoint
+def predict_command(
+    checkpoint: str,
+    images: tuple[Path, ...],
+    samples: int,
+    seed: int,
+    device: str,
+    threads: int,
+    as_json: bool,
+) -> None:
+    """Classify image files (JPEG, PNG, TIFF, .npy) of any size.
+
+    Photos are read lazily: JPEGs are decoded at the reduced scale each crop needs, tiled or
+    striped TIFFs only where the crops fall; other formats are decoded once.
+    """
+    import json
+
+    import pyro
+
+    use_threads(threads)
+    model = _saccade_model(checkpoint, device)
+    photos = [_open_image(path, model, lazy=True) for path in images]
+    pyro.set_rng_seed(seed)
+    for path, image in zip(images, photos, strict=True):
+        result = describe_prediction(model, image, samples)
+        if as_json:
+            click.echo(json.dumps({"path": str(path), **result}))
+        else:
+            click.echo(f"{path}: {result['label']} (p={result['probability']:.3f})")
+
+
+def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
+    """Label, probability and glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
+    from ..batches import prepare
+    from ..data import as_batch
+    from ..glimpse import box_scale
+    from ..labels import predicted
+
+    device = next(model.parameters()).device
+    height, width = image.shape[-2:]
+    batch = as_batch([image], model.config.proxy)
+    prediction = model.infer(*prepare(batch, device, model.config.proxy), samples=samples)
+    probs = prediction.probs[0]
+    z = prediction.z.mean(0)[0]  # [T, 3]: mean over posterior samples
+    boxes = model.boxes(prediction.z, height, width, prediction.centres).mean(0)[0]
+    scale = box_scale(boxes, height, width)
+    label, probability = predicted(probs, model.config.classes, model.config.multilabel)
+    return {
+        "label": label,
+        "probability": probability,
+        "glimpses": [
+            {
+                "step": t,
+                "z": [round(v, 4) for v in z[t].tolist()],
+                "scale": round(float(scale[t]), 4),
+                "x": round(float((box[0] + box[2]) / 2), 1),
+                "y": round(float((box[1] + box[3]) / 2), 1),
+                "box": [round(float(v), 1) for v in box],
+            }
+            for t, box in enumerate(boxes)
+        ],
+    }
+
+
+def _saccade_model(checkpoint: str, device: str) -> object:
+    """The SaccadeModel of a checkpoint; the baselines have no glimpses to show."""
+    from ..checkpoint import load
+    from ..model import SaccadeModel
+
+    check_device(device)
+    model = load(checkpoint, device)
+    if not isinstance(model, SaccadeModel):
+        raise click.BadParameter(
+            f"{checkpoint} holds a {getattr(model, 'kind', 'baseline')} model, which has no "
+            "glimpses",
+            param_hint="CHECKPOINT",
+        )
+    return model
+
+
+def _open_image(path: Path, model: object, lazy: bool = False) -> object:
+    """An image file as ``model`` reads it, a tensor [C, H, W] or (``lazy``) a Photo on disk;
+    an ImageError naming the file if the model cannot use it."""
+    from ..data import ImageError, Photo, load_image
+
+    c = model.config
+    image = Photo(path, channels=c.channels) if lazy else load_image(path, channels=c.channels)
+    try:
+        c.check_image(*image.shape)
+    except ValueError as error:
+        raise ImageError(f"{path}: {error}") from None
+    return image
+
+
+@click.command("posterior")
+@click.argument("checkpoint")
+@IMAGES
+@library_option(
+    "posterior:sample_posterior",
+    "--samples",
+    type=click.IntRange(min=1),
+    help="Posterior draws (and as many prior draws) per image.",
+)
+@library_option(
+    "posterior:sample_posterior",
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Images of one size sampled together.",
+)
+@SEED
+@DEVICE
+@THREADS
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=writable,
+    required=True,
+    help="netCDF file to write (open it with ArviZ).",
+)
+@takes_checkpoint
+def posterior_command(
+    checkpoint: str,
+    images: tuple[Path, ...],
+    samples: int,
+    batch_size: int,
+    seed: int,
+    device: str,
+    threads: int,
+    out: Path,
+) -> None:
+    """Posterior samples of the glimpses of image files, saved as ArviZ netCDF.
+
+    Groups: posterior (z, crop, box per image and glimpse), posterior_predictive (probs, label),
+    prior and prior_predictive (the same under the prior), and observed_data when a labels.csv
+    (file,label) beside the images gives every true label. Prints a summary.
+    """
+    import pyro
+
+    from ..labels import image_names, true_labels
+    from ..posterior import sample_posterior
+
+    use_threads(threads)
+    model = _saccade_model(checkpoint, device)
+    c = model.config
+    photos = [_open_image(path, model, lazy=True) for path in images]
+    labels = true_labels(images, c.classes, c.multilabel)
+    pyro.set_rng_seed(seed)
+    result = sample_posterior(
+        model, photos, samples, names=image_names(images), labels=labels, batch_size=batch_size
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.to_arviz().to_netcdf(str(out))
+    click.echo(result.summary())
+    click.echo(f"wrote {out}")
+
+
+@click.command("visualize")
+@click.argument("checkpoint")
+@IMAGES
+@library_option(
+    "viz:glimpse_figure",
+    "--samples",
+    type=click.IntRange(min=0),
+    help="Posterior draws drawn as a faint cloud of boxes (0: none).",
+)
+@SEED
+@DEVICE
+@THREADS
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=writable,
+    required=True,
+    help="Directory for the pictures (created if missing).",
+)
+@takes_checkpoint
+def visualize_command(
+    checkpoint: str,
+    images: tuple[Path, ...],
+    samples: int,
+    seed: int,
+    device: str,
+    threads: int,
+    out: Path,
+) -> None:
+    """Draw where the model looks: OUT/NAME_glimpses.png for each image.
+
+    Each picture shows the image with the posterior-mean glimpses numbered in order over a faint
+    cloud of sampled ones, the crops the model saw, and the predicted label, with the true one
+    when a labels.csv (file,label) sits beside the images. Large images are shown downsampled.
+    """
+    import pyro
+
+    from ..labels import checked_labels, labels_beside
+    from ..viz import glimpse_figure
+
+    use_threads(threads)
+    model = _saccade_model(checkpoint, device)
+    checked_labels(images, model.config.classes, model.config.multilabel)
+    out.mkdir(parents=True, exist_ok=True)
+    pyro.set_rng_seed(seed)
+    names = _unique_stems(images)
+    for path, label, name in zip(images, labels_beside(images), names, strict=True):
+        image = _open_image(path, model, lazy=True)
+        target = out / f"{name}_glimpses.png"
+        glimpse_figure(model, image, samples, label).savefig(target, dpi=100)
+        click.echo(f"{path}: {target}")
+
+
+def _unique_stems(paths: tuple[Path, ...]) -> list[str]:
+    """A distinct name per image for its picture: the file's stem, with as many of its folders
+    as tell it apart from the others (a/x.png and b/x.png: a_x and b_x), else a count."""
+    keys = [path.resolve().with_suffix("").parts[1:] for path in paths]  # without the root
+    depth = [1] * len(paths)
+    while True:
+        names = ["_".join(key[-d:]) for key, d in zip(keys, depth, strict=True)]
+        owners: dict[str, set[tuple[str, ...]]] = {}
+        for name, key in zip(names, keys, strict=True):
+            owners.setdefault(name, set()).add(key)
+        # Folders tell apart only different files: a file given twice is counted below.
+        grow = [
+            i for i, name in enumerate(names) if len(owners[name]) > 1 and depth[i] < len(keys[i])
+        ]
+        if not grow:
+            break
+        for i in grow:
+            depth[i] += 1
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:  # the same file twice, or x.png beside x.jpg
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return unique

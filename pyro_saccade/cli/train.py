@@ -1,0 +1,522 @@
+"""``saccade train``: its options, and the checks that --resume continues a run as configured.
+
+The model and training options take their defaults from SaccadeConfig and TrainConfig
+(``params.library_option``); the command builds both configurations from them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .params import (
+    DEVICE_HELP,
+    MODEL,
+    PHOTO_CSV,
+    PHOTO_DIR,
+    PRETRAINED_NAMES,
+    TRAINING,
+    CanvasType,
+    KeyValueType,
+    LibraryOption,
+    canvas_text,
+    check_device,
+    for_task,
+    given_fields,
+    given_photos,
+    library_option,
+    writable,
+)
+
+
+def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--digits as a TrainConfig source (``data.mnist.digit_source``): a directory is recorded
+    as an absolute path, so that --resume finds it from anywhere."""
+    from ..data.mnist import digit_source
+
+    try:
+        return digit_source(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+@click.command("train")
+# The task names mirror data.TASKS and data.MEGAPIXEL_TASKS, spelled out so that --help does
+# not have to import torch.
+@library_option(
+    TRAINING,
+    "--task",
+    type=click.Choice(["identify", "sum", "mark", "majority", "max", "top", "multi"]),
+    help="Two-digit cluttered MNIST: digit pair, digit sum, or digits present. Megapixel MNIST "
+    "(five digits and --noise scribbles): the class of three of them, the largest, the "
+    "topmost, or the classes present.",
+)
+@click.option(
+    "--model",
+    "model_kind",
+    type=click.Choice(["saccade", "resnet18-tiled", "resnet18", "proxy-cnn"]),
+    default="saccade",
+    show_default=True,
+    help="Variational saccading, or a baseline: resnet18 on 224 px tiles, or on the whole image, "
+    "or a small CNN on the --proxy sided proxy alone.",
+)
+@library_option(
+    TRAINING, "--canvas", type=CanvasType(), form=canvas_text, help="Canvas size, H or HxW pixels."
+)
+@library_option(
+    TRAINING,
+    "--distractors",
+    type=click.IntRange(min=0),
+    help="Two-digit tasks: 8x8 digit fragments per canvas.",
+)
+@library_option(
+    TRAINING,
+    "--noise",
+    type=click.IntRange(min=0),
+    help="Megapixel MNIST tasks: line-pair scribbles per canvas.",
+)
+@library_option(
+    TRAINING,
+    "--digit-size",
+    type=click.IntRange(min=1),
+    help="Digit side in pixels [default: scales with the canvas].",
+)
+@library_option(
+    TRAINING,
+    "--augment",
+    is_flag=True,
+    help="Rotate, scale and shear each training digit at random (held-out canvases never).",
+)
+@library_option(
+    TRAINING,
+    "--overlap",
+    type=click.FloatRange(0, 1),
+    help="Share of training canvases that draw one digit over the other, more than half of its "
+    "box inside the other's (held-out canvases never; about 8% of them are so by chance).",
+)
+@library_option(
+    TRAINING,
+    "--digits",
+    fields=("source",),
+    type=str,
+    callback=_digit_source,
+    help='MNIST digits the canvases are drawn from: "bundled" (the 10k test digits, 8000 for '
+    'training), "bundled+5k" (and 5,000 of the official training digits), "bundled+60k" (and '
+    'all 60,000, downloaded once; held-out digits stay the bundled 2,000), "torchvision" '
+    "(downloads the official 60k/10k) or a directory of idx files.",
+)
+@PHOTO_DIR
+@PHOTO_CSV
+@click.option(
+    "--test-data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Held-out photos, a folder or CSV like the training ones [default: a seeded "
+    "--test-fraction of them].",
+)
+@library_option(
+    TRAINING,
+    "--test-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Share of each class of photos held out for testing.",
+)
+@library_option(
+    TRAINING,
+    "--epochs",
+    type=click.IntRange(min=0),
+    help="Passes over --train-size fresh canvases (0 with --init: save that model for this "
+    "--task and --canvas without training).",
+)
+@library_option(
+    TRAINING, "--train-size", type=click.IntRange(min=1), help="Fresh canvases per epoch."
+)
+@library_option(
+    TRAINING,
+    "--test-size",
+    type=click.IntRange(min=1),
+    help="Held-out canvases evaluated after every epoch.",
+)
+@library_option(
+    TRAINING,
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Global batch: under torchrun it is split evenly over the processes.",
+)
+@library_option(
+    TRAINING,
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Peak learning rate (cosine decay).",
+)
+@library_option(
+    TRAINING,
+    "--ema",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Decay of a moving average of the weights, which is evaluated and saved as the model "
+    "(e.g. 0.999); 0 turns it off.",
+)
+@library_option(MODEL, "--glimpses", type=click.IntRange(min=1), help="Number of glimpses T.")
+@library_option(MODEL, "--crop", type=click.IntRange(min=4), help="Crop side L in pixels.")
+@library_option(
+    MODEL,
+    "--crop-pool",
+    type=click.Choice(["max_mean", "max"]),
+    help="Crop features pooled over the crop: their maxima, or their maxima and means.",
+)
+@library_option(
+    MODEL,
+    "--antialias",
+    type=click.IntRange(min=1),
+    help="Each crop pixel averages k x k bilinear samples of the image (1: one sample).",
+)
+@library_option(
+    MODEL,
+    "--scale-range",
+    fields=("scale_min", "scale_max"),
+    type=(click.FloatRange(min=0, max=1, min_open=True), click.FloatRange(min=0, max=1)),
+    metavar="MIN MAX",
+    help="Crop side as a fraction of the image's shorter side.",
+)
+@library_option(
+    MODEL,
+    "--later-scale-max",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    help="Largest crop of glimpses 2..T (default: the MAX of --scale-range), so that the later "
+    "glimpses zoom in; with --init it applies to that model.",
+)
+@library_option(
+    MODEL,
+    "--proxy",
+    type=click.IntRange(min=4),
+    help="Proxy side J in pixels (multiple of 4).",
+)
+@library_option(
+    TRAINING,
+    "--proxy-noise",
+    type=click.FloatRange(min=0),
+    help="Std of Gaussian noise added to the proxy.",
+)
+@library_option(
+    MODEL,
+    "--likelihood",
+    type=click.Choice(["per_glimpse", "aggregate"]),
+    help="Label likelihood at every glimpse (Eq. 6) or once after the last.",
+)
+@library_option(
+    MODEL,
+    "--pair-evidence",
+    is_flag=True,
+    help="Digit-pair tasks: the head also reads a term per digit pair from the state, besides "
+    "the evidence per digit; with --init it is added to that model's head (starting at zero).",
+)
+@library_option(
+    MODEL,
+    "--kl-weight",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Weight of the KL terms of Eq. 6.",
+)
+@library_option(
+    MODEL,
+    "--prior",
+    type=str,
+    help="Glimpse prior: vrnn, normal, fixed, centre or a registered name.",
+)
+@click.option(
+    "--prior-arg",
+    "prior_args",
+    type=KeyValueType(),
+    multiple=True,
+    help="Argument of the prior, repeatable: e.g. --prior fixed --prior-arg loc=0,0,0 "
+    "--prior-arg scale=0.5,1,1, or --prior centre --prior-arg spread=0.2.",
+)
+@library_option(
+    TRAINING, "--workers", type=click.IntRange(min=0), help="Data-loader worker processes."
+)
+@library_option(
+    TRAINING,
+    "--precision",
+    type=click.Choice(["float32", "bfloat16"]),
+    help="bfloat16: the loss under torch.autocast, faster on CPUs with AMX or AVX-512 BF16 "
+    "and on GPUs, slower on CPUs without them.",
+)
+@library_option(TRAINING, "--device", type=str, help=DEVICE_HELP)
+@library_option(TRAINING, "--seed", type=int, help="Random seed.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its checkpoint, or start it if --out holds none yet, "
+    "so that the same command can be repeated after a crash (as torchrun --max-restarts does).",
+)
+@library_option(
+    TRAINING,
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    metavar="K",
+    help="Also write the checkpoint every K optimiser steps within an epoch, so that a restart "
+    "loses at most K steps (0: at the end of each epoch only).",
+)
+@click.option(
+    "--init",
+    "init",
+    default=None,
+    help="Start from the weights of this checkpoint file, run directory or pretrained name "
+    f"({', '.join(PRETRAINED_NAMES)}): fine-tuning.",
+)
+@click.option(
+    "--set",
+    "settings",
+    type=KeyValueType(),
+    multiple=True,
+    help="Any SaccadeConfig field, repeatable, after the options above: e.g. --set where=cells "
+    "--set box_min=32 --set box_max=96 (see pyro_saccade.SaccadeConfig); with --init, the "
+    "fields that keep its weights' shapes, e.g. --set learn_where=true.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=writable,
+    required=True,
+    help="Run directory: checkpoint.pt, config.json, metrics.jsonl.",
+)
+@click.pass_context
+def train_command(
+    ctx: click.Context,
+    model_kind: str,
+    data_dir: Path | None,
+    csv_file: Path | None,
+    test_data: Path | None,
+    prior_args: tuple[tuple[str, object], ...],
+    resume: bool,
+    init: str | None,
+    settings: tuple[tuple[str, object], ...],
+    quiet: bool,
+    out: Path,
+    **fields: object,  # SaccadeConfig's and TrainConfig's, read through given_fields
+) -> None:
+    """Train a variational saccading model (or a baseline) on generated cluttered-MNIST canvases,
+    or on photos of any size with --data-dir or --csv.
+
+    The model options (--glimpses to --prior) apply to the saccade model only. With photos,
+    --task, --canvas, --distractors, --digit-size, --augment, --overlap, --digits, --train-size and
+    --test-size do not apply: every training photo is seen once per epoch. --resume continues
+    the run in --out as it was configured (options given again must repeat its values), or
+    starts it from the options given when --out holds no checkpoint yet.
+    """
+    from ..config import SaccadeConfig
+    from ..priors import make_prior
+    from ..training import (
+        CHECKPOINT,
+        TrainConfig,
+        canvases,
+        default_model_config,
+        load,
+        train,
+        train_baseline,
+    )
+
+    training, model = given_fields(ctx, TRAINING), given_fields(ctx, MODEL)
+    check_device(training["device"])
+    if resume and (out / CHECKPOINT).exists():
+        trained, position = _check_resume(ctx, out)
+        if trained is not None and position is not None:
+            _echo_once(_resuming(out, trained.epochs, position))
+        train(train_config=trained, out=out, resume=True, progress=not quiet)
+        _report_checkpoint(out)
+        return
+    photos = given_photos(data_dir, csv_file)
+    if photos and model_kind != "saccade":
+        raise click.BadParameter("photos train the saccade model only", param_hint="--model")
+    if test_data and not photos:
+        raise click.UsageError("--test-data needs --data-dir or --csv")
+    train_config = TrainConfig(
+        **{
+            **training,
+            "task": "photo" if photos else training["task"],
+            "photos": photos,
+            "photo_test": str(test_data.resolve()) if test_data else None,
+        }
+    )
+    start = load(init) if init else None
+    if start is not None and getattr(start, "kind", "saccade") != model_kind:
+        raise click.BadParameter(
+            f"{init} holds a {getattr(start, 'kind', 'saccade')} model, not {model_kind}",
+            param_hint="--init",
+        )
+    if start is not None and model_kind == "saccade" and start.config.task != train_config.task:
+        start = for_task(start, train_config.task, "--init")
+    # The model options that also apply to an --init model; the others are its own.
+    changes: dict[str, object] = {}
+    if model["pair_evidence"]:
+        changes["pair_evidence"] = True
+    if model["later_scale_max"] is not None:
+        changes["later_scale_max"] = model["later_scale_max"]
+    changes.update(_config_settings(settings))
+    if start is not None and model_kind == "saccade" and changes:
+        try:
+            start = start.with_config(**changes)
+        except (TypeError, ValueError) as error:
+            raise click.UsageError(str(error)) from error
+    if not photos:
+        try:  # e.g. digits larger than the canvas
+            canvases(train_config, "test", 1)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from error
+    model_config = None
+    if model_kind == "saccade":
+        classes = default_model_config(train_config).classes
+        try:
+            model_config = (
+                start.config
+                if start
+                else SaccadeConfig(
+                    **{
+                        "classes": classes,
+                        "task": train_config.task,
+                        "channels": 3 if photos else 1,
+                        **model,
+                        "prior_args": dict(prior_args),
+                        **_config_settings(settings),
+                    }
+                )
+            )
+            make_prior(model_config.prior, model_config.hidden, model_config.prior_args)
+        except (TypeError, ValueError) as error:  # TypeError: a --set key that is no field
+            raise click.UsageError(str(error)) from error
+        if not photos:
+            try:
+                model_config.check_image(model_config.channels, *train_config.canvas)
+            except ValueError as error:
+                raise click.BadParameter(str(error), param_hint="--canvas") from error
+    if (out / CHECKPOINT).exists():  # starting anew would overwrite that run
+        raise click.BadParameter(
+            f"{out} holds a run already: continue it with --resume, or choose another directory",
+            param_hint="--out",
+        )
+    if resume:
+        _echo_once(f"starting the run in {out}: no checkpoint to resume yet")
+    if model_config is None:
+        train_baseline(
+            model_kind,
+            train_config,
+            out=out,
+            progress=not quiet,
+            model=start,
+            proxy=model["proxy"],
+        )
+    else:
+        train(model_config, train_config, out=out, progress=not quiet, model=start)
+    _report_checkpoint(out)
+
+
+def _config_settings(settings: tuple[tuple[str, object], ...]) -> dict[str, object]:
+    """--set KEY=VALUE pairs as SaccadeConfig fields: true, false and none as Python's."""
+    words = {"true": True, "false": False, "none": None}
+    return {
+        key: words.get(value.lower(), value) if isinstance(value, str) else value
+        for key, value in settings
+    }
+
+
+def _echo_once(text: str) -> None:
+    """Print once, from the first process, when torchrun starts several."""
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(text)
+
+
+def _report_checkpoint(out: Path) -> None:
+    """Say where the model is."""
+    _echo_once(f"checkpoint: {out / 'checkpoint.pt'}")
+
+
+def _resuming(out: Path, epochs: int, position: dict) -> str:
+    """One line on where a resumed run continues, from its checkpoint's position."""
+    done, steps = position["epoch"], position["batch"]
+    if done >= epochs:
+        return f"the run in {out} has finished its {epochs} epochs: nothing left to train"
+    step = f", step {steps + 1}" if steps else ""
+    return f"resuming the run in {out} at epoch {done + 1} of {epochs}{step}"
+
+
+# Options that set no field of SaccadeConfig or TrainConfig, by the setting of a run they give.
+_RUN_SETTINGS = {
+    "data_dir": "photos",
+    "csv_file": "photos",
+    "test_data": "photo_test",
+    "model_kind": "kind",
+    "prior_args": "prior_args",
+}
+_MISSING = object()
+
+
+def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
+    """The TrainConfig of the run in ``out`` that --resume continues (None for a checkpoint
+    without one) and its position (None for a model without training state): as it was
+    configured, so an option given again must repeat the run's value, since another one would
+    silently not apply."""
+    import dataclasses
+    import json
+
+    from click.core import ParameterSource
+
+    from ..training import CHECKPOINT, TrainConfig, read_checkpoint
+
+    payload = read_checkpoint(out / CHECKPOINT)
+    trained = json.loads(payload.get("train_config") or "{}")
+    if trained:  # with the defaults of settings added since the run was saved
+        trained = dataclasses.asdict(TrainConfig(**trained))
+    saved = {
+        **trained,
+        **json.loads(payload["config"]),
+        "kind": payload.get("kind", "saccade"),
+    }
+    for param in ctx.command.params:
+        name = param.name
+        # --init gives a run its first weights only: a repeated command may keep it.
+        if name in ("out", "resume", "quiet", "init"):
+            continue
+        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        if name == "settings":  # --set KEY=VALUE: each must repeat the run's model config
+            for key, setting in _config_settings(ctx.params[name]).items():
+                if saved.get(key, _MISSING) != setting:
+                    raise _not_as_configured(out, f"{key}={saved.get(key)!r}", ctx, param)
+            continue
+        setting, given, was = _setting(param, ctx.params[name], saved)
+        if given != was:
+            was = "no such setting" if was is _MISSING else f"{setting}={was!r}"
+            raise _not_as_configured(out, was, ctx, param)
+    position = json.loads(payload["position"]) if "position" in payload else None
+    return (TrainConfig(**trained) if trained else None), position
+
+
+def _setting(
+    param: click.Parameter, value: object, saved: dict[str, object]
+) -> tuple[str, object, object]:
+    """The setting of a run that option ``param`` gives: its name, ``value`` as a run saves
+    it, and the run's own value (_MISSING if it has none)."""
+    if isinstance(param, LibraryOption):
+        values = param.field_values(value)
+        if len(values) > 1:  # --scale-range: its fields as one list
+            runs = [saved.get(name, _MISSING) for name in values]
+            return param.name, list(values.values()), _MISSING if _MISSING in runs else runs
+        ((name, value),) = values.items()
+        return name, value, saved.get(name, _MISSING)
+    name = _RUN_SETTINGS[param.name]
+    if isinstance(value, Path):
+        value = str(value.resolve())
+    elif isinstance(value, tuple):  # --prior-arg (key, value) pairs
+        value = dict(value)
+    return name, value, saved.get(name, _MISSING)
+
+
+def _not_as_configured(
+    out: Path, was: str, ctx: click.Context, param: click.Parameter
+) -> click.BadParameter:
+    return click.BadParameter(
+        f"the run in {out} has {was}; --resume continues it as it was configured",
+        ctx=ctx,
+        param=param,
+    )
