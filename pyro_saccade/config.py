@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
-from torch import Tensor
+if TYPE_CHECKING:  # for annotations only: reading the defaults (saccade train -h) needs no torch
+    from torch import Tensor
 
 FORMAT_VERSION = 1
 LIKELIHOODS = ("aggregate", "per_glimpse")
