@@ -60,7 +60,7 @@ def main() -> None:
         ("guide (posterior mean) + model replayed on it", guide_then_model),
         ("guide alone", lambda: model.guide(images, proxies, mean=True)),
         ("  proxy encoder", lambda: model.proxy_encoder.encode(proxies)),
-        ("  one step: crop, crop encoder, LSTM", lambda: model.step(0, images, z, features, state)),
+        ("  one step: crop, crop encoder, LSTM", lambda: model.step(images, z, features, state)),
         (
             "    extract_glimpse",
             lambda: extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max),

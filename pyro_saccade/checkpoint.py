@@ -139,7 +139,12 @@ def model_from_checkpoint(payload: dict, source: str = "checkpoint") -> SaccadeM
     if differences:
         raise CheckpointError(f"{source}: weights do not match its config ({differences})")
     model.load_state_dict(payload["model"])
-    trained = trained_config(payload)  # for the warning on unlike inputs (familiar.py)
+    try:  # for the warning on unlike inputs (familiar.py)
+        trained = trained_config(payload)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(
+            f"{source}: a training config that this version cannot read ({error})"
+        ) from error
     model.trained_on = trained_on(model.config.channels, None if trained.photos else trained.canvas)
     return model
 
@@ -164,7 +169,7 @@ def state_differences(expected: dict[str, Tensor], found: dict[str, Tensor]) -> 
 def trained_config(payload: dict) -> TrainConfig:
     """The TrainConfig a checkpoint was trained with (the defaults for a bare model)."""
     text = payload.get("train_config")
-    return TrainConfig(**json.loads(text)) if text else TrainConfig()
+    return TrainConfig.from_dict(json.loads(text)) if text else TrainConfig()
 
 
 def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> SaccadeModel:

@@ -1,18 +1,16 @@
 """Configuration of a saccade model: one dataclass, the single source of every default.
 
 A checkpoint saves it as JSON beside the weights; ``added`` lists the fields introduced after a
-configuration was first saved, with the values that applied before they existed, so that older
-checkpoints load as they were trained.
+configuration was first saved, with the values that applied before they existed, and ``removed``
+the fields that no longer exist, with the one value under which a checkpoint that has them
+behaves as this version builds it, so that older checkpoints load as they were trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Self
-
-if TYPE_CHECKING:  # for annotations only: reading the defaults (saccade train -h) needs no torch
-    from torch import Tensor
+from typing import ClassVar, Self
 
 FORMAT_VERSION = 1
 LIKELIHOODS = ("aggregate", "per_glimpse")
@@ -37,6 +35,9 @@ class ConfigMixin:
     # Fields added after a configuration was first saved, with the value that applied before
     # they existed, so that older checkpoints load as they were trained.
     added: ClassVar[dict[str, object]] = {}
+    # Fields that no longer exist, with the one value under which a checkpoint saved with them
+    # means what this version builds without them: dropped at that value, refused at any other.
+    removed: ClassVar[dict[str, object]] = {}
 
     @staticmethod
     def validate(checks: list[tuple[bool, str]]) -> None:
@@ -50,8 +51,16 @@ class ConfigMixin:
 
     @classmethod
     def from_dict(cls, values: dict) -> Self:
+        """The configuration saved as ``values`` (``to_dict``), by the rules of ``added`` and
+        ``removed``; ValueError for a field it cannot hold or a removed one in use."""
+        for name, neutral in cls.removed.items():
+            if name in values and values[name] != neutral:
+                raise ValueError(
+                    f"{name}={values[name]!r}: this version of pyro_saccade no longer has the "
+                    f"{name} option; it reads only configurations saved with {name}={neutral!r}"
+                )
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {**cls.added, **values}
+        values = {**cls.added, **{k: v for k, v in values.items() if k not in cls.removed}}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(unknown)}")
@@ -82,9 +91,7 @@ class SaccadeConfig(ClassifierConfigMixin):
         "posterior_std": 1.0,
         "posterior_std_max": None,
         "antialias": 1,
-        "pair_evidence": False,
         "crop_pool": "max",
-        "later_scale_max": None,
         "where": "none",
         "box_min": 32,
         "box_max": 128,
@@ -92,6 +99,8 @@ class SaccadeConfig(ClassifierConfigMixin):
         "learn_where": True,
         "ink_floor": 1e-4,
     }
+    # Options measured without gain and used by no shipped model (docs/results.md).
+    removed: ClassVar[dict[str, object]] = {"pair_evidence": False, "later_scale_max": None}
 
     classes: list[str] = field(
         default_factory=lambda: [f"{a}-{b}" for a in range(10) for b in range(a, 10)]
@@ -104,7 +113,6 @@ class SaccadeConfig(ClassifierConfigMixin):
     proxy: int = 32  # J: side of the proxy image
     scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
     scale_max: float = 0.8
-    later_scale_max: float | None = None  # glimpses 2..T: their largest crop (None: scale_max)
     # where: "none", z alone places a glimpse in [scale_min, scale_max] of the image; "cells", a
     # discrete where_t picks a cell of the proxy's feature map (J/4 x J/4 cells) and z_t places
     # a box of box_min..box_max pixels, whatever the image size, within a cell of its centre.
@@ -127,12 +135,13 @@ class SaccadeConfig(ClassifierConfigMixin):
     rnn_layers: int = 1
     crop_width: int = 32  # channels of the crop encoder's first layers
     crop_features: int = 128
+    # Both stay: the checkpoints saved without this field pool by "max" (see added).
     crop_pool: str = "max_mean"  # max_mean | max: crop features' maxima and means, or maxima
     proxy_width: int = 16
     proxy_features: int = 128
     z_features: int = 32
     head: str = "auto"  # linear | digit_pairs (networks.DigitPairHead) | auto: by task
-    pair_evidence: bool = False  # digit_pairs: a term per pair besides the per-digit evidence
+    # Both stay: the shipped megapixel models read "crops", the other shipped models "state".
     evidence: str = "state"  # state: read from h_t | crops: summed per-crop evidence
     likelihood: str = "per_glimpse"  # per_glimpse (Eq. 6) | aggregate: once, at the end
     posterior: str = "saliency"  # saliency (networks.SaliencyHead) | mlp (networks.GaussianHead)
@@ -159,10 +168,6 @@ class SaccadeConfig(ClassifierConfigMixin):
                 self.head == "linear" or self.task in EVIDENCE_TASKS,
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
             ),
-            (
-                self.head == "digit_pairs" or not self.pair_evidence,
-                "pair_evidence needs the digit_pairs head",
-            ),
             (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
             (
                 self.crop_pool in CROP_POOLS,
@@ -176,11 +181,6 @@ class SaccadeConfig(ClassifierConfigMixin):
             (
                 0 < self.scale_min < self.scale_max <= 1,
                 f"need 0 < scale_min < scale_max <= 1, got {self.scale_min}, {self.scale_max}",
-            ),
-            (
-                self.later_scale_max is None
-                or self.scale_min < self.later_scale_max <= self.scale_max,
-                f"need scale_min < later_scale_max <= scale_max, got {self.later_scale_max}",
             ),
             (len(self.classes) >= 2, f"need at least 2 classes, got {len(self.classes)}"),
             (self.where in WHERE, f"where must be one of {WHERE}, got {self.where!r}"),
@@ -214,14 +214,6 @@ class SaccadeConfig(ClassifierConfigMixin):
             ),
         ]
         self.validate(checks)
-
-    def scale_max_of(self, t: int) -> float:
-        """The largest crop of glimpse t (from 0), as a fraction of the image's shorter side."""
-        return self.scale_max if t == 0 or self.later_scale_max is None else self.later_scale_max
-
-    def scale_maxima(self, like: Tensor) -> Tensor:
-        """Every glimpse's largest crop, [T] on ``like``'s device: broadcasts over z [..., T, 3]."""
-        return like.new_tensor([self.scale_max_of(t) for t in range(self.glimpses)])
 
     @property
     def cells(self) -> int:

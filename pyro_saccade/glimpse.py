@@ -7,9 +7,7 @@ authors' ``max(|s|, 1/p)`` left the scale unlearned).
 Conventions: the scale is the crop side as a fraction of the image's *shorter* side, so crops
 are square in pixels on images of any aspect ratio; x and y place the crop centre, bounded so the
 crop always lies inside the image. Coordinates follow ``F.affine_grid`` with
-``align_corners=False``: normalised -1 and 1 are the outer edges of the border pixels. Where z
-has a glimpse axis, z [..., T, 3], ``scale_max`` may be a tensor [T] of each glimpse's own
-maximum (``SaccadeConfig.scale_maxima``).
+``align_corners=False``: normalised -1 and 1 are the outer edges of the border pixels.
 """
 
 from __future__ import annotations
@@ -21,18 +19,18 @@ from torch import Tensor
 ALIGN_CORNERS = False
 
 
-def crop_scale(z_scale: Tensor, scale_min: float, scale_max: float | Tensor) -> Tensor:
+def crop_scale(z_scale: Tensor, scale_min: float, scale_max: float) -> Tensor:
     """The crop side, as a fraction of the shorter image side, of the scale coordinate of z."""
     return scale_min + (scale_max - scale_min) * torch.sigmoid(z_scale)
 
 
-def squash(z: Tensor, scale_min: float, scale_max: float | Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def squash(z: Tensor, scale_min: float, scale_max: float) -> tuple[Tensor, Tensor, Tensor]:
     """Map unconstrained z [..., 3] to (scale in [scale_min, scale_max], x, y in [-1, 1])."""
     return crop_scale(z[..., 0], scale_min, scale_max), torch.tanh(z[..., 1]), torch.tanh(z[..., 2])
 
 
 def normalised_box(
-    z: Tensor, height: int, width: int, scale_min: float, scale_max: float | Tensor
+    z: Tensor, height: int, width: int, scale_min: float, scale_max: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Half-sides (sx, sy) and centre (cx, cy) of the crop in normalised [-1, 1] coordinates."""
     scale, x, y = squash(z, scale_min, scale_max)
@@ -88,7 +86,10 @@ def sample_box(
     grid = F.affine_grid(theta, [batch, channels, side, side], align_corners=ALIGN_CORNERS)
     if isinstance(images, Tensor):
         crops = F.grid_sample(
-            images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros",
+            images,
+            grid.to(images.dtype),
+            mode="bilinear",
+            padding_mode="zeros",
             align_corners=ALIGN_CORNERS,
         )
     else:
@@ -137,9 +138,7 @@ def pixel_boxes(box: tuple[Tensor, Tensor, Tensor, Tensor], height: int, width: 
     return torch.stack([x0, y0, x1, y1], -1)
 
 
-def glimpse_boxes(
-    z: Tensor, height: int, width: int, scale_min: float, scale_max: float | Tensor
-) -> Tensor:
+def glimpse_boxes(z: Tensor, height: int, width: int, scale_min: float, scale_max: float) -> Tensor:
     """Crop boxes (x0, y0, x1, y1) in the image's pixel coordinates, shape [..., 4]."""
     return pixel_boxes(normalised_box(z, height, width, scale_min, scale_max), height, width)
 

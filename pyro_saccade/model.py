@@ -118,7 +118,7 @@ class SaccadeModel(nn.Module):
         )
         evidence_inputs = crop_features if cfg.evidence == "crops" else cfg.hidden
         self.classifier = (
-            DigitPairHead(evidence_inputs, cfg.task, cfg.pair_evidence)
+            DigitPairHead(evidence_inputs, cfg.task)
             if cfg.head == "digit_pairs"
             else LinearHead(evidence_inputs, cfg.num_classes)
         )
@@ -150,7 +150,6 @@ class SaccadeModel(nn.Module):
 
     def step(
         self,
-        t: int,
         images: Tensor,
         z: Tensor,
         proxy_features: Tensor,
@@ -162,7 +161,7 @@ class SaccadeModel(nn.Module):
         crop and update the recurrent state to h_t. ``weight`` [B] multiplies the crop's
         features."""
         cfg = self.config
-        crop = self.crop(images, t, z, centre)
+        crop = self.crop(images, z, centre)
         placed = z
         if centre is not None:
             # The state learns where it looked and how wide: box side over box_max, centre.
@@ -174,14 +173,12 @@ class SaccadeModel(nn.Module):
         h, state = self.rnn(torch.cat([features, self.z_embed(placed), proxy_features], -1), state)
         return Step(z, h, state, features, centre)
 
-    def crop(self, images: Tensor, t: int, z: Tensor, centre: Tensor | None = None) -> Tensor:
-        """The L x L crops [B, C, L, L] of glimpse t at z [B, 3] (aimed at ``centre`` [B, 2] in
+    def crop(self, images: Tensor, z: Tensor, centre: Tensor | None = None) -> Tensor:
+        """The L x L crops [B, C, L, L] of a glimpse at z [B, 3] (aimed at ``centre`` [B, 2] in
         a model with ``where="cells"``)."""
         cfg = self.config
         if centre is None:
-            return extract_glimpse(
-                images, z, cfg.crop, cfg.scale_min, cfg.scale_max_of(t), cfg.antialias
-            )
+            return extract_glimpse(images, z, cfg.crop, cfg.scale_min, cfg.scale_max, cfg.antialias)
         box = self.cell_box(z, centre, *images.shape[-2:])
         return sample_box(images, box, cfg.crop, cfg.antialias)
 
@@ -270,7 +267,7 @@ class SaccadeModel(nn.Module):
         return torch.sigmoid(logits) if self.config.multilabel else logits.softmax(-1)
 
     def posterior(
-        self, t: int, features: Tensor, maps: Tensor, h: Tensor, where: Tensor | None = None
+        self, features: Tensor, maps: Tensor, h: Tensor, where: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """loc and scale of q(z_t | c, h_{t-1}) (and where_t) from the proxy's features and map."""
         cfg = self.config
@@ -280,7 +277,7 @@ class SaccadeModel(nn.Module):
         if cfg.posterior == "mlp":
             return self.posterior_net(torch.cat([features, h], -1))
         loc, scale, centre = self.posterior_net(maps, features, h)
-        return aim(loc[..., 0], centre, cfg.scale_min, cfg.scale_max_of(t)), scale
+        return aim(loc[..., 0], centre, cfg.scale_min, cfg.scale_max), scale
 
     def register(self) -> None:
         """``pyro.module`` for this model. Parameters held fixed on purpose (``learn_where``
@@ -330,7 +327,7 @@ class SaccadeModel(nn.Module):
                 if steps is not None and t < len(steps) and steps[t].z is z:
                     step = steps[t]
                 else:
-                    step = self.step(t, images, z, proxy_features, state, centre, weight)
+                    step = self.step(images, z, proxy_features, state, centre, weight)
                 h, state = step.h, step.state
                 total = self.evidence(step, total)
                 logits = self.classifier.combine(total)
@@ -380,14 +377,14 @@ class SaccadeModel(nn.Module):
                     weight = self.attention_weight(attention, where)
                     centre = self.aim(look, where)
                     look = self.looked_at(look, where)
-                loc, scale = self.posterior(t, proxy_features, proxy_maps, h, where)
+                loc, scale = self.posterior(proxy_features, proxy_maps, h, where)
                 if random and look is None:
                     uniform = torch.rand_like(loc[..., 1:]) * 2 - 1
                     loc = torch.cat([loc[..., :1], torch.atanh(uniform * 0.999)], -1)
                 q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
                 with poutine.scale(scale=annealing * cfg.kl_weight):
                     z = pyro.sample(f"z_{t}", q.to_event(1))
-                step = self.step(t, images, z, proxy_features, state, centre, weight)
+                step = self.step(images, z, proxy_features, state, centre, weight)
                 h, state = step.h, step.state
                 if steps is not None:
                     steps.append(step)
@@ -503,7 +500,7 @@ class SaccadeModel(nn.Module):
         """A copy of this model, its prior and its weights under a config with ``changes``
         (``SaccadeConfig`` fields that leave the parameters' shapes as they are, e.g. a tighter
         ``posterior_std_max`` to fine-tune with, or that add parameters, which start from their
-        initial values: ``pair_evidence=True``). Unknown fields raise TypeError; changes that
+        initial values). Unknown fields raise TypeError; changes that
         would drop or reshape trained weights raise ValueError."""
         config = dataclasses.replace(self.config, **changes)
         model = SaccadeModel(config, prior=copy.deepcopy(self.prior))
@@ -523,4 +520,4 @@ class SaccadeModel(nn.Module):
             if centres is None:
                 raise ValueError("this model aims its glimpses at cells: pass their centres")
             return pixel_boxes(self.cell_box(z, centres, height, width), height, width)
-        return glimpse_boxes(z, height, width, cfg.scale_min, cfg.scale_maxima(z))
+        return glimpse_boxes(z, height, width, cfg.scale_min, cfg.scale_max)

@@ -263,22 +263,16 @@ class DigitPairHead(nn.Module):
 
     s_a + s_b alone cannot be sure of a pair of two different digits against a pair of twice
     the likelier one: (a, b) beats (a, a) only while s_b > s_a, and (b, b) only while s_a > s_b,
-    so all the margin comes from the biases. With ``pair_evidence`` a linear read of the
-    state adds a term r_ab per pair (zero at first, so the head starts as without it).
+    so all the margin comes from the biases.
     """
 
-    def __init__(self, hidden: int, task: str, pair_evidence: bool = False) -> None:
+    def __init__(self, hidden: int, task: str) -> None:
         super().__init__()
         if task not in ("identify", "sum", "mark", "majority", "multi"):
             raise ValueError(f"the digit-pair head needs a digit task, got {task!r}")
         self.task = task
         self.evidence = evidence_linear(hidden, 10)
         pairs = [(a, b) for a in range(10) for b in range(a, 10)]
-        self.pairs: nn.Linear | None = None
-        if pair_evidence:
-            self.pairs = nn.Linear(hidden, len(pairs))
-            nn.init.zeros_(self.pairs.weight)
-            nn.init.zeros_(self.pairs.bias)
         self.register_buffer("first", torch.tensor([a for a, _ in pairs]), persistent=False)
         self.register_buffer("second", torch.tensor([b for _, b in pairs]), persistent=False)
         self.register_buffer(
@@ -289,19 +283,14 @@ class DigitPairHead(nn.Module):
         self.pair_bias = nn.Parameter(torch.zeros(len(pairs)))
 
     def read(self, x: Tensor) -> Tensor:
-        """Evidence [B, 10] per digit, followed by [B, 55] per pair with ``pair_evidence``."""
-        if self.pairs is None:
-            return self.evidence(x)
-        return torch.cat([self.evidence(x), self.pairs(x)], -1)
+        """Evidence [B, 10] per digit."""
+        return self.evidence(x)
 
     def combine(self, evidence: Tensor) -> Tensor:
-        """Logits of the task's classes from summed evidence (``read``) [B, 10 (+ 55)]."""
-        s = evidence[:, :10]
+        """Logits of the task's classes from summed evidence s (``read``) [B, 10]."""
         if self.task in ("mark", "majority", "multi"):  # the digits present, or the most seen
-            return s
-        pair = s[:, self.first] + s[:, self.second] + self.pair_bias
-        if self.pairs is not None:
-            pair = pair + evidence[:, 10:]
+            return evidence
+        pair = evidence[:, self.first] + evidence[:, self.second] + self.pair_bias
         if self.task == "identify":
             return pair
         return pair.unsqueeze(1).masked_fill(~self.sums, float("-inf")).logsumexp(-1)

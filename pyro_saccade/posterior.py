@@ -85,9 +85,7 @@ class GlimpsePosterior:
                 ],
                 1,
             )
-        return _per_image(
-            draws.z, self.sizes, glimpse_boxes, cfg.scale_min, cfg.scale_maxima(draws.z)
-        )
+        return _per_image(draws.z, self.sizes, glimpse_boxes, cfg.scale_min, cfg.scale_max)
 
     def crops(self, draws: Draws) -> Tensor:
         """(scale, x, y) of the draws' glimpses in image-size-free units, [S, N, T, 3]:
@@ -172,9 +170,7 @@ def _numpy(draws: Tensor) -> np.ndarray:
     return draws.detach().cpu()[None].numpy()
 
 
-def _per_image(
-    z: Tensor, sizes: list[tuple[int, int]], fn: Callable, *args: float | Tensor
-) -> Tensor:
+def _per_image(z: Tensor, sizes: list[tuple[int, int]], fn: Callable, *args: float) -> Tensor:
     """Apply ``fn(z, height, width, *args)`` to each image's draws z [S, N, T, 3]."""
     return torch.stack([fn(z[:, n], h, w, *args) for n, (h, w) in enumerate(sizes)], 1)
 

@@ -29,7 +29,6 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
@@ -264,23 +263,6 @@ def evaluate(
 # -- training ---------------------------------------------------------------------------------
 
 
-def moving_average(model: nn.Module, decay: float) -> AveragedModel:
-    """An exponential moving average of ``model``'s weights (and buffers), updated by
-    ``update_parameters(model)`` after each step. The decay warms up as (1 + n) / (10 + n), so the
-    first averages are not dominated by the initial weights."""
-
-    @torch.no_grad()
-    def average(averaged: list[Tensor], current: list[Tensor], steps: Tensor) -> None:
-        weight = 1 - min(decay, (1 + int(steps)) / (10 + int(steps)))
-        for mean, now in zip(averaged, current, strict=True):
-            if mean.is_floating_point():
-                mean.lerp_(now, weight)
-            else:  # constant buffers (masks) are copied
-                mean.copy_(now)
-
-    return AveragedModel(model, multi_avg_fn=average, use_buffers=True)
-
-
 def cosine(step: int, total: int, final: float) -> float:
     """Learning-rate multiplier: cosine from 1 to ``final`` over ``total`` steps."""
     progress = min(step / max(total, 1), 1.0)
@@ -385,11 +367,6 @@ def _train(
         pyro.set_rng_seed(tc.seed + rank)
         if model is None:
             model = SaccadeModel(model_config or default_model_config(tc))
-    averaged = moving_average(model, tc.ema) if tc.ema else None
-    if averaged is not None and payload is not None:
-        # The checkpoint's model is the average: the weights being trained resume from their own.
-        model.load_state_dict(payload["training_weights"])
-        averaged.n_averaged.fill_(payload["averaged_steps"])
     if tc.batch_size % processes:
         raise ValueError(
             f"batch size {tc.batch_size} does not split evenly over {processes} processes"
@@ -409,10 +386,6 @@ def _train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
     model.to(device).train()
-    if averaged is not None:
-        averaged.to(device)
-    # What is evaluated after each epoch and saved as the model: the average when there is one.
-    result = model if averaged is None else averaged.module
     loss_fn = replicate(objective(model), device)
     bfloat16 = tc.precision == "bfloat16"
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
@@ -439,11 +412,8 @@ def _train(
             "rngs": rng_states(),  # every process's, so a resumed run draws the same noise
             "position": json.dumps(position),
         }
-        if averaged is not None:
-            state["training_weights"] = model.state_dict()
-            state["averaged_steps"] = int(averaged.n_averaged)
         if rank == 0:
-            save_checkpoint(out / CHECKPOINT, result, tc, state)
+            save_checkpoint(out / CHECKPOINT, model, tc, state)
 
     with interrupt_flag() as flag:
         for epoch in range(position["epoch"], tc.epochs):
@@ -477,8 +447,6 @@ def _train(
                     raise diverged(out, loss, norm, epoch, position["batch"])
                 optimizer.step()
                 schedule.step()
-                if averaged is not None:
-                    averaged.update_parameters(model)
                 hits = correct(probs, labels, model.config.multilabel).sum()
                 # Summed over processes, which also agree to stop together if any was signalled.
                 *batch_sums, stop = all_sum(
@@ -501,9 +469,9 @@ def _train(
             bar.close()
             seconds = time.perf_counter() - started
             sync_replicas(model)
-            result.eval()
-            accuracy = evaluate(result, test_set, noise=tc.proxy_noise, workers=tc.workers)
-            result.train()
+            model.eval()
+            accuracy = evaluate(model, test_set, noise=tc.proxy_noise, workers=tc.workers)
+            model.train()
             sums = position["sums"]
             record = {
                 "epoch": epoch + 1,
@@ -527,7 +495,7 @@ def _train(
                 )
         if tc.epochs == 0:  # a model saved as it starts: moved to another task, or re-read
             checkpoint()
-    return result.eval()
+    return model.eval()
 
 
 def diverged(out: Path, loss: Tensor, norm: Tensor, epoch: int, batch: int) -> TrainingDiverged:

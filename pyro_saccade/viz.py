@@ -168,7 +168,7 @@ def glimpse_figure(
     centres = None if prediction.centres is None else prediction.centres[0, 0]  # [T, 2]
     crops = torch.cat(
         [
-            model.crop(batch, t, z[t : t + 1], None if centres is None else centres[t : t + 1])
+            model.crop(batch, z[t : t + 1], None if centres is None else centres[t : t + 1])
             for t in range(c.glimpses)
         ]
     )

@@ -3,6 +3,8 @@ SaccadeConfig, TrainConfig and the API functions, and --resume compares the fiel
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import click
@@ -99,6 +101,28 @@ def test_resume_takes_the_runs_own_settings_again(run: Path) -> None:
     result = CliRunner().invoke(main, [*again, "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert "nothing left to train" in result.output
+
+
+def test_resume_continues_a_run_saved_with_removed_fields(run: Path, tmp_path: Path) -> None:
+    from pyro_saccade.checkpoint import atomic_save, read_checkpoint
+
+    payload = read_checkpoint(run)
+    config = {**json.loads(payload["config"]), "pair_evidence": False, "later_scale_max": None}
+    trained = {**json.loads(payload["train_config"]), "ema": 0.0}
+
+    def resume(train_config: dict) -> object:
+        old = tmp_path / f"ema-{train_config['ema']}"
+        shutil.copytree(run, old)
+        configs = {"config": json.dumps(config), "train_config": json.dumps(train_config)}
+        atomic_save({**payload, **configs}, old / "checkpoint.pt")
+        return CliRunner().invoke(main, [*TINY_RUN, "--resume", "--quiet", "--out", str(old)])
+
+    result = resume(trained)
+    assert result.exit_code == 0, result.output
+    assert "nothing left to train" in result.output
+    result = resume({**trained, "ema": 0.999})
+    assert result.exit_code == 1
+    assert "ema=0.999: this version of pyro_saccade no longer has the ema option" in result.output
 
 
 @pytest.mark.parametrize(

@@ -94,40 +94,6 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_the_uninterrupted_run(
     assert_same_run(tmp_path, reference)
 
 
-def test_a_run_with_a_moving_average_resumes_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    run = TrainConfig(**RUN, ema=0.9)
-    pyro.clear_param_store()
-    train(config(), run, out=tmp_path / "reference", progress=False)
-    interrupt_at(monkeypatch, 4)
-    with pytest.raises(KeyboardInterrupt, match="checkpoint saved"):
-        train(config(), run, out=tmp_path / "run", progress=False)
-    monkeypatch.undo()
-    pyro.clear_param_store()
-    train(out=tmp_path / "run", resume=True, progress=False)
-    assert_same_run(tmp_path / "run", tmp_path / "reference")
-    ours, theirs = (read_checkpoint(tmp_path / d) for d in ("run", "reference"))
-    assert ours["averaged_steps"] == theirs["averaged_steps"] == 4
-    assert all(
-        torch.equal(ours["training_weights"][k], v) for k, v in theirs["training_weights"].items()
-    )
-
-
-@pytest.mark.parametrize(("decay", "same"), [(1e-9, True), (0.9, False)])
-def test_the_saved_model_is_the_moving_average_of_the_weights(
-    tmp_path: Path, decay: float, same: bool
-) -> None:
-    pyro.clear_param_store()
-    trained = train(config(), TrainConfig(**RUN, ema=decay), out=tmp_path, progress=False)
-    payload = read_checkpoint(tmp_path)
-    saved, weights = payload["model"], payload["training_weights"]
-    assert all(torch.equal(v, saved[k]) for k, v in trained.state_dict().items())
-    assert all(torch.equal(v, saved[k]) for k, v in load(tmp_path).state_dict().items())
-    # A decay of ~0 averages nothing away: the average is the last weights.
-    assert all(torch.allclose(saved[k], weights[k], atol=1e-6) for k in weights) == same
-
-
 def test_resume_after_a_kill_at_the_end_of_an_epoch(
     reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

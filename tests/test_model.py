@@ -211,22 +211,6 @@ def test_prediction_shapes_and_samples() -> None:
     assert not torch.equal(sampled.z[0], sampled.z[1])
 
 
-def test_later_glimpses_read_crops_no_wider_than_later_scale_max() -> None:
-    pyro.set_rng_seed(0)
-    model = tiny_model(later_scale_max=0.4)
-    ramp = torch.linspace(0, 1, 40).expand(3, 1, 40, 40).contiguous()  # a pixel's value: its x
-    crops = []
-    model.crop_encoder.register_forward_hook(lambda module, args, out: crops.append(args[0]))
-    prediction = model.infer(ramp, samples=4)
-    x0, _, x1, _ = model.boxes(prediction.z, 40, 40).unbind(-1)
-    widths = (x1 - x0) / 40
-    assert widths.shape == (4, 3, 2)  # samples, images, glimpses
-    assert (widths[..., 1:] <= 0.4 + 1e-6).all() and (widths[..., 0] > 0.4).all()
-    # What the model read spans the same stretch of the ramp as the boxes say.
-    spans = torch.stack([crop.amax((1, 2, 3)) - crop.amin((1, 2, 3)) for crop in crops])
-    assert torch.allclose(spans.view(4, 2, 3).transpose(1, 2), widths, atol=0.1)
-
-
 def test_any_image_size() -> None:
     model = tiny_model()
     for height, width in [(40, 40), (57, 123), (300, 90)]:
@@ -243,10 +227,7 @@ def test_config_rejects_nonsense() -> None:
         dict(posterior="grid"),
         dict(posterior_std=0.0),
         dict(posterior_std=0.6, posterior_std_max=0.5),
-        dict(head="linear", pair_evidence=True),
         dict(crop_pool="mean"),
-        dict(later_scale_max=0.3),  # not above scale_min
-        dict(later_scale_max=0.9),  # above scale_max
     ]:
         with pytest.raises(ValueError):
             SaccadeConfig(**bad)
@@ -318,6 +299,52 @@ def test_configs_saved_before_a_field_existed_load_as_they_were_trained() -> Non
     assert config.crop_pool == "max" != SaccadeConfig().crop_pool
 
 
+@pytest.mark.parametrize(
+    ("kind", "name", "value"),
+    [
+        (SaccadeConfig, "pair_evidence", True),
+        (SaccadeConfig, "later_scale_max", 0.5),
+        (TrainConfig, "ema", 0.999),
+    ],
+)
+def test_configs_saved_with_a_removed_field_load_only_at_its_neutral_value(
+    kind: type, name: str, value: object
+) -> None:
+    saved = SaccadeConfig(**TINY).to_dict() if kind is SaccadeConfig else TrainConfig().to_dict()
+    assert kind.from_dict({**saved, name: kind.removed[name]}) == kind.from_dict(saved)
+    message = f"{name}={value}: this version of pyro_saccade no longer has the {name} option"
+    with pytest.raises(ValueError, match=message):
+        kind.from_dict({**saved, name: value})
+
+
+def test_a_checkpoint_saved_with_removed_fields_predicts_as_it_was_trained(tmp_path) -> None:
+    from pyro_saccade.checkpoint import atomic_save, read_checkpoint, save_checkpoint
+    from pyro_saccade.errors import CheckpointError
+
+    model = tiny_model().eval()
+    save_checkpoint(tmp_path / "model.pt", model, TrainConfig(canvas=[40, 40]))
+    payload = read_checkpoint(tmp_path / "model.pt")
+
+    def saved_with(name: str, config: dict, train_config: dict) -> str:
+        configs = {
+            "config": json.dumps({**json.loads(payload["config"]), **config}),
+            "train_config": json.dumps({**json.loads(payload["train_config"]), **train_config}),
+        }
+        atomic_save({**payload, **configs}, tmp_path / f"{name}.pt")
+        return str(tmp_path / f"{name}.pt")
+
+    old = saved_with("old", {"pair_evidence": False, "later_scale_max": None}, {"ema": 0.0})
+    images, proxies, _ = batch(n=3)
+    assert torch.equal(load(old).predict(images, proxies), model.predict(images, proxies))
+    for config, train_config, named in [
+        ({"pair_evidence": True}, {}, "pair_evidence=True"),
+        ({"later_scale_max": 0.5}, {}, "later_scale_max=0.5"),
+        ({}, {"ema": 0.999}, "ema=0.999"),
+    ]:
+        with pytest.raises(CheckpointError, match=f"{named}: this version of pyro_saccade"):
+            load(saved_with(named, config, train_config))
+
+
 def test_evaluate_answers_the_task_a_saved_model_was_moved_to(tmp_path) -> None:
     # A model trained on identification, moved to sums and saved, is evaluated on sums.
     from click.testing import CliRunner
@@ -332,53 +359,6 @@ def test_evaluate_answers_the_task_a_saved_model_was_moved_to(tmp_path) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["task"] == "sum"
-
-
-def test_pair_evidence_lets_the_head_be_sure_of_two_different_digits() -> None:
-    from pyro_saccade.networks import DigitPairHead
-
-    pairs = [(a, b) for a in range(10) for b in range(a, 10)]
-    # The state says "a 3 and an 8": per-digit evidence alone ties (3, 8) with (3, 3) and
-    # (8, 8) (equal pair biases), however strong; a pair term can break the tie.
-    plain, paired = DigitPairHead(4, "identify"), DigitPairHead(4, "identify", pair_evidence=True)
-    state = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
-    with torch.no_grad():
-        for head in (plain, paired):
-            head.evidence.weight.zero_()
-            head.evidence.weight[[3, 8], 0] = 10.0
-        paired.pairs.weight[pairs.index((3, 8)), 0] = 5.0
-    for head, sure in [(plain, False), (paired, True)]:
-        probs = head.combine(head.read(state)).softmax(-1)[0]
-        assert (probs[pairs.index((3, 8))] > 0.9) == sure
-    # Sums marginalise the same pair logits.
-    sums = DigitPairHead(4, "sum", pair_evidence=True)
-    sums.load_state_dict(paired.state_dict())
-    assert sums.combine(sums.read(state)).softmax(-1)[0, 11] > 0.9
-
-
-def test_pair_evidence_added_to_a_trained_model_starts_at_zero(tmp_path) -> None:
-    from click.testing import CliRunner
-
-    from pyro_saccade.cli import main
-
-    pyro.set_rng_seed(0)
-    trained = tiny_model()
-    with torch.no_grad():
-        trained.classifier.evidence.weight.normal_()
-    paired = trained.with_config(pair_evidence=True)
-    images, proxies, _ = batch(n=3)
-    assert torch.allclose(paired.predict(images, proxies), trained.predict(images, proxies))
-    with pytest.raises(ValueError, match="drop trained weights"):
-        paired.with_config(pair_evidence=False)
-    # The CLI adds it when fine-tuning, and the saved model keeps it.
-    run = TrainConfig(epochs=0, test_size=4, batch_size=4, canvas=[40, 40])
-    train(trained.config, run, out=tmp_path / "plain", progress=False, model=trained)
-    args = ["train", "--init", str(tmp_path / "plain"), "--pair-evidence", "--canvas", "40"]
-    args += ["--epochs", "1", "--train-size", "8", "--test-size", "4", "--batch-size", "4"]
-    result = CliRunner().invoke(main, [*args, "--quiet", "--out", str(tmp_path / "paired")])
-    assert result.exit_code == 0, result.output
-    loaded = load(tmp_path / "paired")
-    assert loaded.config.pair_evidence and loaded.classifier.pairs.weight.abs().sum() > 0
 
 
 def test_max_mean_pooling_adds_the_means_to_the_maxima() -> None:
@@ -396,27 +376,3 @@ def test_max_mean_pooling_adds_the_means_to_the_maxima() -> None:
     model = tiny_model(crop_pool="max_mean")
     assert model.crop_encoder(torch.rand(2, 1, 16, 16)).shape == (2, 2 * TINY["crop_features"])
     assert model.predict(batch(n=2)[0]).shape == (2, 55)
-
-
-def test_later_scale_max_given_with_init_applies_to_that_model(tmp_path) -> None:
-    from click.testing import CliRunner
-
-    from pyro_saccade.cli import main
-
-    trained = tiny_model()
-    run = TrainConfig(epochs=0, test_size=4, batch_size=4, canvas=[40, 40])
-    train(trained.config, run, out=tmp_path / "wide", progress=False, model=trained)
-
-    def saccade_train(later_scale_max: str, out: str) -> object:
-        args = ["train", "--init", str(tmp_path / "wide"), "--later-scale-max", later_scale_max]
-        args += ["--epochs", "0", "--canvas", "40", "--test-size", "4", "--quiet"]
-        return CliRunner().invoke(main, [*args, "--out", str(tmp_path / out)])
-
-    result = saccade_train("0.5", "zoomed")
-    assert result.exit_code == 0, result.output
-    loaded = load(tmp_path / "zoomed")
-    assert loaded.config.later_scale_max == 0.5 and trained.config.later_scale_max is None
-    for name, weight in trained.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], weight), name
-    too_wide = saccade_train("0.9", "too-wide")  # above the model's scale_max, 0.8
-    assert too_wide.exit_code != 0 and "later_scale_max" in too_wide.output

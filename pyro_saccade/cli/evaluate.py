@@ -128,8 +128,8 @@ def evaluate_command(
     check_device(device)
     use_threads(threads)
     payload = read_checkpoint(checkpoint)
-    trained = trained_config(payload)
     model = model_from_checkpoint(payload, checkpoint).to(device).eval()
+    trained = trained_config(payload)
     pyro.set_rng_seed(seed)  # the same posterior samples every time
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     photos = given_photos(data_dir, csv_file)

@@ -150,13 +150,6 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     type=click.FloatRange(min=0, min_open=True),
     help="Peak learning rate (cosine decay).",
 )
-@library_option(
-    TRAINING,
-    "--ema",
-    type=click.FloatRange(0, 1, max_open=True),
-    help="Decay of a moving average of the weights, which is evaluated and saved as the model "
-    "(e.g. 0.999); 0 turns it off.",
-)
 @library_option(MODEL, "--glimpses", type=click.IntRange(min=1), help="Number of glimpses T.")
 @library_option(MODEL, "--crop", type=click.IntRange(min=4), help="Crop side L in pixels.")
 @library_option(
@@ -181,13 +174,6 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 )
 @library_option(
     MODEL,
-    "--later-scale-max",
-    type=click.FloatRange(min=0, max=1, min_open=True),
-    help="Largest crop of glimpses 2..T (default: the MAX of --scale-range), so that the later "
-    "glimpses zoom in; with --init it applies to that model.",
-)
-@library_option(
-    MODEL,
     "--proxy",
     type=click.IntRange(min=4),
     help="Proxy side J in pixels (multiple of 4).",
@@ -203,13 +189,6 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     "--likelihood",
     type=click.Choice(["per_glimpse", "aggregate"]),
     help="Label likelihood at every glimpse (Eq. 6) or once after the last.",
-)
-@library_option(
-    MODEL,
-    "--pair-evidence",
-    is_flag=True,
-    help="Digit-pair tasks: the head also reads a term per digit pair from the state, besides "
-    "the evidence per digit; with --init it is added to that model's head (starting at zero).",
 )
 @library_option(
     MODEL,
@@ -347,13 +326,8 @@ def train_command(
         )
     if start is not None and model_kind == "saccade" and start.config.task != train_config.task:
         start = for_task(start, train_config.task, "--init")
-    # The model options that also apply to an --init model; the others are its own.
-    changes: dict[str, object] = {}
-    if model["pair_evidence"]:
-        changes["pair_evidence"] = True
-    if model["later_scale_max"] is not None:
-        changes["later_scale_max"] = model["later_scale_max"]
-    changes.update(_config_settings(settings))
+    # --set also applies to an --init model; the other model options are its own.
+    changes = _config_settings(settings)
     if start is not None and model_kind == "saccade" and changes:
         try:
             start = start.with_config(**changes)
@@ -456,22 +430,26 @@ def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
     without one) and its position (None for a model without training state): as it was
     configured, so an option given again must repeat the run's value, since another one would
     silently not apply."""
-    import dataclasses
     import json
 
     from click.core import ParameterSource
 
+    from ..config import SaccadeConfig
+    from ..errors import CheckpointError
     from ..training import CHECKPOINT, TrainConfig, read_checkpoint
 
     payload = read_checkpoint(out / CHECKPOINT)
-    trained = json.loads(payload.get("train_config") or "{}")
-    if trained:  # with the defaults of settings added since the run was saved
-        trained = dataclasses.asdict(TrainConfig(**trained))
-    saved = {
-        **trained,
-        **json.loads(payload["config"]),
-        "kind": payload.get("kind", "saccade"),
-    }
+    kind = payload.get("kind", "saccade")
+    text, model = payload.get("train_config"), json.loads(payload["config"])
+    try:  # in the fields of this version (ConfigMixin.from_dict: added, removed)
+        trained = TrainConfig.from_dict(json.loads(text)) if text else None
+        if kind == "saccade":
+            model = SaccadeConfig.from_dict(model).to_dict()
+    except ValueError as error:
+        raise CheckpointError(
+            f"{out / CHECKPOINT}: a config that this version cannot read ({error})"
+        ) from error
+    saved = {**(trained.to_dict() if trained else {}), **model, "kind": kind}
     for param in ctx.command.params:
         name = param.name
         # --init gives a run its first weights only: a repeated command may keep it.
@@ -489,7 +467,7 @@ def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
             was = "no such setting" if was is _MISSING else f"{setting}={was!r}"
             raise _not_as_configured(out, was, ctx, param)
     position = json.loads(payload["position"]) if "position" in payload else None
-    return (TrainConfig(**trained) if trained else None), position
+    return trained, position
 
 
 def _setting(
