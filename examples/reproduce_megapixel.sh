@@ -20,19 +20,37 @@ if [[ "$what" == stage1 || "$what" == all ]]; then
 fi
 
 if [[ "$what" == identify || "$what" == all ]]; then
+  # The reader, identifying for 6 epochs at 3e-4 with glimpses drawn from the ink ...
   saccade train --init runs/id28-stage1 --task identify --canvas 2528 --digit-size 28 \
     --distractors 8 --set ink_floor=1e-6 --epochs 6 --train-size 6400 --test-size 300 \
     --batch-size 32 --lr 3e-4 --seed 1 --checkpoint-every 50 --resume --quiet \
+    --out runs/identify-2528-28px-reader
+  # ... then the attention learns what is worth reading (learn_where=true), 6 epochs and 4 more.
+  saccade train --init runs/identify-2528-28px-reader --task identify --canvas 2528 \
+    --digit-size 28 --distractors 8 --set learn_where=true --epochs 6 --train-size 6400 \
+    --test-size 300 --batch-size 32 --lr 3e-4 --seed 2 --checkpoint-every 50 --resume --quiet \
+    --out runs/identify-2528-28px-where
+  saccade train --init runs/identify-2528-28px-where --task identify --canvas 2528 \
+    --digit-size 28 --distractors 8 --epochs 4 --train-size 6400 --test-size 300 \
+    --batch-size 32 --lr 2e-4 --seed 3 --checkpoint-every 50 --resume --quiet \
     --out runs/identify-2528-28px
 fi
 
 if [[ "$what" == majority || "$what" == all ]]; then
   # The same reader answers majority with its per-digit evidence (SaccadeModel.for_task), with
-  # ten glimpses and a 192x192 proxy.
+  # ten glimpses and a 192x192 proxy, the attention held at the ink ...
   saccade train --init runs/id28-stage1 --task majority --canvas 1500 --noise 50 \
     --set glimpses=10 --set proxy=192 --set ink_floor=1e-6 --epochs 4 --train-size 6400 \
     --test-size 300 --batch-size 32 --lr 3e-4 --seed 1 --checkpoint-every 50 --resume --quiet \
-    --out runs/megapixel-majority
+    --out runs/megapixel-majority-reader
+  # ... then the attention learns to tell digits from scribbles (learn_where=true), 3 epochs and
+  # 6 more.
+  saccade train --init runs/megapixel-majority-reader --task majority --canvas 1500 --noise 50 \
+    --set learn_where=true --epochs 3 --train-size 6400 --test-size 300 --batch-size 32 \
+    --lr 3e-4 --seed 2 --checkpoint-every 50 --resume --quiet --out runs/megapixel-majority-where
+  saccade train --init runs/megapixel-majority-where --task majority --canvas 1500 --noise 50 \
+    --epochs 6 --train-size 6400 --test-size 300 --batch-size 32 --lr 3e-4 --seed 3 \
+    --checkpoint-every 50 --resume --quiet --out runs/megapixel-majority
 fi
 
 if [[ "$what" == baselines || "$what" == all ]]; then
