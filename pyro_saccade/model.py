@@ -434,9 +434,13 @@ class SaccadeModel(nn.Module):
         self.eval()
         try:
             mean = samples <= 0
-            draws = [
-                self.posterior_pass(images, proxies, mean, random) for _ in range(max(samples, 1))
-            ]
+            # The inputs are checked above; Pyro's checks of every site's arguments would cost
+            # about a tenth of a prediction.
+            with pyro.validation_enabled(False):
+                draws = [
+                    self.posterior_pass(images, proxies, mean, random)
+                    for _ in range(max(samples, 1))
+                ]
         finally:
             self.train(was_training)
         probs = torch.stack([p for p, _, _ in draws]).mean(0)
