@@ -1,5 +1,6 @@
 """Process memory as the benchmark measures it: peak resident memory (Linux ``/proc``, with
-``getrusage`` elsewhere), the CUDA allocator's peak, and the machine's memory."""
+``getrusage`` elsewhere), the CUDA allocator's peak, and the machine's memory. psutil reports
+the current resident memory but neither its peak on Linux (VmHWM) nor a way to reset it."""
 
 from __future__ import annotations
 

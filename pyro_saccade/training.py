@@ -264,7 +264,9 @@ def evaluate(
 
 
 def cosine(step: int, total: int, final: float) -> float:
-    """Learning-rate multiplier: cosine from 1 to ``final`` over ``total`` steps."""
+    """Learning-rate multiplier: cosine from 1 to ``final`` over ``total`` steps, in closed form
+    for torch's ``LambdaLR``: ``CosineAnnealingLR`` updates its rate recursively, which is not
+    bit-identical to this and would change the learning rates of resumed and reproduced runs."""
     progress = min(step / max(total, 1), 1.0)
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
 

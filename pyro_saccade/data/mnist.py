@@ -24,7 +24,9 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an idx file (gzip-compressed or plain) into a native-endian array."""
+    """Read an idx file (gzip-compressed or plain) into a native-endian array.
+    (torchvision's ``read_sn3_pascalvincent_tensor`` reads plain files only, and the bundled
+    digits are gzip-compressed.)"""
     path = Path(path)
     with open(path, "rb") as f:
         raw = f.read()

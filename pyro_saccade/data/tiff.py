@@ -2,7 +2,8 @@
 one (uncompressed, deflate or JPEG, 8 or 16 bits), and writing tiled TIFFs, which PIL cannot.
 
 :class:`~pyro_saccade.data.photo.Photo` reads TIFF regions through :class:`TiffLayout`, decoding
-only the tiles or strips under them.
+only the tiles or strips under them. tifffile reads regions too, but decodes JPEG tiles only
+with imagecodecs, a compiled dependency; PIL already decodes each tile here.
 """
 
 from __future__ import annotations
