@@ -2,7 +2,7 @@
 # Reproduce the megapixel models of docs/results.md: identify-2528-28px (two native 28-px digits
 # on 2528x2528 canvases) and megapixel-majority (Megapixel MNIST, 1500x1500), both trained
 # offline on the bundled digits, and their proxy-only baselines.
-# Usage: examples/reproduce_megapixel.sh [stage1|identify|majority|baselines|evaluate|all]
+# Usage: examples/reproduce_megapixel.sh [stage1|identify|majority|baselines|evaluate|curves|all]
 set -euo pipefail
 export OMP_NUM_THREADS=1  # one intra-op thread per process, as the runs were made
 export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
@@ -67,4 +67,24 @@ if [[ "$what" == evaluate || "$what" == all ]]; then
   saccade evaluate runs/megapixel-majority-proxy --n 1000 --seed 1 --batch-size 50 --json  # same canvases
   saccade evaluate runs/identify-2528-28px --n 1000 --seed 1 --batch-size 50 --json
   saccade evaluate runs/identify-2528-28px-proxy --n 1000 --seed 1 --batch-size 50 --json  # same canvases
+fi
+
+if [[ "$what" == curves || "$what" == all ]]; then
+  # docs/megapixel_curves.png from the runs' metrics (docs/runs/ holds the ones committed).
+  python - <<'PY'
+from pyro_saccade.viz import training_curves
+
+stage1 = "docs/runs/id28-stage1"
+training_curves(
+    {
+        "megapixel-majority": [stage1] + [
+            f"docs/runs/megapixel-majority{s}" for s in ("-reader", "-where", "")
+        ],
+        "identify-2528-28px": [stage1] + [
+            f"docs/runs/identify-2528-28px{s}" for s in ("-reader", "-where", "")
+        ],
+    },
+    "docs/megapixel_curves.png",
+)
+PY
 fi

@@ -121,10 +121,10 @@ def phase_step(
     """The function a phase times: one proxy, one prediction or one optimiser step."""
     side = getattr(model.config, "proxy", 32)
     is_saccade = isinstance(model, SaccadeModel)
-    proxies = proxies_of(images, side) if is_saccade else None
     if phase == "proxy":
         return lambda: proxies_of(images, side)
-    if phase == "infer":
+    if phase == "infer":  # given the proxy, built here, outside what is measured
+        proxies = proxies_of(images, side) if is_saccade else None
         return lambda: model.predict(images, proxies)
     if phase == "predict":
         return lambda: model.predict(images)
@@ -144,6 +144,15 @@ def phase_step(
     raise ValueError(f"unknown phase {phase!r}")
 
 
+def timed(step: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one call of ``step`` (a GPU's queued work included)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def time_phase(
     prime: Callable[[], object],
     step: Callable[[], object],
@@ -160,23 +169,16 @@ def time_phase(
     shared machine the wall clock also counts the time spent waiting for a core.
     """
 
-    def timed() -> tuple[float, float]:
-        wall, cpu = time.perf_counter(), time.process_time()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - wall, time.process_time() - cpu
-
     with MemoryMeter(device) as meter:
         prime()
         init = meter.increase()
     with MemoryMeter(device) as meter:
-        warmup, _ = timed()
+        warmup, _ = timed(step, device)
         memory = meter.increase()
     walls: list[float] = []
     cpus: list[float] = []
     while len(walls) < repeats and (not walls or warmup + sum(walls) + walls[-1] <= budget):
-        wall, cpu = timed()
+        wall, cpu = timed(step, device)
         walls.append(wall)
         cpus.append(cpu)
     return {
@@ -196,11 +198,7 @@ def cold_phase(step: Callable[[], object], device: torch.device) -> dict:
     has not run the model yet: one-time initialisation included; how much of the increase is
     library code paged in (``cold_file_mb``)."""
     with MemoryMeter(device) as meter:
-        started = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
+        seconds, _ = timed(step, device)
         memory, files = meter.increase(), meter.file_increase()
     return {
         "status": "ok",

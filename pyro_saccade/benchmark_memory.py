@@ -13,14 +13,19 @@ from pathlib import Path
 import torch
 
 
-def _proc_status(key: str) -> int | None:
-    """A ``kB`` field of /proc/self/status in bytes, or None off Linux."""
+def _kb_field(path: str, key: str) -> int | None:
+    """A ``kB`` field of a /proc file in bytes, or None off Linux."""
     try:
-        text = Path("/proc/self/status").read_text()
+        text = Path(path).read_text()
     except OSError:
         return None
     match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
     return int(match.group(1)) * 1024 if match else None
+
+
+def _proc_status(key: str) -> int | None:
+    """A ``kB`` field of /proc/self/status in bytes, or None off Linux."""
+    return _kb_field("/proc/self/status", key)
 
 
 def _reset_peak_rss() -> bool:
@@ -87,9 +92,4 @@ class MemoryMeter:
 
 def meminfo(key: str) -> int | None:
     """A ``kB`` field of /proc/meminfo in bytes, or None off Linux."""
-    try:
-        text = Path("/proc/meminfo").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) * 1024 if match else None
+    return _kb_field("/proc/meminfo", key)

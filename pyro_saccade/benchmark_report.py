@@ -101,7 +101,7 @@ def targets(report: dict, batch: int = 1) -> list[str]:
             f"| {side}² | {whole['latency_s']:.3g} / {whole['cpu_s']:.3g} | "
             f"{tiled['latency_s']:.3g} / {tiled['cpu_s']:.3g} | "
             f"{tiled['latency_s'] / whole['latency_s']:.0f}x / "
-            f"{tiled['cpu_s'] / whole['cpu_s']:.0f}x | "
+            f"{speed:.0f}x | "
             f"{whole['cold_mb']:.3g} / {tiled['cold_mb']:.3g} ({100 * share:.2g}%) | "
             f"{own[0]:.3g} / {own[1]:.3g} ({100 * own_share:.2g}%) | "
             f"{whole['memory_mb']:.3g} / {tiled['memory_mb']:.3g} ({100 * warm:.2g}%) | "
@@ -231,8 +231,9 @@ def markdown(report: dict) -> str:
     ]
     if init:
         lines += ["One-time initialisation before the first inference: " + ", ".join(init), ""]
-    if scaling(report):
-        lines += ["Growth with the canvas (batch 1, CPU time):", "", *scaling(report), ""]
+    growth = scaling(report)
+    if growth:
+        lines += ["Growth with the canvas (batch 1, CPU time):", "", *growth, ""]
     warm_note = (
         "peak RSS increase of the first full-size run in a fresh process"
         if m["device"] == "cpu"

@@ -21,6 +21,7 @@ from .baselines import TiledResNet18
 from .data import class_names
 from .model import SaccadeModel
 from .training import (
+    CHECKPOINT,
     LAZY_SIDE,
     METRICS,
     TrainConfig,
@@ -120,7 +121,7 @@ def show_model(name: str, n: int, seed: int, out: Path, resnet: dict[tuple, floa
 def batches(dataset: object) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images, labels) of a dataset: in batches of BATCH, or, for large canvases kept as their
     patches, drawn whole one at a time, as the tiled resnet18 is timed on them."""
-    if isinstance(dataset[0][0], torch.Tensor):
+    if not dataset.lazy:
         yield from DataLoader(dataset, batch_size=BATCH, collate_fn=collate(dataset))
         return
     for i in range(len(dataset)):
@@ -133,7 +134,7 @@ def draw(model: SaccadeModel, dataset: object, target: Path) -> None:
     from .viz import glimpse_figure
 
     image, _ = dataset[0]
-    if not isinstance(image, torch.Tensor):  # a large canvas kept as its patches
+    if dataset.lazy:  # a large canvas kept as its patches
         image = image.dense()
     label = dataset.describe(0)["label"]
     glimpse_figure(model, image, PICTURE_SAMPLES, label).savefig(target, dpi=100)
@@ -226,6 +227,6 @@ def run_training(
     echo(f"held-out accuracy {accuracy:.1%} on {test_size} canvases (chance {chance:.1%})")
     picture = out / "glimpses.png"
     draw(model, held_out, picture)
-    echo(f"checkpoint: {out / 'checkpoint.pt'}")
+    echo(f"checkpoint: {out / CHECKPOINT}")
     echo(f"where it looked: {picture}")
     return accuracy

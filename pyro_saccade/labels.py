@@ -57,12 +57,17 @@ def labels_beside(paths: Sequence[Path]) -> list[str | None]:
 
 
 def checked_labels(
-    paths: Sequence[Path], classes: Sequence[str], multilabel: bool
+    paths: Sequence[Path],
+    classes: Sequence[str],
+    multilabel: bool,
+    names: Sequence[str | None] | None = None,
 ) -> list[Tensor | None]:
     """The labels of image files from labels.csv beside them (None where there is none), as
-    class indices or multi-hot; a ValueError naming the file for a label outside ``classes``."""
+    class indices or multi-hot; a ValueError naming the file for a label outside ``classes``.
+    ``names``: the labels as ``labels_beside(paths)`` reads them, if already read."""
     labels = []
-    for path, name in zip(paths, labels_beside(paths), strict=True):
+    names = labels_beside(paths) if names is None else names
+    for path, name in zip(paths, names, strict=True):
         try:
             labels.append(None if name is None else parse_label(name, classes, multilabel))
         except ValueError as error:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import EVIDENCE_TASKS
+
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
     """3x3 convolution, group norm, ReLU."""
@@ -268,7 +270,7 @@ class DigitPairHead(nn.Module):
 
     def __init__(self, hidden: int, task: str) -> None:
         super().__init__()
-        if task not in ("identify", "sum", "mark", "majority", "multi"):
+        if task not in EVIDENCE_TASKS:
             raise ValueError(f"the digit-pair head needs a digit task, got {task!r}")
         self.task = task
         self.evidence = evidence_linear(hidden, 10)

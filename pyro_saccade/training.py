@@ -45,12 +45,7 @@ from .checkpoint import (
 )
 
 # Imports ``x as x`` are not used here: they offer x to the callers of ``pyro_saccade.training``.
-from .checkpoint import PRETRAINED_DIR as PRETRAINED_DIR
-from .checkpoint import atomic_save as atomic_save
-from .checkpoint import export as export
 from .checkpoint import pretrained_names as pretrained_names
-from .checkpoint import resolve as resolve
-from .checkpoint import state_differences as state_differences
 from .config import SaccadeConfig
 from .data import (
     MEGAPIXEL_TASKS,
@@ -70,11 +65,9 @@ from .distributed import (
     sync_replicas,
     world,
 )
-from .distributed import let_collectives_finish as let_collectives_finish
 from .distributed import restarts_share_a_store as restarts_share_a_store
 from .errors import CheckpointError, TrainingDiverged
 from .model import SaccadeModel, Step
-from .train_config import PRECISIONS as PRECISIONS
 from .train_config import TrainConfig
 
 METRICS = "metrics.jsonl"

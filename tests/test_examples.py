@@ -64,16 +64,3 @@ def test_recipe_search_starts_a_variant_from_a_trained_model(
     config = json.loads((out / "config.json").read_text())["model"]
     assert config["posterior_std_max"] == 0.3 and config["hidden"] == 32
 
-
-def test_plot_curves_chains_runs_on_one_time_axis(monkeypatch, tmp_path: Path, capsys) -> None:
-    for name, accuracies in (("first", [0.1, 0.2]), ("second", [0.5])):
-        (tmp_path / name).mkdir()
-        lines = [json.dumps({"step": 1, "loss": 1.0})]  # mid-epoch records carry no accuracy
-        lines += [json.dumps({"test_accuracy": a, "train_seconds": 60.0}) for a in accuracies]
-        (tmp_path / name / "metrics.jsonl").write_text("\n".join(lines))
-    curve = runpy.run_path(str(EXAMPLES / "plot_curves.py"))["curve"]
-    minutes, accuracies, starts = curve([tmp_path / "first", tmp_path / "second"])
-    assert minutes == [1.0, 2.0, 3.0] and accuracies == [0.1, 0.2, 0.5] and starts == [2.0]
-    runs = f"{tmp_path / 'first'},{tmp_path / 'second'}"
-    run(monkeypatch, "plot_curves.py", f"both={runs}", "--out", str(tmp_path / "curves.png"))
-    assert (tmp_path / "curves.png").stat().st_size > 0

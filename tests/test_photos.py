@@ -28,7 +28,7 @@ from pyro_saccade.data import (
     save_tiled_tiff,
     synthetic_photo,
 )
-from pyro_saccade.data.photos import reduction_for
+from pyro_saccade.data.photo import reduction_for
 from pyro_saccade.glimpse import extract_glimpse
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
 from pyro_saccade.posterior import read_posterior

@@ -16,8 +16,8 @@ from .params import SEED, THREADS, use_threads, writable
     type=click.IntRange(min=1),
     default=200,
     show_default=True,
-    help="Held-out canvases per shipped model; a model of canvases over 512 px takes a tenth as "
-    "many, at least 10.",
+    help="Held-out canvases per shipped model; a model of canvases over 512 px takes N / 10 of "
+    "them, at least 10.",
 )
 @click.option(
     "--train",
@@ -76,7 +76,9 @@ def demo(
             )
         # Only the demo's own run files go (train refuses a directory that holds a run); its
         # pictures are overwritten, and anything else in --out stays.
-        for name in ("checkpoint.pt", "config.json", "metrics.jsonl"):
+        from ..training import CHECKPOINT, METRICS
+
+        for name in (CHECKPOINT, "config.json", METRICS):
             (out / name).unlink(missing_ok=True)
     from ..demo import run_demo, run_training
 

@@ -207,11 +207,10 @@ def _evaluate_photos(
     as_json: bool,
 ) -> None:
     """Accuracy on every photo of ``photos``, or on the held-out photos of the run."""
+    import dataclasses
     import json
     import time
 
-    from ..data import PhotoFolder
-    from ..data.photos import proxy_cache_dir
     from ..model import SaccadeModel
     from ..training import evaluate, photo_set
 
@@ -219,20 +218,9 @@ def _evaluate_photos(
         raise click.BadParameter(
             "only saccade models are evaluated on photos", param_hint="CHECKPOINT"
         )
-    c = model.config
-    dataset = (
-        PhotoFolder(
-            photos,
-            classes=c.classes,
-            proxy=c.proxy,
-            channels=c.channels,
-            cache_dir=proxy_cache_dir(),
-            progress=not as_json,
-            check=c.check_image,
-        )
-        if photos
-        else photo_set(trained, c, "test", progress=not as_json)
-    )
+    # Photos given: all of them, as a run's own held-out folder is read.
+    source_config = dataclasses.replace(trained, photo_test=photos) if photos else trained
+    dataset = photo_set(source_config, model.config, "test", progress=not as_json)
     started = time.perf_counter()
     accuracy = evaluate(
         model, dataset, batch_size=batch_size, samples=samples, noise=noise, progress=not as_json

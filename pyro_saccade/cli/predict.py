@@ -53,7 +53,7 @@ def predict_command(
 
     use_threads(threads)
     model = _saccade_model(checkpoint, device)
-    photos = [_open_image(path, model, lazy=True) for path in images]
+    photos = [_open_image(path, model) for path in images]
     pyro.set_rng_seed(seed)
     for path, image in zip(images, photos, strict=True):
         result = describe_prediction(model, image, samples)
@@ -112,13 +112,13 @@ def _saccade_model(checkpoint: str, device: str) -> object:
     return model
 
 
-def _open_image(path: Path, model: object, lazy: bool = False) -> object:
-    """An image file as ``model`` reads it, a tensor [C, H, W] or (``lazy``) a Photo on disk;
-    an ImageError naming the file if the model cannot use it."""
-    from ..data import ImageError, Photo, load_image
+def _open_image(path: Path, model: object) -> object:
+    """An image file as ``model`` reads it, a Photo on disk; an ImageError naming the file if
+    the model cannot use it."""
+    from ..data import ImageError, Photo
 
     c = model.config
-    image = Photo(path, channels=c.channels) if lazy else load_image(path, channels=c.channels)
+    image = Photo(path, channels=c.channels)
     try:
         c.check_image(*image.shape)
     except ValueError as error:
@@ -176,7 +176,7 @@ def posterior_command(
     use_threads(threads)
     model = _saccade_model(checkpoint, device)
     c = model.config
-    photos = [_open_image(path, model, lazy=True) for path in images]
+    photos = [_open_image(path, model) for path in images]
     labels = true_labels(images, c.classes, c.multilabel)
     pyro.set_rng_seed(seed)
     result = sample_posterior(
@@ -230,12 +230,13 @@ def visualize_command(
 
     use_threads(threads)
     model = _saccade_model(checkpoint, device)
-    checked_labels(images, model.config.classes, model.config.multilabel)
+    labels = labels_beside(images)
+    checked_labels(images, model.config.classes, model.config.multilabel, labels)
     out.mkdir(parents=True, exist_ok=True)
     pyro.set_rng_seed(seed)
     names = _unique_stems(images)
-    for path, label, name in zip(images, labels_beside(images), names, strict=True):
-        image = _open_image(path, model, lazy=True)
+    for path, label, name in zip(images, labels, names, strict=True):
+        image = _open_image(path, model)
         target = out / f"{name}_glimpses.png"
         glimpse_figure(model, image, samples, label).savefig(target, dpi=100)
         click.echo(f"{path}: {target}")

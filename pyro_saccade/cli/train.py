@@ -340,22 +340,21 @@ def train_command(
             raise click.UsageError(str(error)) from error
     model_config = None
     if model_kind == "saccade":
-        classes = default_model_config(train_config).classes
         try:
-            model_config = (
-                start.config
-                if start
-                else SaccadeConfig(
+            if start is not None:
+                model_config = start.config
+            else:
+                data = default_model_config(train_config)  # the data's classes and channels
+                model_config = SaccadeConfig(
                     **{
-                        "classes": classes,
-                        "task": train_config.task,
-                        "channels": 3 if photos else 1,
+                        "classes": data.classes,
+                        "task": data.task,
+                        "channels": data.channels,
                         **model,
                         "prior_args": dict(prior_args),
-                        **_config_settings(settings),
+                        **changes,
                     }
                 )
-            )
             make_prior(model_config.prior, model_config.hidden, model_config.prior_args)
         except (TypeError, ValueError) as error:  # TypeError: a --set key that is no field
             raise click.UsageError(str(error)) from error
@@ -402,7 +401,9 @@ def _echo_once(text: str) -> None:
 
 def _report_checkpoint(out: Path) -> None:
     """Say where the model is."""
-    _echo_once(f"checkpoint: {out / 'checkpoint.pt'}")
+    from ..checkpoint import CHECKPOINT
+
+    _echo_once(f"checkpoint: {out / CHECKPOINT}")
 
 
 def _resuming(out: Path, epochs: int, position: dict) -> str:
@@ -436,13 +437,13 @@ def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
 
     from ..config import SaccadeConfig
     from ..errors import CheckpointError
-    from ..training import CHECKPOINT, TrainConfig, read_checkpoint
+    from ..training import CHECKPOINT, read_checkpoint, trained_config
 
     payload = read_checkpoint(out / CHECKPOINT)
     kind = payload.get("kind", "saccade")
     text, model = payload.get("train_config"), json.loads(payload["config"])
     try:  # in the fields of this version (ConfigMixin.from_dict: added, removed)
-        trained = TrainConfig.from_dict(json.loads(text)) if text else None
+        trained = trained_config(payload) if text else None
         if kind == "saccade":
             model = SaccadeConfig.from_dict(model).to_dict()
     except ValueError as error:

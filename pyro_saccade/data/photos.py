@@ -22,13 +22,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .images import ImageError
-from .photo import REDUCTIONS as REDUCTIONS
 from .photo import Photo, PhotoBatch
-from .photo import as_batch as as_batch
-from .photo import glimpse_photo as glimpse_photo
-from .photo import proxies_of as proxies_of
-from .photo import reduction_for as reduction_for
-from .tiff import save_tiled_tiff as save_tiled_tiff
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".npy")
 # Decoded pixels a photo of a training batch may keep between glimpses (12 MB of 8-bit RGB):
