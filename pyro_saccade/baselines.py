@@ -100,7 +100,9 @@ class Baseline(nn.Module):
         return torch.sigmoid(logits) if self.config.multilabel else logits.softmax(-1)
 
     @torch.no_grad()
-    def predict(self, images: Tensor, proxies: Tensor | None = None, samples: int = 0) -> Tensor:
+    def predict(
+        self, images: Tensor, proxies: Tensor | None = None, samples: int | None = None
+    ) -> Tensor:
         """Class probabilities [B, K]; ``samples`` exists for a common interface."""
         was_training = self.training
         self.eval()

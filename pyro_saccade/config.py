@@ -153,6 +153,10 @@ class SaccadeConfig(ClassifierConfigMixin):
     proxy_weight: float = 0.001  # the proxy term has J*J pixels; see docs/results.md
     prior: str = "vrnn"
     prior_args: dict = field(default_factory=dict)
+    # Posterior samples a prediction averages unless told otherwise (0: the posterior-mean
+    # glimpses): the Monte-Carlo posterior predictive, which reads each object from several
+    # nearby boxes. The shipped megapixel-majority averages 8 (docs/results.md).
+    predict_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.head == "auto":
@@ -190,6 +194,10 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"need 0 < box_min < box_max pixels, got {self.box_min}, {self.box_max}",
             ),
             (self.channels >= 1, f"channels must be positive, got {self.channels}"),
+            (
+                self.predict_samples >= 0,
+                f"predict_samples must be >= 0, got {self.predict_samples}",
+            ),
             (
                 self.likelihood in LIKELIHOODS,
                 f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}",

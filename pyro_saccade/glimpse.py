@@ -84,17 +84,62 @@ def sample_box(
     zeros = torch.zeros_like(sx)
     theta = torch.stack([torch.stack([sx, zeros, cx], -1), torch.stack([zeros, sy, cy], -1)], -2)
     grid = F.affine_grid(theta, [batch, channels, side, side], align_corners=ALIGN_CORNERS)
+    crops = sample_grid(images, grid)
+    return crops if antialias == 1 else F.avg_pool2d(crops, antialias)
+
+
+def sample_grid(images: Tensor, grid: Tensor) -> Tensor:
+    """Bilinear samples [B, C, h, w] of images [B, C, H, W] at normalised points ``grid``
+    [B, h, w, 2], from a tensor or a lazy ``sample(grid)`` source."""
     if isinstance(images, Tensor):
-        crops = F.grid_sample(
+        return F.grid_sample(
             images,
             grid.to(images.dtype),
             mode="bilinear",
             padding_mode="zeros",
             align_corners=ALIGN_CORNERS,
         )
-    else:
-        crops = images.sample(grid)
-    return crops if antialias == 1 else F.avg_pool2d(crops, antialias)
+    return images.sample(grid)
+
+
+class Repeated:
+    """``times`` copies of a batch of images [B, C, H, W] standing in for [times * B, C, H, W]
+    (copy s of image b at row s * B + b) without copying any pixel: one pass of the model then
+    draws ``times`` posterior samples per image."""
+
+    def __init__(self, images: Tensor, times: int) -> None:
+        self.images = images
+        self.times = times
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def shape(self) -> torch.Size:
+        batch, *rest = self.images.shape
+        return torch.Size([self.times * batch, *rest])
+
+    def sample(self, grid: Tensor) -> Tensor:
+        chunks = grid.split(self.images.shape[0])
+        return torch.cat([sample_grid(self.images, chunk) for chunk in chunks])
+
+    def glimpse(self, z: Tensor, size: int, scale_min: float, scale_max: float) -> Tensor:
+        if not hasattr(self.images, "glimpse"):
+            box = normalised_box(z, *self.images.shape[-2:], scale_min, scale_max)
+            return sample_box(self, box, size)
+        chunks = z.split(self.images.shape[0])
+        return torch.cat([self.images.glimpse(c, size, scale_min, scale_max) for c in chunks])
+
+
+def repeat_images(images: Tensor, times: int) -> Tensor:
+    """``times`` copies of images [B, C, H, W], as rows s * B + b: a view of a single tensor
+    image, a ``Repeated`` source otherwise."""
+    if times == 1:
+        return images
+    if isinstance(images, Tensor) and images.shape[0] == 1:
+        return images.expand(times, *images.shape[1:])
+    return Repeated(images, times)
 
 
 def cell_centres(rows: int, cols: int) -> Tensor:

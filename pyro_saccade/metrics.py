@@ -3,9 +3,10 @@
 - **coverage**: the share of the digits that decide a canvas's label (``deciding_digits``) that
   are *covered*: at least ``COVER_SHARE`` of the digit's box inside one glimpse box whose side is
   at most ``COVER_RATIO`` times the digit's side, so that the crop shows the digit at no less
-  than a quarter of its native resolution;
-- **pixels read**: the area of the union of a canvas's glimpse boxes, clipped to the image, over
-  the image's area;
+  than a quarter of its native resolution; with posterior draws, of each draw's glimpses (what
+  the policy finds, not what many draws happen to cover);
+- **pixels read**: the area of the union of a canvas's glimpse boxes, of every draw (what the
+  prediction reads), clipped to the image, over the image's area;
 - the mean glimpse **box side** in pixels.
 
 ``evaluate_glimpses`` reports them beside the accuracy, the accuracy of the same model with its
@@ -109,9 +110,11 @@ class GlimpseEvaluation:
     n: int
     accuracy: float
     glimpses: int | None = None
-    coverage: float | None = None  # covered deciding digits / deciding digits
+    coverage: float | None = None  # covered deciding digits / deciding digits, per draw
     deciding_digits: int | None = None  # how many, over all canvases (and posterior draws)
-    pixels_read: float | None = None  # mean over canvases of the union of boxes / image area
+    # mean over canvases of the union of the boxes of every draw / image area: what a
+    # prediction reads
+    pixels_read: float | None = None
     box_side: float | None = None  # mean glimpse box side in pixels
     box_sides: list[float] | None = None  # the same per glimpse step
     random_glimpses_accuracy: float | None = None
@@ -153,12 +156,13 @@ class _Tally:
         boxes = boxes.detach().double().cpu()
         self.sides += box_sides(boxes).sum((0, 1))
         self.boxes += boxes.shape[0] * boxes.shape[1]
-        for draw in boxes:
-            for b, canvas_boxes in enumerate(draw):
-                self.read += union_area(canvas_boxes, height, width) / (height * width)
-                self.canvases += 1
-                if digits is not None:
-                    self.covered += int(covered(digits[b], canvas_boxes).sum())
+        for b in range(boxes.shape[1]):
+            read = boxes[:, b].reshape(-1, 4)  # a prediction reads every draw's crops
+            self.read += union_area(read, height, width) / (height * width)
+            self.canvases += 1
+            if digits is not None:  # the policy's coverage: each draw on its own
+                for draw in boxes[:, b]:
+                    self.covered += int(covered(digits[b], draw).sum())
                     self.deciding += len(digits[b])
 
     @property
@@ -180,7 +184,7 @@ def evaluate_glimpses(
     model: nn.Module,
     dataset: Dataset,
     batch_size: int = 100,
-    samples: int = 0,
+    samples: int | None = None,
     noise: float = 0.0,
     seed: int = 0,
     random_glimpses: bool = True,
@@ -188,7 +192,7 @@ def evaluate_glimpses(
     progress: bool | None = None,
     workers: int = 0,
 ) -> GlimpseEvaluation:
-    """Accuracy on ``dataset`` (posterior-mean glimpses unless ``samples`` > 0, drawn from the
+    """Accuracy on ``dataset`` (``samples`` as ``SaccadeModel.infer`` takes them, drawn from the
     global RNG exactly as ``training.evaluate`` draws them, so the two agree) and, for a
     ``SaccadeModel``, coverage, pixels read, box sides and the accuracy and coverage with random
     glimpses (drawn from a stream seeded with ``seed``); with ``proxy_baseline``, that model's

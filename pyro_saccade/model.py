@@ -48,6 +48,7 @@ from .glimpse import (
     extract_glimpse,
     glimpse_boxes,
     pixel_boxes,
+    repeat_images,
     sample_box,
 )
 from .labels import predicted
@@ -231,10 +232,10 @@ class SaccadeModel(nn.Module):
         """``look`` with the chosen cells and their 8 neighbours marked as visited: a 28-pixel
         digit spans at most two cells, and a glimpse there has read it."""
         g = self.config.cells
-        cells = torch.arange(g * g, device=where.device)
-        near = ((cells // g - (where // g).unsqueeze(-1)).abs() <= 1) & (
-            (cells % g - (where % g).unsqueeze(-1)).abs() <= 1
-        )
+        lines = torch.arange(g, device=where.device)
+        rows = (lines - (where // g).unsqueeze(-1)).abs() <= 1  # [B, G]
+        cols = (lines - (where % g).unsqueeze(-1)).abs() <= 1
+        near = (rows.unsqueeze(-1) & cols.unsqueeze(-2)).flatten(1)
         return look._replace(visited=look.visited | near)
 
     def attention_weight(self, attention: dist.Categorical, where: Tensor) -> Tensor | None:
@@ -283,7 +284,10 @@ class SaccadeModel(nn.Module):
 
     def register(self) -> None:
         """``pyro.module`` for this model. Parameters held fixed on purpose (``learn_where``
-        off) are left out of the param store, as they should be, without Pyro's warning."""
+        off) are left out of the param store, as they should be, without Pyro's warning. Under
+        ``torch.no_grad()`` (prediction) no step can follow, so nothing is registered."""
+        if not torch.is_grad_enabled():
+            return
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*not registered in the param store")
             pyro.module("saccade", self)
@@ -351,17 +355,23 @@ class SaccadeModel(nn.Module):
         steps: list[Step] | None = None,
         mean: bool = False,
         random: bool = False,
+        draws: int = 1,
     ) -> None:
         """q(z_t | c, h_{t-1}); with ``mean=True`` every glimpse is the posterior mean. With
         ``random=True`` each glimpse goes to a place drawn uniformly at random (a cell not yet
         looked at, or a centre keeping the crop inside the image), its size as q has it: the
         baseline that shows what the learned policy adds. Each glimpse's ``Step`` is appended to
-        ``steps``, for the model's replay and for ``read``."""
+        ``steps``, for the model's replay and for ``read``. ``draws`` > 1 glimpses each image
+        that many times in one batch, draw s of image b at row s * B + b."""
         self.register()
         cfg = self.config
-        batch = images.shape[0]
         proxy_features, proxy_maps = self.proxy_encoder.encode(proxies)
         look = self.look(proxies, proxy_maps) if cfg.where == "cells" else None
+        if draws > 1:  # the proxy is encoded once, whatever the number of draws
+            images, proxy_features, proxy_maps, look = self.repeated(
+                draws, images, proxy_features, proxy_maps, look
+            )
+        batch = images.shape[0]
         state = self.rnn.initial(batch, proxy_features)
         h = state[0][-1]
         where = weight = centre = None
@@ -391,6 +401,18 @@ class SaccadeModel(nn.Module):
                 if steps is not None:
                     steps.append(step)
 
+    @staticmethod
+    def repeated(
+        draws: int, images: Tensor, features: Tensor, maps: Tensor, look: Look | None
+    ) -> tuple[Tensor, Tensor, Tensor, Look | None]:
+        """Images, proxy features, maps and ``look`` as ``draws`` copies of the batch."""
+
+        def copies(values: Tensor) -> Tensor:
+            return values.repeat(draws, *[1] * (values.dim() - 1))
+
+        look = None if look is None else Look(*map(copies, look))
+        return repeat_images(images, draws), copies(features), copies(maps), look
+
     # -- prediction ---------------------------------------------------------------------------
 
     def check_images(self, images: Tensor) -> None:
@@ -413,11 +435,12 @@ class SaccadeModel(nn.Module):
         self,
         images: Tensor,
         proxies: Tensor | None = None,
-        samples: int = 0,
+        samples: int | None = None,
         random: bool = False,
     ) -> Prediction:
-        """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged;
-        ``random=True`` puts the glimpses at random places instead (see ``guide``).
+        """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged
+        (None: the model's ``predict_samples``); ``random=True`` puts the glimpses at random
+        places instead (see ``guide``).
         ``images`` is a tensor [B, C, H, W], photos on disk (``data.as_batch``) or canvases
         drawn from their patches (``data.CanvasBatch``)."""
         if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
@@ -434,32 +457,34 @@ class SaccadeModel(nn.Module):
         self.check_finite(proxies, "images")
         was_training = self.training
         self.eval()
+        if samples is None:
+            samples = self.config.predict_samples
+        draws, batch = max(samples, 1), proxies.shape[0]
         try:
-            mean = samples <= 0
             # The inputs are checked above; Pyro's checks of every site's arguments would add
             # about 3-10% to a prediction's CPU time.
             with pyro.validation_enabled(False):
-                draws = [
-                    self.posterior_pass(images, proxies, mean, random)
-                    for _ in range(max(samples, 1))
-                ]
+                probs, z, centres = self.posterior_pass(
+                    images, proxies, mean=samples <= 0, random=random, draws=draws
+                )
         finally:
             self.train(was_training)
-        probs = torch.stack([p for p, _, _ in draws]).mean(0)
+        probs = probs.view(draws, batch, -1).mean(0)
         self.check_finite(probs, "the glimpsed parts of the images")
-        z = torch.stack([z for _, z, _ in draws])
-        centres = None if draws[0][2] is None else torch.stack([w for _, _, w in draws])
+        z = z.view(draws, batch, *z.shape[1:])
+        centres = None if centres is None else centres.view(draws, batch, *centres.shape[1:])
         return Prediction(probs=probs, z=z, centres=centres)
 
     def posterior_pass(
-        self, images: Tensor, proxies: Tensor, mean: bool, random: bool = False
+        self, images: Tensor, proxies: Tensor, mean: bool, random: bool = False, draws: int = 1
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Class probabilities [B, K], glimpses z [B, T, 3] and centres [B, T, 2] (or None) of one
-        draw from the guide (its mean with ``mean=True``). The probabilities are the model's
+        """Class probabilities [S * B, K], glimpses z [S * B, T, 3] and centres [S * B, T, 2]
+        (or None) of S = ``draws`` draws from the guide in one batch, draw s of image b at row
+        s * B + b (its mean with ``mean=True``). The probabilities are the model's
         ``probs`` site for those glimpses, read from the guide's own crops and states: replaying
         the model would add only its prior and proxy decoder, which do not change them."""
         steps: list[Step] = []
-        self.guide(images, proxies, steps=steps, mean=mean, random=random)
+        self.guide(images, proxies, steps=steps, mean=mean, random=random, draws=draws)
         probs = self.read(steps)
         z = torch.stack([step.z for step in steps], -2)
         centres = None if steps[0].centre is None else torch.stack([s.centre for s in steps], -2)
@@ -477,10 +502,10 @@ class SaccadeModel(nn.Module):
         self,
         images: Tensor,
         proxies: Tensor | None = None,
-        samples: int = 0,
+        samples: int | None = None,
         random: bool = False,
     ) -> Tensor:
-        """Class probabilities [B, K] for images [B, C, H, W] of any size."""
+        """Class probabilities [B, K] for images [B, C, H, W] of any size (``infer``)."""
         return self.infer(images, proxies, samples, random).probs
 
     def labels(self, probs: Tensor) -> list[str]:

@@ -18,9 +18,10 @@ PRECISIONS = ("float32", "bfloat16")
 class TrainConfig(ConfigMixin):
     """How a model is trained: data, schedule, optimiser, device."""
 
-    # An option measured without gain (docs/results.md); at 0.0 a checkpoint's weights are the
-    # trained ones, not an average of them.
-    removed: ClassVar[dict[str, object]] = {"ema": 0.0}
+    # ema: measured without gain (docs/results.md); at 0.0 a checkpoint's weights are the trained
+    # ones, not an average of them. eval_samples: never read; SaccadeConfig.predict_samples is
+    # how many draws a prediction averages, and training evaluates the posterior mean.
+    removed: ClassVar[dict[str, object]] = {"ema": 0.0, "eval_samples": 0}
 
     task: str = "identify"  # identify | sum | mark (two digits) | majority | max | top | multi
     canvas: list[int] = field(default_factory=lambda: [100, 100])  # height, width
@@ -45,7 +46,6 @@ class TrainConfig(ConfigMixin):
     seed: int = 0
     device: str = "cpu"
     workers: int = 0
-    eval_samples: int = 0  # 0: posterior-mean glimpses
     precision: str = "float32"  # float32 | bfloat16: the training loss under torch.autocast
     checkpoint_every: int = 0  # also checkpoint every this many steps in an epoch; 0: at its end
 

@@ -224,12 +224,12 @@ def evaluate(
     model: SaccadeModel,
     dataset: Dataset,
     batch_size: int = 100,
-    samples: int = 0,
+    samples: int | None = None,
     noise: float = 0.0,
     progress: bool = False,
     workers: int = 0,
 ) -> float:
-    """Accuracy on ``dataset`` (posterior-mean glimpses unless ``samples`` > 0). Under
+    """Accuracy on ``dataset`` (``samples``: as ``SaccadeModel.infer`` takes them). Under
     torch.distributed every process evaluates its share and the counts are summed: call it on
     every process."""
     device = next(model.parameters()).device
@@ -465,7 +465,10 @@ def _train(
             seconds = time.perf_counter() - started
             sync_replicas(model)
             model.eval()
-            accuracy = evaluate(model, test_set, noise=tc.proxy_noise, workers=tc.workers)
+            # Posterior-mean glimpses: the curve measures the policy, not the sampling.
+            accuracy = evaluate(
+                model, test_set, samples=0, noise=tc.proxy_noise, workers=tc.workers
+            )
             model.train()
             sums = position["sums"]
             record = {
@@ -539,7 +542,7 @@ def train_baseline(
 def predict(
     model: SaccadeModel | str | Path,
     images: Tensor,
-    samples: int = 0,
+    samples: int | None = None,
 ) -> Tensor:
     """Class probabilities for images [B, C, H, W] (or one [C, H, W]) from a model or checkpoint."""
     if isinstance(model, (str, Path)):

@@ -155,15 +155,17 @@ def glimpse_figure(
 ) -> Figure:
     """Where ``model`` looks in one image [C, H, W] or photo on disk, and what it concludes.
 
-    Boxes and crops are the posterior-mean glimpses (what ``saccade predict`` uses), the faint
-    cloud ``samples`` posterior draws; the title gives the predicted and, if known, true label.
+    Boxes and crops are the posterior-mean glimpses (what ``saccade predict`` shows), the faint
+    cloud ``samples`` posterior draws; the title gives the model's prediction (``predict``) and,
+    if known, the true label.
     A photo is read only where the glimpses and the proxy need it, and shown from a reduced view.
     """
     c = model.config
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
     batch, proxies = prepare(as_batch([image], c.proxy), device, c.proxy)
-    prediction = model.infer(batch, proxies)
+    probs = model.predict(batch, proxies)
+    prediction = model.infer(batch, proxies, samples=0)
     z = prediction.z[0, 0]  # [T, 3]
     centres = None if prediction.centres is None else prediction.centres[0, 0]  # [T, 2]
     crops = torch.cat(
@@ -179,7 +181,7 @@ def glimpse_figure(
         cloud = model.boxes(
             draws.z[:, 0], height, width, None if draws.centres is None else draws.centres[:, 0]
         )
-    label, probability = predicted(prediction.probs[0], c.classes, c.multilabel)
+    label, probability = predicted(probs[0], c.classes, c.multilabel)
     title = f"predicted {label} (p={probability:.2f})"
     title_colour = "black"
     if true_label is not None:

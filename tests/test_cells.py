@@ -1,12 +1,15 @@
 """Glimpses placed in cells of the proxy (``SaccadeConfig(where="cells")``): they zoom to small
 objects on large canvases at any size, and every tool that shows glimpses takes them."""
 
+import pyro
 import pytest
 import torch
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel
+from pyro_saccade.cli.predict import describe_prediction
 from pyro_saccade.data import CanvasBatch, PatchCanvas
+from pyro_saccade.glimpse import repeat_images, sample_box
 from pyro_saccade.posterior import sample_posterior
 
 CLASSES = [str(k) for k in range(10)]
@@ -65,6 +68,61 @@ def test_posterior_draws_of_a_cells_model_have_boxes_inside_the_reach() -> None:
     assert torch.allclose(
         crops[..., 0], (draws.boxes(draws.prior)[..., 2] - draws.boxes(draws.prior)[..., 0]) / 600
     )
+
+
+def two_blobs() -> CanvasBatch:
+    """Two lazy 600-pixel canvases with one 28-pixel square of ink each."""
+    blob = torch.ones(1, 28, 28)
+    return CanvasBatch(
+        [
+            PatchCanvas(600, 600, blob, torch.tensor([28]), torch.tensor([[x, y, x + 28, y + 28]]))
+            for x, y in [(100, 400), (450, 80)]
+        ]
+    )
+
+
+@pytest.mark.parametrize("source", ["lazy", "tensor", "one tensor"])
+def test_repeated_images_crop_as_copies_of_them(source: str) -> None:
+    lazy = two_blobs()
+    images = {"lazy": lazy, "tensor": lazy.dense(), "one tensor": lazy.dense()[:1]}[source]
+    copies = repeat_images(images, 3)
+    batch = len(images) if source == "lazy" else images.shape[0]
+    assert tuple(copies.shape) == (3 * batch, 1, 600, 600)
+    generator = torch.Generator().manual_seed(0)
+    box = (
+        torch.full((3 * batch,), 0.1),
+        torch.full((3 * batch,), 0.1),
+        torch.rand(3 * batch, generator=generator) * 2 - 1,
+        torch.rand(3 * batch, generator=generator) * 2 - 1,
+    )
+    dense = lazy.dense()[:batch].repeat(3, 1, 1, 1)
+    torch.testing.assert_close(sample_box(copies, box, 8, 2), sample_box(dense, box, 8, 2))
+
+
+def test_predict_samples_sets_the_draws_a_prediction_averages() -> None:
+    model = cells_model(predict_samples=3)
+    images = two_blobs()
+    pyro.set_rng_seed(0)
+    drawn = model.infer(images)
+    assert drawn.z.shape == (3, 2, model.config.glimpses, 3)
+    assert model.infer(images, samples=0).z.shape == (1, 2, model.config.glimpses, 3)
+    # The draws are one pass over copies of the images, whatever holds them.
+    pyro.set_rng_seed(0)
+    dense = model.infer(images.dense())
+    torch.testing.assert_close(dense.probs, drawn.probs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(dense.centres, drawn.centres)
+
+
+def test_predict_reports_the_mean_glimpses_of_a_model_that_averages_draws() -> None:
+    model = cells_model(predict_samples=4)
+    image = one_blob(600, 200, 300).dense()[0]
+    pyro.set_rng_seed(0)
+    averaged = describe_prediction(model, image)
+    mean = describe_prediction(model, image, samples=0)
+    assert averaged["glimpses"] == mean["glimpses"]
+    pyro.set_rng_seed(0)
+    probs = model.predict(image[None])[0]
+    assert averaged["probability"] == pytest.approx(float(probs.max()))
 
 
 def test_a_pair_model_reads_megapixel_majority_with_its_own_digit_evidence() -> None:

@@ -14,6 +14,8 @@ from pyro_saccade import load
 from pyro_saccade.baselines import ClassifierLoss, ProxyCNN
 from pyro_saccade.data import MegapixelMNIST, TwoDigitCluttered, make_proxy
 from pyro_saccade.metrics import (
+    GlimpseEvaluation,
+    _Tally,
     covered,
     deciding_digits,
     evaluate_glimpses,
@@ -86,6 +88,17 @@ def test_union_area_is_exact_and_clipped_to_the_image() -> None:
     for x0, y0, x1, y1 in random.long().clamp(min=0).tolist():
         mask[y0:y1, x0:x1] = True
     assert union_area(random, 40, 30) == mask.sum()
+
+
+def test_pixels_read_count_every_draw_and_coverage_each_draw_on_its_own() -> None:
+    # Two draws of one glimpse on one 100 x 100 canvas: only the first covers its digit.
+    draws = torch.tensor([[[[0.0, 0, 20, 20]]], [[[50.0, 50, 70, 70]]]])  # [S, B, T, 4]
+    tally = _Tally(glimpses=1)
+    tally.add(draws, 100, 100, [boxes((2, 2, 18, 18))])
+    result = GlimpseEvaluation(n=1, accuracy=1.0)
+    tally.fill(result, described=True)
+    assert result.pixels_read == pytest.approx(800 / 10_000)  # both boxes were read
+    assert result.coverage == 0.5 and result.deciding_digits == 2
 
 
 def tiny_saccade(**changes: object) -> SaccadeModel:

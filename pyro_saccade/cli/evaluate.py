@@ -10,6 +10,7 @@ from .params import (
     DEVICE,
     PHOTO_CSV,
     PHOTO_DIR,
+    SAMPLES_DEFAULT,
     THREADS,
     CanvasType,
     check_device,
@@ -53,6 +54,7 @@ EVALUATION = "metrics:evaluate_glimpses"
     EVALUATION,
     "--samples",
     type=click.IntRange(min=0),
+    show_default=SAMPLES_DEFAULT,
     help="Posterior samples averaged per image (0: posterior-mean glimpses).",
 )
 @click.option(
@@ -93,7 +95,7 @@ def evaluate_command(
     distractors: int | None,
     task: str | None,
     n: int,
-    samples: int,
+    samples: int | None,
     proxy_noise: float | None,
     batch_size: int,
     seed: int,
@@ -130,6 +132,8 @@ def evaluate_command(
     payload = read_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, checkpoint).to(device).eval()
     trained = trained_config(payload)
+    if samples is None:  # the model's own number, reported as such
+        samples = getattr(model.config, "predict_samples", 0)
     pyro.set_rng_seed(seed)  # the same posterior samples every time
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     photos = given_photos(data_dir, csv_file)
@@ -202,7 +206,7 @@ def _evaluate_photos(
     trained: object,
     photos: str | None,
     batch_size: int,
-    samples: int,
+    samples: int | None,
     noise: float,
     as_json: bool,
 ) -> None:

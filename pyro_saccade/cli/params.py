@@ -141,7 +141,8 @@ class LibraryOption(click.Option):
 def library_option(source: str, *decls: str, **attrs: Any) -> Callable:
     """``click.option`` with its default (shown in --help) from ``source``; the field or
     parameter is the option's name unless ``fields`` names others."""
-    return click.option(*decls, cls=LibraryOption, source=source, show_default=True, **attrs)
+    attrs.setdefault("show_default", True)
+    return click.option(*decls, cls=LibraryOption, source=source, **attrs)
 
 
 def given_fields(ctx: click.Context, source: str) -> dict[str, object]:
@@ -195,6 +196,8 @@ def takes_checkpoint(command: Callable) -> Callable:
 
 
 DEVICE_HELP = "torch device: cpu, cuda, cuda:1, ..."
+# --samples unset: as many as the model's config says (SaccadeConfig.predict_samples).
+SAMPLES_DEFAULT = "the model's predict_samples"
 DEVICE = click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 SEED = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 THREADS = click.option(

@@ -9,6 +9,7 @@ import click
 from .params import (
     DEVICE,
     IMAGES,
+    SAMPLES_DEFAULT,
     SEED,
     THREADS,
     check_device,
@@ -26,6 +27,7 @@ from .params import (
     "cli.predict:describe_prediction",
     "--samples",
     type=click.IntRange(min=0),
+    show_default=SAMPLES_DEFAULT,
     help="Posterior samples averaged (0: posterior-mean glimpses).",
 )
 @SEED
@@ -36,7 +38,7 @@ from .params import (
 def predict_command(
     checkpoint: str,
     images: tuple[Path, ...],
-    samples: int,
+    samples: int | None,
     seed: int,
     device: str,
     threads: int,
@@ -63,8 +65,9 @@ def predict_command(
             click.echo(f"{path}: {result['label']} (p={result['probability']:.3f})")
 
 
-def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
-    """Label, probability and glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
+def describe_prediction(model: object, image: object, samples: int | None = None) -> dict:
+    """Label and probability (``samples`` as ``SaccadeModel.infer`` takes them) and the
+    posterior-mean glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
     from ..batches import prepare
     from ..data import as_batch
     from ..glimpse import box_scale
@@ -73,10 +76,15 @@ def describe_prediction(model: object, image: object, samples: int = 0) -> dict:
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
     batch = as_batch([image], model.config.proxy)
-    prediction = model.infer(*prepare(batch, device, model.config.proxy), samples=samples)
+    inputs = prepare(batch, device, model.config.proxy)
+    prediction = model.infer(*inputs, samples=samples)
     probs = prediction.probs[0]
-    z = prediction.z.mean(0)[0]  # [T, 3]: mean over posterior samples
-    boxes = model.boxes(prediction.z, height, width, prediction.centres).mean(0)[0]
+    # Where it looks: the posterior-mean glimpses (draws may look in different cells, so their
+    # average box is nowhere the model looked).
+    if (model.config.predict_samples if samples is None else samples) > 0:
+        prediction = model.infer(*inputs, samples=0)
+    z = prediction.z[0, 0]  # [T, 3]
+    boxes = model.boxes(prediction.z, height, width, prediction.centres)[0, 0]
     scale = box_scale(boxes, height, width)
     label, probability = predicted(probs, model.config.classes, model.config.multilabel)
     return {
