@@ -30,9 +30,11 @@ if [[ "$what" == identify || "$what" == all ]]; then
     --digit-size 28 --distractors 8 --set learn_where=true --epochs 6 --train-size 6400 \
     --test-size 300 --batch-size 32 --lr 3e-4 --seed 2 --checkpoint-every 50 --resume --quiet \
     --out runs/identify-2528-28px-where
+  # The model predicts with the average of 8 posterior draws (predict_samples=8): training
+  # does not read it, so the weights are those of a run without it.
   saccade train --init runs/identify-2528-28px-where --task identify --canvas 2528 \
-    --digit-size 28 --distractors 8 --epochs 4 --train-size 6400 --test-size 300 \
-    --batch-size 32 --lr 2e-4 --seed 3 --checkpoint-every 50 --resume --quiet \
+    --digit-size 28 --distractors 8 --set predict_samples=8 --epochs 4 --train-size 6400 \
+    --test-size 300 --batch-size 32 --lr 2e-4 --seed 3 --checkpoint-every 50 --resume --quiet \
     --out runs/identify-2528-28px
 fi
 
@@ -49,8 +51,8 @@ if [[ "$what" == majority || "$what" == all ]]; then
     --set learn_where=true --epochs 3 --train-size 6400 --test-size 300 --batch-size 32 \
     --lr 3e-4 --seed 2 --checkpoint-every 50 --resume --quiet --out runs/megapixel-majority-where
   saccade train --init runs/megapixel-majority-where --task majority --canvas 1500 --noise 50 \
-    --epochs 6 --train-size 6400 --test-size 300 --batch-size 32 --lr 3e-4 --seed 3 \
-    --checkpoint-every 50 --resume --quiet --out runs/megapixel-majority
+    --set predict_samples=8 --epochs 6 --train-size 6400 --test-size 300 --batch-size 32 \
+    --lr 3e-4 --seed 3 --checkpoint-every 50 --resume --quiet --out runs/megapixel-majority
 fi
 
 if [[ "$what" == baselines || "$what" == all ]]; then

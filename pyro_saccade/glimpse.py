@@ -121,8 +121,17 @@ class Repeated:
         return torch.Size([self.times * batch, *rest])
 
     def sample(self, grid: Tensor) -> Tensor:
-        chunks = grid.split(self.images.shape[0])
-        return torch.cat([sample_grid(self.images, chunk) for chunk in chunks])
+        batch, (_, height, width, _) = self.images.shape[0], grid.shape
+        if not isinstance(self.images, Tensor):
+            # A lazy source reads what one crop's box touches: one call per copy keeps each
+            # call's boxes as small as the crops.
+            return torch.cat([sample_grid(self.images, part) for part in grid.split(batch)])
+        # A tensor: one call for all copies, each image's grids stacked along the height (a
+        # bilinear sample depends on its own point alone).
+        stacked = grid.view(self.times, batch, height, width, 2).transpose(0, 1)
+        crops = sample_grid(self.images, stacked.reshape(batch, -1, width, 2))
+        crops = crops.view(batch, crops.shape[1], self.times, height, width)
+        return crops.permute(2, 0, 1, 3, 4).reshape(grid.shape[0], -1, height, width)
 
     def glimpse(self, z: Tensor, size: int, scale_min: float, scale_max: float) -> Tensor:
         if not hasattr(self.images, "glimpse"):

@@ -457,8 +457,7 @@ class SaccadeModel(nn.Module):
         self.check_finite(proxies, "images")
         was_training = self.training
         self.eval()
-        if samples is None:
-            samples = self.config.predict_samples
+        samples = self.samples_for(samples)
         draws, batch = max(samples, 1), proxies.shape[0]
         try:
             # The inputs are checked above; Pyro's checks of every site's arguments would add
@@ -474,6 +473,11 @@ class SaccadeModel(nn.Module):
         z = z.view(draws, batch, *z.shape[1:])
         centres = None if centres is None else centres.view(draws, batch, *centres.shape[1:])
         return Prediction(probs=probs, z=z, centres=centres)
+
+    def samples_for(self, samples: int | None) -> int:
+        """The posterior draws a prediction asked for ``samples`` averages: the model's own
+        ``predict_samples`` for None (0: the posterior-mean glimpses)."""
+        return self.config.predict_samples if samples is None else samples
 
     def posterior_pass(
         self, images: Tensor, proxies: Tensor, mean: bool, random: bool = False, draws: int = 1

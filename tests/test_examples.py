@@ -63,4 +63,3 @@ def test_recipe_search_starts_a_variant_from_a_trained_model(
     run(monkeypatch, "recipe_search.py", str(out), *args)
     config = json.loads((out / "config.json").read_text())["model"]
     assert config["posterior_std_max"] == 0.3 and config["hidden"] == 32
-

@@ -132,8 +132,8 @@ def evaluate_command(
     payload = read_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, checkpoint).to(device).eval()
     trained = trained_config(payload)
-    if samples is None:  # the model's own number, reported as such
-        samples = getattr(model.config, "predict_samples", 0)
+    if isinstance(model, SaccadeModel):  # None: the model's own number, reported as such
+        samples = model.samples_for(samples)
     pyro.set_rng_seed(seed)  # the same posterior samples every time
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     photos = given_photos(data_dir, csv_file)

@@ -81,7 +81,7 @@ def describe_prediction(model: object, image: object, samples: int | None = None
     probs = prediction.probs[0]
     # Where it looks: the posterior-mean glimpses (draws may look in different cells, so their
     # average box is nowhere the model looked).
-    if (model.config.predict_samples if samples is None else samples) > 0:
+    if model.samples_for(samples) > 0:
         prediction = model.infer(*inputs, samples=0)
     z = prediction.z[0, 0]  # [T, 3]
     boxes = model.boxes(prediction.z, height, width, prediction.centres)[0, 0]
