@@ -120,6 +120,11 @@ class Repeated:
         batch, *rest = self.images.shape
         return torch.Size([self.times * batch, *rest])
 
+    @property
+    def sides(self) -> Tensor:
+        """[times * B, 2] (height, width), for images of different sizes."""
+        return self.images.sides.repeat(self.times, 1)
+
     def sample(self, grid: Tensor) -> Tensor:
         batch, (_, height, width, _) = self.images.shape[0], grid.shape
         if not isinstance(self.images, Tensor):
@@ -139,6 +144,16 @@ class Repeated:
             return sample_box(self, box, size)
         chunks = z.split(self.images.shape[0])
         return torch.cat([self.images.glimpse(c, size, scale_min, scale_max) for c in chunks])
+
+
+def image_sides(images: Tensor) -> tuple[int | Tensor, int | Tensor]:
+    """Height and width in pixels of images [B, C, H, W]: ints, or tensors [B] for photos of
+    different sizes (``data.PhotoBatch``, whose shape has -1 for them)."""
+    height, width = images.shape[-2:]
+    if height > 0:
+        return height, width
+    sides = images.sides
+    return sides[:, 0], sides[:, 1]
 
 
 def repeat_images(images: Tensor, times: int) -> Tensor:
@@ -164,8 +179,8 @@ def cell_box(
     z: Tensor,
     centre: Tensor,
     grid: tuple[int, int],
-    height: int,
-    width: int,
+    height: int | Tensor,
+    width: int | Tensor,
     box_min: float,
     box_max: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -47,6 +47,7 @@ from .glimpse import (
     cell_centres,
     extract_glimpse,
     glimpse_boxes,
+    image_sides,
     pixel_boxes,
     repeat_images,
     sample_box,
@@ -165,11 +166,12 @@ class SaccadeModel(nn.Module):
         if centre is None:
             crop, placed = self.crop(images, z), z
         else:
-            box = self.cell_box(z, centre, *images.shape[-2:])
+            _, width = sides = image_sides(images)
+            box = self.cell_box(z, centre, *sides)
             crop = sample_box(images, box, cfg.crop, cfg.antialias)
             # The state learns where it looked and how wide: box side over box_max, centre.
             sx, _, cx, cy = box
-            placed = torch.stack([sx * (images.shape[-1] / cfg.box_max), cx, cy], -1)
+            placed = torch.stack([sx * (width / cfg.box_max), cx, cy], -1)
         features = self.crop_encoder(crop)
         if weight is not None:
             features = features * weight.unsqueeze(-1)
@@ -182,13 +184,14 @@ class SaccadeModel(nn.Module):
         cfg = self.config
         if centre is None:
             return extract_glimpse(images, z, cfg.crop, cfg.scale_min, cfg.scale_max, cfg.antialias)
-        box = self.cell_box(z, centre, *images.shape[-2:])
+        box = self.cell_box(z, centre, *image_sides(images))
         return sample_box(images, box, cfg.crop, cfg.antialias)
 
     def cell_box(
-        self, z: Tensor, centre: Tensor, height: int, width: int
+        self, z: Tensor, centre: Tensor, height: int | Tensor, width: int | Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The normalised box (sx, sy, cx, cy) of glimpse z aimed at ``centre``."""
+        """The normalised box (sx, sy, cx, cy) of glimpse z aimed at ``centre`` on images of
+        ``height`` x ``width`` pixels (ints, or [B] for images of different sizes)."""
         cfg = self.config
         grid = (cfg.cells, cfg.cells)
         return cell_box(z, centre, grid, height, width, cfg.box_min, cfg.box_max)

@@ -223,6 +223,37 @@ def test_glimpses_match_extract_glimpse_values_and_gradients(photos: dict) -> No
         assert torch.allclose(grad[i], expected_grad[0], rtol=1e-3, atol=1e-2)
 
 
+def test_a_cells_model_reads_photos_of_different_sizes_each_at_its_own_size(photos: dict) -> None:
+    torch.manual_seed(0)
+    config = SaccadeConfig(
+        classes=["a", "b"],
+        task="photo",
+        channels=3,
+        glimpses=2,
+        crop=16,
+        proxy=32,
+        where="cells",
+        box_min=16,
+        box_max=48,
+        crop_width=8,
+        crop_features=16,
+        proxy_width=8,
+        proxy_features=16,
+        hidden=16,
+        z_features=8,
+    )
+    model = SaccadeModel(config)
+    paths = [photos[size]["png"] for size in SIZES]
+    together = model.infer(PhotoBatch.of([Photo(p) for p in paths], proxy=32))
+    for i, path in enumerate(paths):
+        alone = model.infer(PhotoBatch.of([Photo(path)], proxy=32))
+        torch.testing.assert_close(together.probs[i], alone.probs[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(together.centres[:, i], alone.centres[:, 0])
+        height, width = load_image(path).shape[-2:]
+        box = model.boxes(together.z[0, i], height, width, together.centres[0, i])
+        assert ((box[:, 2] - box[:, 0] - box[:, 3] + box[:, 1]).abs() < 1e-3).all()  # square
+
+
 def test_photos_sample_any_grid_as_grid_sample_on_the_decoded_photo(photos: dict) -> None:
     """Boxes placed in pixels (cells models) read photos from disk through ``sample``: as
     grid_sample on the decoded photo, gradients included, also across the border."""

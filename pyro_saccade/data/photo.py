@@ -339,6 +339,12 @@ class PhotoBatch:
         )
         return torch.Size([len(self), channels, height, width])
 
+    @property
+    def sides(self) -> Tensor:
+        """[B, 2]: each photo's height and width in pixels."""
+        sides = [photo.shape[-2:] for photo in self.photos]
+        return torch.tensor(sides, dtype=self.proxies.dtype, device=self.device)
+
     def to(self, device: str | torch.device) -> PhotoBatch:
         return PhotoBatch(self.photos, self.proxies.to(device), device)
 
