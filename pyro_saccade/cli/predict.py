@@ -77,12 +77,11 @@ def describe_prediction(model: object, image: object, samples: int | None = None
     height, width = image.shape[-2:]
     batch = as_batch([image], model.config.proxy)
     inputs = prepare(batch, device, model.config.proxy)
-    prediction = model.infer(*inputs, samples=samples)
-    probs = prediction.probs[0]
     # Where it looks: the posterior-mean glimpses (draws may look in different cells, so their
     # average box is nowhere the model looked).
-    if model.samples_for(samples) > 0:
-        prediction = model.infer(*inputs, samples=0)
+    prediction = model.infer(*inputs, samples=0)
+    drawn = model.samples_for(samples) > 0
+    probs = (model.predict(*inputs, samples=samples) if drawn else prediction.probs)[0]
     z = prediction.z[0, 0]  # [T, 3]
     boxes = model.boxes(prediction.z, height, width, prediction.centres)[0, 0]
     scale = box_scale(boxes, height, width)
