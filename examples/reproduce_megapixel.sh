@@ -20,14 +20,15 @@ if [[ "$what" == stage1 || "$what" == all ]]; then
 fi
 
 if [[ "$what" == identify || "$what" == all ]]; then
-  # The reader, identifying for 6 epochs at 3e-4 with glimpses drawn from the ink ...
+  # The reader, identifying for 4 epochs at 3e-4 with glimpses drawn from the ink, its boxes
+  # 24-64 px (44 px at the middle of the range: digits read at 20 px) ...
   saccade train --init runs/id28-stage1 --task identify --canvas 2528 --digit-size 28 \
-    --distractors 8 --set ink_floor=1e-6 --epochs 6 --train-size 6400 --test-size 300 \
-    --batch-size 32 --lr 3e-4 --seed 1 --checkpoint-every 50 --resume --quiet \
-    --out runs/identify-2528-28px-reader
-  # ... then the attention learns what is worth reading (learn_where=true), 6 epochs and 4 more.
+    --distractors 8 --set ink_floor=1e-6 --set box_min=24 --set box_max=64 --epochs 4 \
+    --train-size 6400 --test-size 300 --batch-size 32 --lr 3e-4 --seed 1 --checkpoint-every 50 \
+    --resume --quiet --out runs/identify-2528-28px-reader
+  # ... then the attention learns what is worth reading (learn_where=true), 11 epochs and 4 more.
   saccade train --init runs/identify-2528-28px-reader --task identify --canvas 2528 \
-    --digit-size 28 --distractors 8 --set learn_where=true --epochs 6 --train-size 6400 \
+    --digit-size 28 --distractors 8 --set learn_where=true --epochs 11 --train-size 6400 \
     --test-size 300 --batch-size 32 --lr 3e-4 --seed 2 --checkpoint-every 50 --resume --quiet \
     --out runs/identify-2528-28px-where
   # The model predicts with the average of 8 posterior draws (predict_samples=8): training
