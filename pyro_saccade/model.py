@@ -477,6 +477,17 @@ class SaccadeModel(nn.Module):
         centres = None if centres is None else centres.view(draws, batch, *centres.shape[1:])
         return Prediction(probs=probs, z=z, centres=centres)
 
+    def shown(
+        self, images: Tensor, proxies: Tensor | None = None, samples: int | None = None
+    ) -> tuple[Tensor, Prediction]:
+        """The class probabilities [B, K] a prediction gives (``samples`` as ``infer`` takes
+        them) and the posterior-mean glimpses to show with them: draws may look in different
+        cells, so an average of their boxes is nowhere the model looked."""
+        mean = self.infer(images, proxies, samples=0)
+        if self.samples_for(samples) == 0:
+            return mean.probs, mean
+        return self.predict(images, proxies, samples), mean
+
     def samples_for(self, samples: int | None) -> int:
         """The posterior draws a prediction asked for ``samples`` averages: the model's own
         ``predict_samples`` for None (0: the posterior-mean glimpses)."""

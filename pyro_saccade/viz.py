@@ -164,8 +164,7 @@ def glimpse_figure(
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
     batch, proxies = prepare(as_batch([image], c.proxy), device, c.proxy)
-    prediction = model.infer(batch, proxies, samples=0)
-    probs = model.predict(batch, proxies) if model.samples_for(None) else prediction.probs
+    probs, prediction = model.shown(batch, proxies)
     z = prediction.z[0, 0]  # [T, 3]
     centres = None if prediction.centres is None else prediction.centres[0, 0]  # [T, 2]
     crops = torch.cat(

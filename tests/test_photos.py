@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
+from tiny import TINY
 from torch.utils.data import DataLoader
 
 from pyro_saccade import viz
@@ -225,23 +226,8 @@ def test_glimpses_match_extract_glimpse_values_and_gradients(photos: dict) -> No
 
 def test_a_cells_model_reads_photos_of_different_sizes_each_at_its_own_size(photos: dict) -> None:
     torch.manual_seed(0)
-    config = SaccadeConfig(
-        classes=["a", "b"],
-        task="photo",
-        channels=3,
-        glimpses=2,
-        crop=16,
-        proxy=32,
-        where="cells",
-        box_min=16,
-        box_max=48,
-        crop_width=8,
-        crop_features=16,
-        proxy_width=8,
-        proxy_features=16,
-        hidden=16,
-        z_features=8,
-    )
+    cells = dict(TINY, proxy=32, where="cells", box_min=16, box_max=48)
+    config = SaccadeConfig(classes=["a", "b"], task="photo", channels=3, **cells)
     model = SaccadeModel(config)
     paths = [photos[size]["png"] for size in SIZES]
     together = model.infer(PhotoBatch.of([Photo(p) for p in paths], proxy=32))

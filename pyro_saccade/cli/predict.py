@@ -76,12 +76,8 @@ def describe_prediction(model: object, image: object, samples: int | None = None
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
     batch = as_batch([image], model.config.proxy)
-    inputs = prepare(batch, device, model.config.proxy)
-    # Where it looks: the posterior-mean glimpses (draws may look in different cells, so their
-    # average box is nowhere the model looked).
-    prediction = model.infer(*inputs, samples=0)
-    drawn = model.samples_for(samples) > 0
-    probs = (model.predict(*inputs, samples=samples) if drawn else prediction.probs)[0]
+    probs, prediction = model.shown(*prepare(batch, device, model.config.proxy), samples)
+    probs = probs[0]
     z = prediction.z[0, 0]  # [T, 3]
     boxes = model.boxes(prediction.z, height, width, prediction.centres)[0, 0]
     scale = box_scale(boxes, height, width)
