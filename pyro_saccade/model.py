@@ -277,9 +277,10 @@ class SaccadeModel(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """loc and scale of q(z_t | c, h_{t-1}) (and where_t) from the proxy's features and map."""
         cfg = self.config
-        if where is not None:
-            cell = maps.flatten(2).gather(2, where[:, None, None].expand(-1, maps.shape[1], 1))
-            return self.posterior_net(torch.cat([features, h, cell[..., 0]], -1))
+        if where is not None:  # the features of cell where_t; draw s of image b at row s * B + b
+            cells = maps.flatten(2)
+            image = torch.arange(where.shape[0], device=where.device) % cells.shape[0]
+            return self.posterior_net(torch.cat([features, h, cells[image, :, where]], -1))
         if cfg.posterior == "mlp":
             return self.posterior_net(torch.cat([features, h], -1))
         loc, scale, centre = self.posterior_net(maps, features, h)
@@ -408,13 +409,18 @@ class SaccadeModel(nn.Module):
     def repeated(
         draws: int, images: Tensor, features: Tensor, maps: Tensor, look: Look | None
     ) -> tuple[Tensor, Tensor, Tensor, Look | None]:
-        """Images, proxy features, maps and ``look`` as ``draws`` copies of the batch."""
+        """Images, proxy features and ``look`` as ``draws`` copies of the batch. The proxy's
+        feature maps, the largest of them, stay one per image: the attention and the posterior
+        read them for every draw."""
 
         def copies(values: Tensor) -> Tensor:
             return values.repeat(draws, *[1] * (values.dim() - 1))
 
-        look = None if look is None else Look(*map(copies, look))
-        return repeat_images(images, draws), copies(features), copies(maps), look
+        if look is not None:
+            look = look._replace(
+                base=copies(look.base), aims=copies(look.aims), visited=copies(look.visited)
+            )
+        return repeat_images(images, draws), copies(features), maps, look
 
     # -- prediction ---------------------------------------------------------------------------
 

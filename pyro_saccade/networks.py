@@ -174,7 +174,8 @@ class SaliencyHead(nn.Module):
     def forward(self, maps: Tensor, features: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(loc, scale) of q over z, and the centre [B, 2] (x, y in [-1, 1]) it aims at;
         loc[..., 1:] is left for the caller to set from the centre and the crop's scale."""
-        scores = self.cell(maps).flatten(1) + self.recall(h)
+        scores = self.cell(maps).flatten(1)  # maps [B, ...] are shared by h's S * B draws
+        scores = scores.repeat(h.shape[0] // scores.shape[0], 1) + self.recall(h)
         centre = scores.softmax(-1) @ self.cells.to(scores.dtype)
         loc, scale = self.rest(torch.cat([features, h], -1))
         return loc, scale, centre
@@ -206,7 +207,11 @@ class CellAttention(nn.Module):
         return self.detector(maps).flatten(1) + self.ink_weight * (ink + floor).log()
 
     def forward(self, base: Tensor, maps: Tensor, h: Tensor) -> Tensor:
-        return base + torch.einsum("bcg,bc->bg", maps.flatten(2), self.recall(h))
+        """Logits [S * B, G * G] for S draws of B images (draw s of image b at row s * B + b in
+        ``base`` and ``h``); the draws share the feature map [B, C, G, G] instead of copies."""
+        batch, channels = maps.shape[:2]
+        read = self.recall(h).view(-1, batch, channels)
+        return base + torch.einsum("bcg,sbc->sbg", maps.flatten(2), read).reshape(base.shape)
 
 
 class Recurrence(nn.Module):

@@ -8,7 +8,7 @@ from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel
 from pyro_saccade.cli.predict import describe_prediction
-from pyro_saccade.data import CanvasBatch, PatchCanvas
+from pyro_saccade.data import CanvasBatch, PatchCanvas, proxies_of
 from pyro_saccade.glimpse import repeat_images, sample_box
 from pyro_saccade.posterior import sample_posterior
 
@@ -111,6 +111,20 @@ def test_predict_samples_sets_the_draws_a_prediction_averages() -> None:
     dense = model.infer(images.dense())
     torch.testing.assert_close(dense.probs, drawn.probs, atol=1e-5, rtol=0)
     torch.testing.assert_close(dense.centres, drawn.centres)
+
+
+def test_each_draw_reads_its_own_images_proxy() -> None:
+    model = cells_model()
+    with torch.no_grad():  # untrained, q and the attention ignore the proxy's features and h
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    images = torch.rand(2, 1, 300, 300, generator=torch.Generator().manual_seed(0))
+    images[1] *= torch.linspace(0, 1, 300)  # unlike the first: another h after a glimpse
+    proxies = proxies_of(images, model.config.proxy)
+    single = model.posterior_pass(images, proxies, mean=True)
+    drawn = model.posterior_pass(images, proxies, mean=True, draws=3)
+    for one, three in zip(single, drawn, strict=True):
+        torch.testing.assert_close(three, one.repeat(3, *[1] * (one.dim() - 1)), atol=1e-4, rtol=0)
 
 
 def test_predict_reports_the_mean_glimpses_of_a_model_that_averages_draws() -> None:
