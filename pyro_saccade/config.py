@@ -19,7 +19,9 @@ DIGIT_TASKS = ("identify", "sum", "mark")
 # Tasks whose logits are per-digit evidence summed over glimpses (networks.DigitPairHead), so a
 # digit-pair model's reader answers them as it is: Megapixel MNIST's majority and multi.
 EVIDENCE_TASKS = (*DIGIT_TASKS, "majority", "multi")
-EVIDENCE = ("crops", "state")
+EVIDENCE = ("crops", "mixture", "state")
+# Tasks whose label says which digits the crops can show (networks.DigitPairHead, "mixture").
+MIXTURE_TASKS = ("identify", "sum", "majority")
 PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
 POSTERIORS = ("saliency", "mlp")
 CROP_POOLS = ("max", "max_mean")
@@ -141,8 +143,10 @@ class SaccadeConfig(ClassifierConfigMixin):
     proxy_features: int = 128
     z_features: int = 32
     head: str = "auto"  # linear | digit_pairs (networks.DigitPairHead) | auto: by task
-    # Both stay: the shipped megapixel models read "crops", the other shipped models "state".
-    evidence: str = "state"  # state: read from h_t | crops: summed per-crop evidence
+    # state: read from h_t | crops: per-crop digit evidence, summed | mixture: per crop, the
+    # likelihood that it shows one of the digits the label holds (networks.DigitPairHead).
+    # "state" and "crops" stay for the checkpoints trained with them.
+    evidence: str = "state"
     likelihood: str = "per_glimpse"  # per_glimpse (Eq. 6) | aggregate: once, at the end
     posterior: str = "saliency"  # saliency (networks.SaliencyHead) | mlp (networks.GaussianHead)
     posterior_std: float = 0.2  # initial standard deviation of q(z_t | c, h_{t-1})
@@ -171,6 +175,12 @@ class SaccadeConfig(ClassifierConfigMixin):
             (
                 self.head == "linear" or self.task in EVIDENCE_TASKS,
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
+            ),
+            (
+                self.evidence != "mixture"
+                or (self.head == "digit_pairs" and self.task in MIXTURE_TASKS),
+                f"evidence='mixture' needs the digit_pairs head and a task of {MIXTURE_TASKS}, "
+                f"not {self.head!r} on {self.task!r}",
             ),
             (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
             (

@@ -118,9 +118,9 @@ class SaccadeModel(nn.Module):
         self.rnn = Recurrence(
             crop_features + cfg.z_features + cfg.proxy_features, cfg.hidden, cfg.rnn_layers
         )
-        evidence_inputs = crop_features if cfg.evidence == "crops" else cfg.hidden
+        evidence_inputs = cfg.hidden if cfg.evidence == "state" else crop_features
         self.classifier = (
-            DigitPairHead(evidence_inputs, cfg.task)
+            DigitPairHead(evidence_inputs, cfg.task, mixture=cfg.evidence == "mixture")
             if cfg.head == "digit_pairs"
             else LinearHead(evidence_inputs, cfg.num_classes)
         )

@@ -6,11 +6,17 @@ classifier with spatial pooling, a conv-transpose proxy decoder.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import EVIDENCE_TASKS
+
+# Megapixel MNIST's majority: three of a canvas's five digits are of the label's class
+# (data.megapixel), so a crop of a digit shows that class with probability 3/5.
+TARGET_SHARE = 3 / 5
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -277,13 +283,21 @@ class DigitPairHead(nn.Module):
     s_a + s_b alone cannot be sure of a pair of two different digits against a pair of twice
     the likelier one: (a, b) beats (a, a) only while s_b > s_a, and (b, b) only while s_a > s_b,
     so all the margin comes from the biases.
+
+    ``mixture`` instead reads each crop as showing one of the digits the label holds: with p_t
+    the softmax of crop t's evidence, log p(crop_t | a, b) = log((p_t(a) + p_t(b)) / 2) for a
+    pair, log(3/5 p_t(y) + 2/45 (1 - p_t(y))) for majority. The logits are these summed over
+    the crops, plus the log prior of the pair (two digits drawn independently and uniformly):
+    a crop that shows a makes (a, b) as likely as (a, a), and only crops of b can tell them
+    apart, however confident the crops of a are.
     """
 
-    def __init__(self, hidden: int, task: str) -> None:
+    def __init__(self, hidden: int, task: str, mixture: bool = False) -> None:
         super().__init__()
         if task not in EVIDENCE_TASKS:
             raise ValueError(f"the digit-pair head needs a digit task, got {task!r}")
         self.task = task
+        self.mixture = mixture
         self.evidence = evidence_linear(hidden, 10)
         pairs = [(a, b) for a in range(10) for b in range(a, 10)]
         self.register_buffer("first", torch.tensor([a for a, _ in pairs]), persistent=False)
@@ -294,16 +308,34 @@ class DigitPairHead(nn.Module):
             persistent=False,
         )
         self.pair_bias = nn.Parameter(torch.zeros(len(pairs)))
+        self.register_buffer(
+            "pair_prior",
+            torch.tensor([math.log(2.0) if a != b else 0.0 for a, b in pairs]),
+            persistent=False,
+        )
 
     def read(self, x: Tensor) -> Tensor:
-        """Evidence [B, 10] per digit."""
-        return self.evidence(x)
+        """Evidence [B, 10] per digit; with ``mixture``, log p(crop | label) per class
+        (majority) or per pair (identify, sum)."""
+        evidence = self.evidence(x)
+        if not self.mixture:
+            return evidence
+        if self.task == "majority":
+            p = evidence.softmax(-1)
+            return (TARGET_SHARE * p + (1 - TARGET_SHARE) / 9 * (1 - p)).log()
+        log_p = evidence.log_softmax(-1)
+        return torch.logaddexp(log_p[:, self.first], log_p[:, self.second]) - math.log(2.0)
 
     def combine(self, evidence: Tensor) -> Tensor:
-        """Logits of the task's classes from summed evidence s (``read``) [B, 10]."""
-        if self.task in ("mark", "majority", "multi"):  # the digits present, or the most seen
+        """Logits of the task's classes from ``read``'s evidence summed over the crops."""
+        if self.mixture:
+            if self.task == "majority":
+                return evidence
+            pair = evidence + self.pair_prior
+        elif self.task in ("mark", "majority", "multi"):  # the digits present, or the most seen
             return evidence
-        pair = evidence[:, self.first] + evidence[:, self.second] + self.pair_bias
+        else:
+            pair = evidence[:, self.first] + evidence[:, self.second] + self.pair_bias
         if self.task == "identify":
             return pair
         return pair.unsqueeze(1).masked_fill(~self.sums, float("-inf")).logsumexp(-1)

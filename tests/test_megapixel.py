@@ -25,6 +25,7 @@ from pyro_saccade.data import (
 from pyro_saccade.data import canvas as canvas_module
 from pyro_saccade.data.mnist import BUNDLED_DIR
 from pyro_saccade.glimpse import extract_glimpse
+from pyro_saccade.networks import TARGET_SHARE
 
 
 def random_canvas(
@@ -211,6 +212,14 @@ def test_megapixel_canvases_are_pure_functions_of_seed_split_and_index() -> None
     assert data.noise_patterns.shape == (50, 28, 28)
     lit = data.noise_patterns[data.noise_patterns > 0]
     assert lit.min() >= 0.8 and lit.max() <= 1.0
+
+
+def test_the_mixture_reading_expects_the_canvases_share_of_majority_digits() -> None:
+    data = tiny_megapixel()
+    for i in range(4):
+        canvas = data.describe(i)
+        shown = [digit == canvas["target"] for digit in canvas["digits"]]
+        assert sum(shown) / len(shown) == TARGET_SHARE
 
 
 def test_train_and_test_canvases_draw_from_disjoint_digits() -> None:

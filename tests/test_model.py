@@ -14,6 +14,7 @@ from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel, TrainConfig, load, train
 from pyro_saccade.glimpse import aim, extract_glimpse, glimpse_boxes, unsquash
+from pyro_saccade.networks import DigitPairHead
 from pyro_saccade.training import ELBOLoss
 
 
@@ -155,6 +156,36 @@ def test_for_task_turns_pair_probabilities_into_sums() -> None:
         tiny_model(head="linear").for_task("sum", [str(k) for k in range(19)])
 
 
+def read_crops(task: str, mixture: bool, crops: list[tuple[int, float]]) -> torch.Tensor:
+    """Class probabilities of a digit-pair head after crops that each show ``digit`` with
+    evidence ``logit`` (0 for the other nine digits)."""
+    head = DigitPairHead(10, task, mixture=mixture)
+    with torch.no_grad():
+        head.evidence.weight.copy_(torch.eye(10))
+        head.evidence.bias.zero_()
+    total = None
+    for digit, logit in crops:
+        evidence = head.read(torch.zeros(1, 10).index_fill_(1, torch.tensor([digit]), logit))
+        total = evidence if total is None else total + evidence
+    return head.combine(total).softmax(-1)[0]
+
+
+def test_the_mixture_reads_a_pair_from_sure_and_unsure_crops() -> None:
+    pairs = [f"{a}-{b}" for a in range(10) for b in range(a, 10)]
+    crops = [(3, 8.0), (3, 8.0), (7, 1.5), (7, 1.5)]  # two sure crops of a 3, two unsure of a 7
+    assert pairs[read_crops("identify", True, crops).argmax()] == "3-7"
+    # Summed evidence answers the surer digit twice.
+    assert pairs[read_crops("identify", False, crops).argmax()] == "3-3"
+    # Crops that all show a 3 are a pair of 3s.
+    assert pairs[read_crops("identify", True, [(3, 8.0)] * 4).argmax()] == "3-3"
+
+
+def test_the_mixture_caps_what_one_crop_says_about_the_majority() -> None:
+    crops = [(5, 20.0), (2, 3.0), (2, 3.0), (2, 3.0)]  # one very sure 5, three likely 2s
+    assert read_crops("majority", True, crops).argmax() == 2
+    assert read_crops("majority", False, crops).argmax() == 5
+
+
 def test_antialiased_glimpse_averages_fine_detail_instead_of_aliasing_it() -> None:
     image = torch.zeros(1, 1, 100, 100)
     image[..., ::3] = 1.0  # one-pixel stripes every third column: a mean of 1/3
@@ -173,7 +204,7 @@ def test_scale_gets_a_gradient() -> None:
     assert z.grad[0, 0].abs() > 0  # the authors' max(|s|, 1/p) had none here
 
 
-@pytest.mark.parametrize("evidence", ["crops", "state"])
+@pytest.mark.parametrize("evidence", ["crops", "mixture", "state"])
 def test_a_few_steps_fit_a_tiny_batch(evidence: str) -> None:
     pyro.set_rng_seed(0)
     # Crops of at most half the side: a 16-pixel crop of a wider window would alias the stripes.
@@ -184,6 +215,8 @@ def test_a_few_steps_fit_a_tiny_batch(evidence: str) -> None:
     images = torch.stack(stripes).unsqueeze(1)
     proxies = torch.nn.functional.adaptive_avg_pool2d(images, 16)
     labels = torch.tensor([3, 17, 29, 54])
+    if evidence == "mixture":  # every crop of an image shows the same digit: pairs of it
+        labels = torch.tensor([0, 10, 19, 54])
     loss_fn = ELBOLoss(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     before = model.predict(images, proxies)[torch.arange(4), labels]
@@ -231,6 +264,8 @@ def test_config_rejects_nonsense() -> None:
     ]:
         with pytest.raises(ValueError):
             SaccadeConfig(**bad)
+    with pytest.raises(ValueError, match="mixture"):
+        SaccadeConfig(task="mark", classes=[str(k) for k in range(10)], evidence="mixture")
 
 
 def test_train_checkpoint_round_trip(tmp_path) -> None:
