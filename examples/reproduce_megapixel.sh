@@ -37,6 +37,12 @@ if [[ "$what" == identify || "$what" == all ]]; then
     --digit-size 28 --distractors 8 --set predict_samples=8 --epochs 4 --train-size 6400 \
     --test-size 300 --batch-size 32 --lr 2e-4 --seed 3 --checkpoint-every 50 --resume --quiet \
     --out runs/identify-2528-28px
+  # The shipped model: the same weights reading each crop as showing one of the pair's digits
+  # (evidence=mixture, networks.DigitPairHead), saved without training (--epochs 0).
+  saccade train --init runs/identify-2528-28px --task identify --canvas 2528 --digit-size 28 \
+    --distractors 8 --set evidence=mixture --epochs 0 --train-size 6400 --test-size 300 \
+    --batch-size 32 --lr 2e-4 --seed 3 --checkpoint-every 50 --quiet \
+    --out runs/identify-2528-28px-mixture
 fi
 
 if [[ "$what" == majority || "$what" == all ]]; then
@@ -54,6 +60,10 @@ if [[ "$what" == majority || "$what" == all ]]; then
   saccade train --init runs/megapixel-majority-where --task majority --canvas 1500 --noise 50 \
     --set predict_samples=8 --epochs 6 --train-size 6400 --test-size 300 --batch-size 32 \
     --lr 3e-4 --seed 3 --checkpoint-every 50 --resume --quiet --out runs/megapixel-majority
+  # The shipped model: each crop read as showing the majority's class with probability 3/5.
+  saccade train --init runs/megapixel-majority --task majority --canvas 1500 --noise 50 \
+    --set evidence=mixture --epochs 0 --train-size 6400 --test-size 300 --batch-size 32 \
+    --lr 3e-4 --seed 3 --checkpoint-every 50 --quiet --out runs/megapixel-majority-mixture
 fi
 
 if [[ "$what" == baselines || "$what" == all ]]; then
@@ -66,9 +76,9 @@ if [[ "$what" == baselines || "$what" == all ]]; then
 fi
 
 if [[ "$what" == evaluate || "$what" == all ]]; then
-  saccade evaluate runs/megapixel-majority --n 1000 --seed 1 --batch-size 50 --json
+  saccade evaluate runs/megapixel-majority-mixture --n 1000 --seed 1 --batch-size 50 --json
   saccade evaluate runs/megapixel-majority-proxy --n 1000 --seed 1 --batch-size 50 --json  # same canvases
-  saccade evaluate runs/identify-2528-28px --n 1000 --seed 1 --batch-size 50 --json
+  saccade evaluate runs/identify-2528-28px-mixture --n 1000 --seed 1 --batch-size 50 --json
   saccade evaluate runs/identify-2528-28px-proxy --n 1000 --seed 1 --batch-size 50 --json  # same canvases
 fi
 
