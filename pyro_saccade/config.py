@@ -159,7 +159,7 @@ class SaccadeConfig(ClassifierConfigMixin):
     prior_args: dict = field(default_factory=dict)
     # Posterior samples a prediction averages unless told otherwise (0: the posterior-mean
     # glimpses): the Monte-Carlo posterior predictive, which reads each object from several
-    # nearby boxes. The shipped megapixel-majority averages 8 (docs/results.md).
+    # nearby boxes. The shipped megapixel models average 8 (docs/results.md).
     predict_samples: int = 0
 
     def __post_init__(self) -> None:

@@ -457,10 +457,7 @@ class SaccadeModel(nn.Module):
         from .familiar import warn_unfamiliar
 
         warn_unfamiliar(self, images)
-        if proxies is None:
-            from .data import proxies_of
-
-            proxies = proxies_of(images, self.config.proxy)
+        proxies = self.proxies_of(images, proxies)
         # An area average is NaN or infinite whenever a pixel is: checking the small proxy
         # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
         self.check_finite(proxies, "images")
@@ -489,10 +486,19 @@ class SaccadeModel(nn.Module):
         """The class probabilities [B, K] a prediction gives (``samples`` as ``infer`` takes
         them) and the posterior-mean glimpses to show with them: draws may look in different
         cells, so an average of their boxes is nowhere the model looked."""
+        proxies = self.proxies_of(images, proxies)  # built once for both passes
         mean = self.infer(images, proxies, samples=0)
         if self.samples_for(samples) == 0:
             return mean.probs, mean
         return self.predict(images, proxies, samples), mean
+
+    def proxies_of(self, images: Tensor, proxies: Tensor | None) -> Tensor:
+        """``proxies`` if given, else the images' own at this model's proxy size."""
+        if proxies is not None:
+            return proxies
+        from .data import proxies_of
+
+        return proxies_of(images, self.config.proxy)
 
     def samples_for(self, samples: int | None) -> int:
         """The posterior draws a prediction asked for ``samples`` averages: the model's own
