@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from pyro_saccade.prediction import predict
+
 PHOTOS = {
     "4000x3000.jpg": (4000, 3000),
     "8000x6000.jpg": (8000, 6000),
@@ -74,9 +76,9 @@ def measure(mode: str, photo: Path, checkpoint: Path, repeats: int) -> dict:
     import torch
 
     from pyro_saccade.baselines import TiledResNet18
+    from pyro_saccade.checkpoint import load
     from pyro_saccade.cli import describe_prediction
     from pyro_saccade.data import Photo, load_image
-    from pyro_saccade.training import load
 
     torch.manual_seed(0)
     torch.set_num_threads(1)  # see THREADS
@@ -85,7 +87,7 @@ def measure(mode: str, photo: Path, checkpoint: Path, repeats: int) -> dict:
 
         def run(path: Path) -> object:
             with torch.no_grad():
-                return model.predict(load_image(path, channels=3)[None])
+                return predict(model, load_image(path, channels=3)[None])
 
     else:
         model = load(checkpoint)

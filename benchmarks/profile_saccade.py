@@ -17,6 +17,7 @@ import torch
 from pyro_saccade import SaccadeConfig, SaccadeModel
 from pyro_saccade.data import make_proxy
 from pyro_saccade.glimpse import extract_glimpse
+from pyro_saccade.prediction import predict
 
 
 def cpu_ms(fn: Callable[[], object], runs: int = 10) -> float:
@@ -56,7 +57,7 @@ def main() -> None:
     crops = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max)
     rows = [
         ("make_proxy (from the full image)", lambda: make_proxy(images, c.proxy)),
-        ("model.predict(images, proxies)", lambda: model.predict(images, proxies)),
+        ("predict(model, images, proxies)", lambda: predict(model, images, proxies)),
         ("guide (posterior mean) + model replayed on it", guide_then_model),
         ("guide alone", lambda: model.guide(images, proxies, mean=True)),
         ("  proxy encoder", lambda: model.proxy_encoder.encode(proxies)),

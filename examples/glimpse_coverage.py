@@ -19,6 +19,7 @@ from pyro import poutine
 from pyro_saccade import load, make_proxy
 from pyro_saccade.data import TwoDigitCluttered
 from pyro_saccade.glimpse import box_share
+from pyro_saccade.prediction import boxes, infer
 
 
 def coverage(digit: tuple[int, int, int, int], boxes: torch.Tensor) -> float:
@@ -38,15 +39,15 @@ def main(argv: list[str] | None = None) -> None:
     data = TwoDigitCluttered("identify", args.canvas, n=args.n, split="test", seed=args.seed)
     images = torch.stack([data[i][0] for i in range(args.n)])
     labels = torch.stack([data[i][1] for i in range(args.n)])
-    out = model.infer(images)
+    out = infer(model, images)
     digits = [data.describe(i)["boxes"] for i in range(args.n)]  # two boxes per canvas
-    boxes = model.boxes(out.z[0], args.canvas, args.canvas)
-    shares = torch.tensor([coverage(box, boxes[i]) for i in range(args.n) for box in digits[i]])
+    placed = boxes(model, out.z[0], args.canvas, args.canvas)
+    shares = torch.tensor([coverage(box, placed[i]) for i in range(args.n) for box in digits[i]])
     hits = out.probs.argmax(-1) == labels
     print(f"accuracy {hits.float().mean():.3f} on {args.n} held-out canvases")
     print(f"digits at least 90% inside a glimpse: {(shares >= 0.9).float().mean():.3f}")
     print(f"digits at least 70% inside a glimpse: {(shares >= 0.7).float().mean():.3f}")
-    sides = (boxes[..., 2] - boxes[..., 0]).mean(0)
+    sides = (placed[..., 2] - placed[..., 0]).mean(0)
     print("mean crop side per glimpse (px):", " ".join(f"{s:.1f}" for s in sides.tolist()))
     overlap = torch.tensor(
         [coverage(first, torch.tensor([second], dtype=torch.float32)) for first, second in digits]

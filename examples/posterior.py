@@ -12,9 +12,9 @@ from pathlib import Path
 import pyro
 import torch
 
+from pyro_saccade.checkpoint import load
 from pyro_saccade.data import TwoDigitCluttered
 from pyro_saccade.posterior import read_posterior, sample_posterior
-from pyro_saccade.training import load
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from pyro_saccade import load
 from pyro_saccade.data import TwoDigitCluttered, proxies_of
+from pyro_saccade.prediction import predict
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,10 +42,10 @@ def main(argv: list[str] | None = None) -> None:
         images = torch.stack([image for image, _ in batch])
         labels.append(torch.stack([label for _, label in batch]))
         proxies = proxies_of(images, model.config.proxy)  # once, not once per draw
-        means.append(model.predict(images, proxies))
+        means.append(predict(model, images, proxies))
         # One draw per call, so that every prefix of the draws is an S-draw average.
         draws.append(
-            torch.stack([model.predict(images, proxies, samples=1) for _ in range(args.samples)])
+            torch.stack([predict(model, images, proxies, samples=1) for _ in range(args.samples)])
         )
     target, draws = torch.cat(labels), torch.cat(draws, 1)  # draws: [S, N, K]
 

@@ -22,6 +22,7 @@ import json
 import torch
 
 from pyro_saccade import load
+from pyro_saccade.checkpoint import with_config
 from pyro_saccade.training import TrainConfig, default_model_config, train
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     model = None
     try:  # replace() validates the changed fields, and rejects unknown ones
         if args.init:
-            model = load(args.init).with_config(**overrides)
+            model = with_config(load(args.init), **overrides)
             model_config = model.config
         else:
             model_config = dataclasses.replace(default_model_config(train_config), **overrides)

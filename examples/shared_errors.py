@@ -14,6 +14,7 @@ from pyro_saccade import load
 from pyro_saccade.data import TwoDigitCluttered
 from pyro_saccade.data.cluttered import OVERLAP_SHARE
 from pyro_saccade.glimpse import box_share
+from pyro_saccade.prediction import predict
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
 
     data = TwoDigitCluttered("identify", 100, n=args.n, split="test", seed=args.seed)
     images, labels = map(torch.stack, zip(*(data[i] for i in range(args.n)), strict=True))
-    wrong = torch.stack([load(m).predict(images).argmax(-1) != labels for m in args.models])
+    wrong = torch.stack([predict(load(m), images).argmax(-1) != labels for m in args.models])
     digits = torch.tensor([data.describe(i)["boxes"] for i in range(args.n)], dtype=torch.float)
     shares = torch.stack([box_share(first, second[None]) for first, second in digits])
     overlapping = shares > OVERLAP_SHARE  # what --overlap draws more often in training

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pyro
 
+from pyro_saccade.checkpoint import load
 from pyro_saccade.data import TwoDigitCluttered
-from pyro_saccade.training import load
 from pyro_saccade.viz import glimpse_figure
 
 

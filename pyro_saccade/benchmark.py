@@ -47,6 +47,7 @@ from .data import (
 )
 from .data.megapixel import MIN_SIDE
 from .model import SaccadeConfig, SaccadeModel
+from .prediction import predict
 from .training import objective
 
 # saccade, resnet18, resnet18-tiled, proxy-cnn
@@ -125,9 +126,9 @@ def phase_step(
         return lambda: proxies_of(images, side)
     if phase == "infer":  # given the proxy, built here, outside what is measured
         proxies = proxies_of(images, side) if is_saccade else None
-        return lambda: model.predict(images, proxies)
+        return lambda: predict(model, images, proxies)
     if phase == "predict":
-        return lambda: model.predict(images)
+        return lambda: predict(model, images)
     if phase == "train":
         loss_fn = objective(model)
 

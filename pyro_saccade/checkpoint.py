@@ -1,9 +1,11 @@
 """Checkpoints: atomic saving, reading with ``weights_only=True``, the shipped pretrained
-models, export for shipping, and rebuilding the model (a SaccadeModel or a baseline) a
-checkpoint holds."""
+models, export for shipping, rebuilding the model (a SaccadeModel or a baseline) a checkpoint
+holds, and a trained model's weights moved under another configuration (``with_config``,
+``for_task``)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -17,7 +19,7 @@ from torch import Tensor
 
 from . import __version__
 from .baselines import baseline_from_config
-from .config import FORMAT_VERSION, SaccadeConfig
+from .config import EVIDENCE_TASKS, FORMAT_VERSION, SaccadeConfig
 from .errors import CheckpointError
 from .familiar import trained_on
 from .model import SaccadeModel
@@ -177,3 +179,31 @@ def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> Saccad
     payload = read_checkpoint(path_or_name)
     model = model_from_checkpoint(payload, str(path_or_name))
     return model.to(device).eval()
+
+
+def with_config(model: SaccadeModel, **changes: object) -> SaccadeModel:
+    """A copy of a model, its prior and its weights under a config with ``changes``
+    (``SaccadeConfig`` fields that leave the parameters' shapes as they are, e.g. a tighter
+    ``posterior_std_max`` to fine-tune with, or more glimpses). Unknown fields raise
+    TypeError; changes that would drop or reshape trained weights raise ValueError."""
+    config = dataclasses.replace(model.config, **changes)
+    moved = SaccadeModel(config, prior=copy.deepcopy(model.prior))
+    weights = model.state_dict()
+    dropped = weights.keys() - moved.state_dict().keys()
+    if dropped:
+        raise ValueError(f"{changes} would drop trained weights: {', '.join(sorted(dropped))}")
+    moved.load_state_dict(weights, strict=False)  # shapes are still checked
+    return moved.to(next(model.parameters()).device)
+
+
+def for_task(model: SaccadeModel, task: str, classes: list[str]) -> SaccadeModel:
+    """A copy of a digit model that answers another digit task: the digit evidence is shared
+    by identify, sum, mark, majority and multi, only the head's combination of it differs, so a
+    model that identifies digit pairs starts the sum task knowing the digits, and Megapixel
+    MNIST's majority knowing how to read them."""
+    if model.config.head != "digit_pairs" or task not in EVIDENCE_TASKS:
+        raise ValueError(
+            f"only a digit-pair model moves between the tasks {EVIDENCE_TASKS}: this one is "
+            f"a {model.config.task!r} model with a {model.config.head!r} head, asked for {task!r}"
+        )
+    return with_config(model, task=task, classes=list(classes))

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from .baselines import TiledResNet18
 from .data import class_names
 from .model import SaccadeModel
+from .prediction import predict
 from .training import (
     CHECKPOINT,
     LAZY_SIDE,
@@ -97,7 +98,7 @@ def show_model(name: str, n: int, seed: int, out: Path, resnet: dict[tuple, floa
     hits, seconds = 0, 0.0
     for images, labels in batches(dataset):
         started = time.perf_counter()
-        probs = model.predict(*prepare(images, torch.device("cpu"), c.proxy))
+        probs = predict(model, *prepare(images, torch.device("cpu"), c.proxy))
         seconds += time.perf_counter() - started
         hits += int(correct(probs, labels, c.multilabel).sum())
     canvas = tuple(config.canvas)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from .batches import collate, correct, prepare
 from .data import MEGAPIXEL_TASKS, TASKS, proxies_of
 from .model import SaccadeModel
+from .prediction import boxes, infer, predict
 
 COVER_SHARE = 0.5  # share of a digit's box that must lie inside one glimpse box
 COVER_RATIO = 4.0  # largest glimpse side, in digit sides, that still counts as reading it
@@ -217,31 +218,31 @@ def evaluate_glimpses(
         images, proxies = prepare(images, device, model.config.proxy, noise)
         labels = labels.to(device)
         if saccade:
-            out = model.infer(images, proxies, samples)
+            out = infer(model, images, proxies, samples)
             hits += int(correct(out.probs, labels, multilabel).sum())
             height, width = images.shape[-2:]
-            boxes = model.boxes(out.z, height, width, out.centres)
+            placed = boxes(model, out.z, height, width, out.centres)
             digits = None
             if described:
                 digits = [
                     deciding_boxes(dataset.task, dataset.describe(total + b))
                     for b in range(len(labels))
                 ]
-            tally.add(boxes, height, width, digits)
+            tally.add(placed, height, width, digits)
             if random_glimpses:
                 with random_stream.active():
-                    out = model.infer(images, proxies, samples, random=True)
+                    out = infer(model, images, proxies, samples, random=True)
                 random_hits += int(correct(out.probs, labels, multilabel).sum())
-                boxes = model.boxes(out.z, height, width, out.centres)
-                random_tally.add(boxes, height, width, digits)
+                placed = boxes(model, out.z, height, width, out.centres)
+                random_tally.add(placed, height, width, digits)
         else:
-            probs = model.predict(images, proxies, samples=samples)
+            probs = predict(model, images, proxies, samples=samples)
             hits += int(correct(probs, labels, multilabel).sum())
         if proxy_baseline is not None:
             with baseline_stream.active():
                 side = proxy_baseline.config.proxy
                 own = proxies if side == model.config.proxy else proxies_of(images, side, noise)
-                probs = proxy_baseline.predict(images, own)
+                probs = predict(proxy_baseline, images, own)
             baseline_hits += int(correct(probs, labels, multilabel).sum())
         total += len(labels)
         bar.set_postfix(acc=f"{hits / total:.3f}")

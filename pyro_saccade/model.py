@@ -27,10 +27,7 @@ pathwise gradient of attention sampling (Katharopoulos & Fleuret, 2019). A proxy
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import warnings
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import pyro
@@ -40,7 +37,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import Tensor, nn
 
-from .config import DECODED_PROXY, EVIDENCE_TASKS, SaccadeConfig
+from .config import DECODED_PROXY, SaccadeConfig
 from .glimpse import (
     aim,
     cell_box,
@@ -52,7 +49,6 @@ from .glimpse import (
     repeat_images,
     sample_box,
 )
-from .labels import predicted
 from .networks import (
     CellAttention,
     CropEncoder,
@@ -87,17 +83,6 @@ class Look(NamedTuple):
     base: Tensor
     aims: Tensor
     visited: Tensor
-
-
-@dataclass
-class Prediction:
-    """Class probabilities [B, K], glimpses z [S, B, T, 3] (S = 1 for the posterior mean) and,
-    for a model with ``where="cells"``, the centres (x, y) [S, B, T, 2] its glimpses aimed at
-    in normalised coordinates (``SaccadeModel.boxes`` takes them)."""
-
-    probs: Tensor
-    z: Tensor
-    centres: Tensor | None = None
 
 
 class SaccadeModel(nn.Module):
@@ -422,104 +407,6 @@ class SaccadeModel(nn.Module):
             )
         return repeat_images(images, draws), copies(features), maps, look
 
-    # -- prediction ---------------------------------------------------------------------------
-
-    def check_images(self, images: Tensor) -> None:
-        """Raise ValueError unless ``images`` is a [B, C, H, W] batch that suits this model (see
-        ``SaccadeConfig.check_image``); ``infer`` checks the values through the proxies."""
-        if images.dim() != 4:
-            raise ValueError(f"expected images [B, C, H, W], got shape {list(images.shape)}")
-        try:
-            self.config.check_image(*images.shape[1:])
-        except ValueError as error:
-            raise ValueError(f"images {list(images.shape)}: {error}") from None
-
-    @staticmethod
-    def check_finite(values: Tensor, what: str) -> None:
-        if not torch.isfinite(values).all():
-            raise ValueError(f"{what} contain NaN or infinite values")
-
-    @torch.no_grad()
-    def infer(
-        self,
-        images: Tensor,
-        proxies: Tensor | None = None,
-        samples: int | None = None,
-        random: bool = False,
-    ) -> Prediction:
-        """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged
-        (None: the model's ``predict_samples``); ``random=True`` puts the glimpses at random
-        places instead (see ``guide``).
-        ``images`` is a tensor [B, C, H, W], photos on disk (``data.as_batch``) or canvases
-        drawn from their patches (``data.CanvasBatch``)."""
-        if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
-            self.check_images(images)
-        from .familiar import warn_unfamiliar
-
-        warn_unfamiliar(self, images)
-        proxies = self.proxies_of(images, proxies)
-        # An area average is NaN or infinite whenever a pixel is: checking the small proxy
-        # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
-        self.check_finite(proxies, "images")
-        was_training = self.training
-        self.eval()
-        samples = self.samples_for(samples)
-        draws, batch = max(samples, 1), proxies.shape[0]
-        try:
-            # The inputs are checked above; Pyro's checks of every site's arguments would add
-            # about 3-10% to a prediction's CPU time.
-            with pyro.validation_enabled(False):
-                probs, z, centres = self.posterior_pass(
-                    images, proxies, mean=samples <= 0, random=random, draws=draws
-                )
-        finally:
-            self.train(was_training)
-        probs = probs.view(draws, batch, -1).mean(0)
-        self.check_finite(probs, "the glimpsed parts of the images")
-        z = z.view(draws, batch, *z.shape[1:])
-        centres = None if centres is None else centres.view(draws, batch, *centres.shape[1:])
-        return Prediction(probs=probs, z=z, centres=centres)
-
-    def shown(
-        self, images: Tensor, proxies: Tensor | None = None, samples: int | None = None
-    ) -> tuple[Tensor, Prediction]:
-        """The class probabilities [B, K] a prediction gives (``samples`` as ``infer`` takes
-        them) and the posterior-mean glimpses to show with them: draws may look in different
-        cells, so an average of their boxes is nowhere the model looked."""
-        proxies = self.proxies_of(images, proxies)  # built once for both passes
-        mean = self.infer(images, proxies, samples=0)
-        if self.samples_for(samples) == 0:
-            return mean.probs, mean
-        return self.predict(images, proxies, samples), mean
-
-    def proxies_of(self, images: Tensor, proxies: Tensor | None) -> Tensor:
-        """``proxies`` if given, else the images' own at this model's proxy size."""
-        if proxies is not None:
-            return proxies
-        from .data import proxies_of
-
-        return proxies_of(images, self.config.proxy)
-
-    def samples_for(self, samples: int | None) -> int:
-        """The posterior draws a prediction asked for ``samples`` averages: the model's own
-        ``predict_samples`` for None (0: the posterior-mean glimpses)."""
-        return self.config.predict_samples if samples is None else samples
-
-    def posterior_pass(
-        self, images: Tensor, proxies: Tensor, mean: bool, random: bool = False, draws: int = 1
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Class probabilities [S * B, K], glimpses z [S * B, T, 3] and centres [S * B, T, 2]
-        (or None) of S = ``draws`` draws from the guide in one batch, draw s of image b at row
-        s * B + b (its mean with ``mean=True``). The probabilities are the model's
-        ``probs`` site for those glimpses, read from the guide's own crops and states: replaying
-        the model would add only its prior and proxy decoder, which do not change them."""
-        steps: list[Step] = []
-        self.guide(images, proxies, steps=steps, mean=mean, random=random, draws=draws)
-        probs = self.read(steps)
-        z = torch.stack([step.z for step in steps], -2)
-        centres = None if steps[0].centre is None else torch.stack([s.centre for s in steps], -2)
-        return probs, z, centres
-
     def read(self, steps: list[Step]) -> Tensor:
         """Class probabilities [B, K] after the glimpses ``steps``: the model's ``probs`` site,
         which depends on the glimpses alone, not on the prior or the proxy decoder."""
@@ -527,48 +414,6 @@ class SaccadeModel(nn.Module):
         for step in steps:
             total = self.evidence(step, total)
         return self.class_probs(self.classifier.combine(total))
-
-    def predict(
-        self,
-        images: Tensor,
-        proxies: Tensor | None = None,
-        samples: int | None = None,
-        random: bool = False,
-    ) -> Tensor:
-        """Class probabilities [B, K] for images [B, C, H, W] of any size (``infer``)."""
-        return self.infer(images, proxies, samples, random).probs
-
-    def labels(self, probs: Tensor) -> list[str]:
-        """Class names of probabilities [B, K] (or one [K]) from ``predict``: the most probable
-        class, or for a multi-label model the classes above 0.5 joined by "+" ("3+7")."""
-        rows, cfg = probs.reshape(-1, probs.shape[-1]), self.config
-        return [predicted(row, cfg.classes, cfg.multilabel)[0] for row in rows]
-
-    def for_task(self, task: str, classes: list[str]) -> SaccadeModel:
-        """A copy of this digit model that answers another digit task: the digit evidence is
-        shared by identify, sum, mark, majority and multi, only the head's combination of it
-        differs, so a model that identifies digit pairs starts the sum task knowing the digits,
-        and Megapixel MNIST's majority knowing how to read them."""
-        if self.config.head != "digit_pairs" or task not in EVIDENCE_TASKS:
-            raise ValueError(
-                f"only a digit-pair model moves between the tasks {EVIDENCE_TASKS}: this one is "
-                f"a {self.config.task!r} model with a {self.config.head!r} head, asked for {task!r}"
-            )
-        return self.with_config(task=task, classes=list(classes))
-
-    def with_config(self, **changes: object) -> SaccadeModel:
-        """A copy of this model, its prior and its weights under a config with ``changes``
-        (``SaccadeConfig`` fields that leave the parameters' shapes as they are, e.g. a tighter
-        ``posterior_std_max`` to fine-tune with, or more glimpses). Unknown fields raise
-        TypeError; changes that would drop or reshape trained weights raise ValueError."""
-        config = dataclasses.replace(self.config, **changes)
-        model = SaccadeModel(config, prior=copy.deepcopy(self.prior))
-        weights = self.state_dict()
-        dropped = weights.keys() - model.state_dict().keys()
-        if dropped:
-            raise ValueError(f"{changes} would drop trained weights: {', '.join(sorted(dropped))}")
-        model.load_state_dict(weights, strict=False)  # shapes are still checked
-        return model.to(next(self.parameters()).device)
 
     def boxes(self, z: Tensor, height: int, width: int, centres: Tensor | None = None) -> Tensor:
         """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., T, 3] on an image of the given size;

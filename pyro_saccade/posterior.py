@@ -36,6 +36,7 @@ from .familiar import warn_unfamiliar
 from .glimpse import cell_box, glimpse_boxes, pixel_boxes
 from .labels import label_name, predicted
 from .model import SaccadeConfig, SaccadeModel
+from .prediction import check_finite, check_images
 
 COORDS = ("scale", "x", "y")
 CORNERS = ("x0", "y0", "x1", "y1")
@@ -232,9 +233,9 @@ def sample_posterior(
         for part in _runs(images, batch_size):
             batch, proxies = prepare(as_batch(images[part], proxy), device, proxy)
             if isinstance(batch, Tensor):  # photos on disk were checked when opened
-                model.check_images(batch)
-            warn_unfamiliar(model, batch)  # as model.infer does
-            model.check_finite(proxies, "images")
+                check_images(model, batch)
+            warn_unfamiliar(model, batch)  # as infer does
+            check_finite(proxies, "images")
             posterior.append(draw(model, batch, proxies, samples))
             prior.append(draw(model, batch, proxies, samples, posterior=False))
     finally:

@@ -36,7 +36,6 @@ from .baselines import KINDS, Baseline, ProxyCNN
 from .batches import collate, correct, prepare
 from .checkpoint import (
     CHECKPOINT,
-    load,
     model_from_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -45,6 +44,7 @@ from .checkpoint import (
 )
 
 # Imports ``x as x`` are not used here: they offer x to the callers of ``pyro_saccade.training``.
+from .checkpoint import load as load
 from .checkpoint import pretrained_names as pretrained_names
 from .config import SaccadeConfig
 from .data import (
@@ -68,6 +68,7 @@ from .distributed import (
 from .distributed import restarts_share_a_store as restarts_share_a_store
 from .errors import CheckpointError, TrainingDiverged
 from .model import SaccadeModel, Step
+from .prediction import predict
 from .train_config import TrainConfig
 
 METRICS = "metrics.jsonl"
@@ -246,7 +247,7 @@ def evaluate(
     )
     for images, labels in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         images, proxies = prepare(images, device, model.config.proxy, noise)
-        probs = model.predict(images, proxies, samples=samples)
+        probs = predict(model, images, proxies, samples=samples)
         hits += int(correct(probs, labels.to(device), model.config.multilabel).sum())
         total += len(labels)
     hits, total = all_sum([hits, total])
@@ -537,17 +538,3 @@ def train_baseline(
         options = {"proxy": proxy} if kind == ProxyCNN.kind else {}
         model = KINDS[kind](classes, task=tc.task, **options)
     return train(train_config=tc, out=out, resume=resume, progress=progress, model=model)
-
-
-def predict(
-    model: SaccadeModel | str | Path,
-    images: Tensor,
-    samples: int | None = None,
-) -> Tensor:
-    """Class probabilities for images [B, C, H, W] (or one [C, H, W]) from a model or checkpoint."""
-    if isinstance(model, (str, Path)):
-        model = load(model)
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    device = next(model.parameters()).device
-    return model.predict(images.to(device), samples=samples)

@@ -22,6 +22,7 @@ from .batches import prepare
 from .data import Photo, as_batch
 from .labels import predicted
 from .model import SaccadeModel
+from .prediction import boxes, infer, shown
 
 DISPLAY_SIDE = 800  # larger images are shown downsampled to this longer side
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")
@@ -164,7 +165,7 @@ def glimpse_figure(
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
     batch, proxies = prepare(as_batch([image], c.proxy), device, c.proxy)
-    probs, prediction = model.shown(batch, proxies)
+    probs, prediction = shown(model, batch, proxies)
     z = prediction.z[0, 0]  # [T, 3]
     centres = None if prediction.centres is None else prediction.centres[0, 0]  # [T, 2]
     crops = torch.cat(
@@ -173,12 +174,16 @@ def glimpse_figure(
             for t in range(c.glimpses)
         ]
     )
-    boxes = model.boxes(z, height, width, centres)
+    placed = boxes(model, z, height, width, centres)
     cloud = None
     if samples:
-        draws = model.infer(batch, proxies, samples=samples)
-        cloud = model.boxes(
-            draws.z[:, 0], height, width, None if draws.centres is None else draws.centres[:, 0]
+        draws = infer(model, batch, proxies, samples=samples)
+        cloud = boxes(
+            model,
+            draws.z[:, 0],
+            height,
+            width,
+            None if draws.centres is None else draws.centres[:, 0],
         )
     label, probability = predicted(probs[0], c.classes, c.multilabel)
     title = f"predicted {label} (p={probability:.2f})"
@@ -188,7 +193,7 @@ def glimpse_figure(
         title_colour = "#1a7f37" if true_label == label else "#c62828"
     return plot_glimpses(
         image.view(DISPLAY_SIDE) if isinstance(image, Photo) else image.cpu(),
-        boxes.cpu(),
+        placed.cpu(),
         crops.cpu(),
         None if cloud is None else cloud.cpu(),
         title,

@@ -7,10 +7,13 @@ import torch
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel
+from pyro_saccade.checkpoint import for_task, with_config
 from pyro_saccade.cli.predict import describe_prediction
 from pyro_saccade.data import CanvasBatch, PatchCanvas, proxies_of
 from pyro_saccade.glimpse import repeat_images, sample_box
+from pyro_saccade.model import Step
 from pyro_saccade.posterior import sample_posterior
+from pyro_saccade.prediction import boxes, infer, predict
 
 CLASSES = [str(k) for k in range(10)]
 
@@ -34,8 +37,8 @@ def one_blob(side: int, x0: int, y0: int) -> CanvasBatch:
 def test_untrained_first_glimpse_aims_at_the_only_ink_with_a_box_in_pixels(side: int) -> None:
     model = cells_model()
     x0, y0 = side // 3, side // 2
-    out = model.infer(one_blob(side, x0, y0))
-    box = model.boxes(out.z[0, 0], side, side, out.centres[0, 0])[0]
+    out = infer(model, one_blob(side, x0, y0))
+    box = boxes(model, out.z[0, 0], side, side, out.centres[0, 0])[0]
     # The box is box_min..box_max pixels wide whatever the canvas ...
     assert 16 <= float(box[2] - box[0]) <= 48
     # ... and centred on the ink as precisely as the proxy shows it: within one proxy pixel.
@@ -50,8 +53,8 @@ def test_random_glimpses_go_elsewhere_with_the_same_sizes() -> None:
     model = cells_model()
     images = one_blob(600, 200, 300)
     torch.manual_seed(1)
-    aimed = model.infer(images)
-    scattered = model.infer(images, random=True)
+    aimed = infer(model, images)
+    scattered = infer(model, images, random=True)
     assert not torch.allclose(aimed.centres, scattered.centres)
     assert torch.allclose(aimed.z[..., 0], scattered.z[..., 0])
 
@@ -103,12 +106,12 @@ def test_predict_samples_sets_the_draws_a_prediction_averages() -> None:
     model = cells_model(predict_samples=3)
     images = two_blobs()
     pyro.set_rng_seed(0)
-    drawn = model.infer(images)
+    drawn = infer(model, images)
     assert drawn.z.shape == (3, 2, model.config.glimpses, 3)
-    assert model.infer(images, samples=0).z.shape == (1, 2, model.config.glimpses, 3)
+    assert infer(model, images, samples=0).z.shape == (1, 2, model.config.glimpses, 3)
     # The draws are one pass over copies of the images, whatever holds them.
     pyro.set_rng_seed(0)
-    dense = model.infer(images.dense())
+    dense = infer(model, images.dense())
     torch.testing.assert_close(dense.probs, drawn.probs, atol=1e-5, rtol=0)
     torch.testing.assert_close(dense.centres, drawn.centres)
 
@@ -121,9 +124,14 @@ def test_each_draw_reads_its_own_images_proxy() -> None:
     images = torch.rand(2, 1, 300, 300, generator=torch.Generator().manual_seed(0))
     images[1] *= torch.linspace(0, 1, 300)  # unlike the first: another h after a glimpse
     proxies = proxies_of(images, model.config.proxy)
-    single = model.posterior_pass(images, proxies, mean=True)
-    drawn = model.posterior_pass(images, proxies, mean=True, draws=3)
-    for one, three in zip(single, drawn, strict=True):
+
+    def glimpses(draws: int) -> list[torch.Tensor]:
+        steps: list[Step] = []
+        with torch.no_grad():
+            model.guide(images, proxies, steps=steps, mean=True, draws=draws)
+        return [model.read(steps), *(s.z for s in steps), *(s.centre for s in steps)]
+
+    for one, three in zip(glimpses(1), glimpses(3), strict=True):
         torch.testing.assert_close(three, one.repeat(3, *[1] * (one.dim() - 1)), atol=1e-4, rtol=0)
 
 
@@ -135,13 +143,13 @@ def test_predict_reports_the_mean_glimpses_of_a_model_that_averages_draws() -> N
     mean = describe_prediction(model, image, samples=0)
     assert averaged["glimpses"] == mean["glimpses"]
     pyro.set_rng_seed(0)
-    probs = model.predict(image[None])[0]
+    probs = predict(model, image[None])[0]
     assert averaged["probability"] == pytest.approx(float(probs.max()))
 
 
 def test_a_pair_model_reads_megapixel_majority_with_its_own_digit_evidence() -> None:
     pairs = SaccadeModel(SaccadeConfig(task="identify", **dict(TINY, proxy=64, where="cells")))
-    majority = pairs.for_task("majority", CLASSES).with_config(glimpses=3, proxy=32)
+    majority = with_config(for_task(pairs, "majority", CLASSES), glimpses=3, proxy=32)
     assert majority.config.head == "digit_pairs"
     reader = pairs.state_dict()
     for name, weights in majority.state_dict().items():
@@ -154,8 +162,8 @@ def test_a_pair_model_reads_megapixel_majority_with_its_own_digit_evidence() -> 
 def test_train_set_options_build_the_model_and_resume_only_as_configured(tmp_path) -> None:
     from click.testing import CliRunner
 
+    from pyro_saccade.checkpoint import load
     from pyro_saccade.cli import main
-    from pyro_saccade.training import load
 
     out = tmp_path / "run"
     tiny = [

@@ -17,6 +17,7 @@ from tiny import TINY
 from pyro_saccade import SaccadeConfig, SaccadeModel, load
 from pyro_saccade.cli import PRETRAINED_NAMES, _unique_stems, main
 from pyro_saccade.data import class_names
+from pyro_saccade.prediction import labels, predict
 from pyro_saccade.training import TrainConfig, pretrained_names, save_checkpoint
 
 
@@ -124,22 +125,22 @@ def test_labels_name_the_predicted_classes() -> None:
     identify = SaccadeModel(SaccadeConfig(classes=class_names("identify"), **TINY))
     probs = torch.zeros(2, len(class_names("identify")))
     probs[0, 3], probs[1, 0] = 1.0, 1.0
-    assert identify.labels(probs) == [class_names("identify")[3], class_names("identify")[0]]
-    assert identify.labels(probs[0]) == [class_names("identify")[3]]
+    assert labels(identify, probs) == [class_names("identify")[3], class_names("identify")[0]]
+    assert labels(identify, probs[0]) == [class_names("identify")[3]]
     mark = SaccadeModel(SaccadeConfig(classes=class_names("mark"), task="mark", **TINY))
     marks = torch.tensor([[0.9, 0.1, 0.0, 0.7, 0, 0, 0, 0, 0, 0.2]])
-    assert mark.labels(marks) == ["0+3"]
+    assert labels(mark, marks) == ["0+3"]
 
 
 def test_inputs_unlike_the_training_canvases_warn(tmp_path: Path, checkpoint: Path) -> None:
     model = load(checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.predict(torch.rand(1, 1, 40, 40))  # as trained: silent
-        model.predict(torch.rand(1, 1, 60, 50))  # near it: silent
+        predict(model, torch.rand(1, 1, 40, 40))  # as trained: silent
+        predict(model, torch.rand(1, 1, 60, 50))  # near it: silent
     for shape, words in [((1, 1, 40, 120), "40x120"), ((1, 1, 100, 100), "100x100")]:
         with pytest.warns(UserWarning, match=f"a {words} image for a model trained on 40x40"):
-            model.predict(torch.rand(*shape))
+            predict(model, torch.rand(*shape))
     colour = gray(tmp_path / "colour.png", channels=3)
     result = CliRunner().invoke(main, ["predict", str(checkpoint), str(colour)])
     assert result.exit_code == 0 and "Warning: a colour image for a model trained on gray" in (

@@ -15,8 +15,10 @@ import torch
 import torch.distributed as dist
 
 from pyro_saccade import training
+from pyro_saccade.checkpoint import load, read_checkpoint
 from pyro_saccade.data import TwoDigitCluttered
-from pyro_saccade.training import epoch_subset, load, read_checkpoint
+from pyro_saccade.prediction import predict
+from pyro_saccade.training import epoch_subset
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
@@ -86,7 +88,7 @@ def test_torchrun_trains_one_model_on_two_processes(two_processes: Path) -> None
     assert json.loads(payload["position"])["epoch"] == 2
     assert len(payload["rngs"]) == 2 and not torch.equal(*payload["rngs"])
     model = load(out)
-    probs = model.predict(torch.rand(2, 1, 40, 40))
+    probs = predict(model, torch.rand(2, 1, 40, 40))
     assert probs.shape == (2, 55) and torch.allclose(probs.sum(-1), torch.ones(2))
 
 
@@ -199,4 +201,4 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_ends_as_if_never_interrup
     assert metrics(out) == metrics(two_processes)
     ours, theirs = read_checkpoint(out), read_checkpoint(two_processes)
     assert all(torch.equal(ours["model"][k], v) for k, v in theirs["model"].items())
-    assert load(out).predict(torch.rand(1, 1, 40, 40)).isfinite().all()
+    assert predict(load(out), torch.rand(1, 1, 40, 40)).isfinite().all()

@@ -16,6 +16,7 @@ from tiny import TINY
 from pyro_saccade import CheckpointError, SaccadeConfig, SaccadeModel, load, train
 from pyro_saccade.cli import main
 from pyro_saccade.data import ImageError, class_names, load_image
+from pyro_saccade.prediction import infer
 from pyro_saccade.training import TrainConfig, save_checkpoint
 
 RUN = dict(canvas=[40, 40], train_size=8, test_size=8, batch_size=8, epochs=1)
@@ -360,6 +361,6 @@ def test_the_api_rejects_images_the_model_cannot_use(inputs: Path) -> None:
         (torch.rand(1, 40, 40), "expected images [B, C, H, W], got shape [1, 40, 40]"),
     ]:
         with pytest.raises(ValueError, match=f"^{message.replace('[', '.').replace(']', '.')}"):
-            model.predict(images)
+            infer(model, images)
     with pytest.raises(ValueError, match="^canvas of 12x12 pixels, smaller than"):
         train(model.config, TrainConfig(**{**RUN, "canvas": [12, 12]}), out=inputs / "never")

@@ -301,7 +301,7 @@ def test_sigkill_while_writing_checkpoints_leaves_the_last_one_loadable(tmp_path
     done = json.loads(read_checkpoint(out)["position"])["epoch"]
     # Each epoch writes its metrics line, then its checkpoint: the kill may fall in between.
     assert 2 <= done < 12 and len(metrics(out)) in (done, done + 1)
-    assert load(out).predict(torch.rand(1, 1, 40, 40)).isfinite().all()
+    assert predict(load(out), torch.rand(1, 1, 40, 40)).isfinite().all()
     pyro.clear_param_store()
     train(out=out, resume=True, progress=False)
     assert [record["epoch"] for record in metrics(out)] == list(range(1, 13))

@@ -22,6 +22,7 @@ from pyro_saccade.metrics import (
     union_area,
 )
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
+from pyro_saccade.prediction import predict
 from pyro_saccade.training import TrainConfig, evaluate, train_baseline
 
 
@@ -176,7 +177,7 @@ def test_the_proxy_cnn_learns_from_proxies_alone() -> None:
         loss.backward()
         optimizer.step()
     images, labels = quadrant_set(200, generator)
-    probs = model.predict(object(), make_proxy(images, 8))
+    probs = predict(model, object(), make_proxy(images, 8))
     assert (probs.argmax(-1) == labels).float().mean() >= 0.9  # chance: 0.25
 
 
@@ -188,5 +189,5 @@ def test_the_proxy_cnn_trains_in_the_training_loop_on_its_own_proxies(tmp_path: 
     assert record["epoch"] == 1 and 0 <= record["test_accuracy"] <= 1
     # Given the proxies, it reads nothing else; without them it builds its own.
     images = torch.rand(2, 1, 40, 40)
-    expected = model.predict(images)
-    assert torch.equal(model.predict(object(), make_proxy(images, 16)), expected)
+    expected = predict(model, images)
+    assert torch.equal(predict(model, object(), make_proxy(images, 16)), expected)

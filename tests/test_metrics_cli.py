@@ -14,6 +14,7 @@ from pyro_saccade.baselines import ProxyCNN
 from pyro_saccade.cli import main
 from pyro_saccade.data import make_proxy
 from pyro_saccade.model import SaccadeConfig
+from pyro_saccade.prediction import predict
 from pyro_saccade.training import TrainConfig, save_checkpoint
 
 
@@ -59,5 +60,5 @@ def test_cli_trains_the_proxy_cnn_on_the_proxies_it_is_given(tmp_path: Path) -> 
     assert record["epoch"] == 1 and 0 <= record["test_accuracy"] <= 1
     # Given the proxies, it reads nothing else; without them it builds its own.
     images = torch.rand(2, 1, 40, 40)
-    expected = model.predict(images)
-    assert torch.equal(model.predict(object(), make_proxy(images, 16)), expected)
+    expected = predict(model, images)
+    assert torch.equal(predict(model, object(), make_proxy(images, 16)), expected)

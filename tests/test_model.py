@@ -13,8 +13,10 @@ from pyro.infer import Trace_ELBO
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel, TrainConfig, load, train
+from pyro_saccade.checkpoint import for_task
 from pyro_saccade.glimpse import aim, extract_glimpse, glimpse_boxes, unsquash
 from pyro_saccade.networks import DigitPairHead
+from pyro_saccade.prediction import infer, predict
 from pyro_saccade.training import ELBOLoss
 
 
@@ -145,15 +147,15 @@ def test_for_task_turns_pair_probabilities_into_sums() -> None:
     identify = tiny_model()
     with torch.no_grad():
         identify.classifier.evidence.weight.normal_()  # make the digit evidence matter
-    sums = identify.for_task("sum", [str(k) for k in range(19)])
+    sums = for_task(identify, "sum", [str(k) for k in range(19)])
     assert sums.config.task == "sum" and sums.config.num_classes == 19
     images, proxies, _ = batch(n=3)
-    pairs = identify.predict(images, proxies)
+    pairs = predict(identify, images, proxies)
     digit_sums = torch.tensor([a + b for a in range(10) for b in range(a, 10)])
     expected = torch.zeros(3, 19).index_add_(1, digit_sums, pairs)
-    assert torch.allclose(sums.predict(images, proxies), expected, atol=1e-5)
+    assert torch.allclose(predict(sums, images, proxies), expected, atol=1e-5)
     with pytest.raises(ValueError, match="digit-pair model"):
-        tiny_model(head="linear").for_task("sum", [str(k) for k in range(19)])
+        for_task(tiny_model(head="linear"), "sum", [str(k) for k in range(19)])
 
 
 def read_crops(task: str, mixture: bool, crops: list[tuple[int, float]]) -> torch.Tensor:
@@ -219,12 +221,12 @@ def test_a_few_steps_fit_a_tiny_batch(evidence: str) -> None:
         labels = torch.tensor([0, 10, 19, 54])
     loss_fn = ELBOLoss(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    before = model.predict(images, proxies)[torch.arange(4), labels]
+    before = predict(model, images, proxies)[torch.arange(4), labels]
     for _ in range(100):
         optimizer.zero_grad()
         loss_fn(images, proxies, labels)[0].backward()
         optimizer.step()
-    probs = model.predict(images, proxies)
+    probs = predict(model, images, proxies)
     assert (probs.argmax(-1) == labels).all()
     assert (probs[torch.arange(4), labels] > 5 * before).all()
 
@@ -233,12 +235,12 @@ def test_prediction_shapes_and_samples() -> None:
     pyro.set_rng_seed(0)
     model = tiny_model()
     images, proxies, _ = batch(n=3)
-    mean = model.infer(images, proxies)
+    mean = infer(model, images, proxies)
     assert mean.probs.shape == (3, 55) and mean.z.shape == (1, 3, 2, 3)
     assert torch.allclose(mean.probs.sum(-1), torch.ones(3), atol=1e-5)
-    again = model.infer(images, proxies)
+    again = infer(model, images, proxies)
     assert torch.equal(mean.probs, again.probs)  # posterior mean is deterministic
-    sampled = model.infer(images, proxies, samples=5)
+    sampled = infer(model, images, proxies, samples=5)
     assert sampled.z.shape == (5, 3, 2, 3)
     assert torch.allclose(sampled.probs.sum(-1), torch.ones(3), atol=1e-5)
     assert not torch.equal(sampled.z[0], sampled.z[1])
@@ -248,7 +250,7 @@ def test_any_image_size() -> None:
     model = tiny_model()
     for height, width in [(40, 40), (57, 123), (300, 90)]:
         images = torch.rand(2, 1, height, width)
-        assert model.predict(images).shape == (2, 55)
+        assert predict(model, images).shape == (2, 55)
 
 
 def test_config_rejects_nonsense() -> None:
@@ -274,7 +276,7 @@ def test_train_checkpoint_round_trip(tmp_path) -> None:
     model = train(config, run, out=tmp_path, progress=False)
     images = torch.rand(3, 1, 40, 40)
     loaded = load(tmp_path)
-    assert torch.equal(model.predict(images), loaded.predict(images))
+    assert torch.equal(predict(model, images), predict(loaded, images))
     assert loaded.config == model.config
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and "test_accuracy" in lines[0]
@@ -301,7 +303,7 @@ def test_zero_epochs_save_the_starting_model(tmp_path) -> None:
     run = TrainConfig(epochs=0, test_size=4, batch_size=4, canvas=[40, 40])
     train(start.config, run, out=tmp_path, progress=False, model=start)
     images = torch.rand(2, 1, 40, 40)
-    assert torch.equal(load(tmp_path).predict(images), start.eval().predict(images))
+    assert torch.equal(predict(load(tmp_path), images), predict(start.eval(), images))
 
 
 def test_cli_fine_tunes_an_identify_model_on_sums(tmp_path) -> None:
@@ -370,7 +372,7 @@ def test_a_checkpoint_saved_with_removed_fields_predicts_as_it_was_trained(tmp_p
 
     old = saved_with("old", {"pair_evidence": False, "later_scale_max": None}, {"ema": 0.0})
     images, proxies, _ = batch(n=3)
-    assert torch.equal(load(old).predict(images, proxies), model.predict(images, proxies))
+    assert torch.equal(predict(load(old), images, proxies), predict(model, images, proxies))
     for config, train_config, named in [
         ({"pair_evidence": True}, {}, "pair_evidence=True"),
         ({"later_scale_max": 0.5}, {}, "later_scale_max=0.5"),
@@ -388,7 +390,7 @@ def test_evaluate_answers_the_task_a_saved_model_was_moved_to(tmp_path) -> None:
     from pyro_saccade.data import class_names
     from pyro_saccade.training import save_checkpoint
 
-    model = tiny_model().for_task("sum", class_names("sum"))
+    model = for_task(tiny_model(), "sum", class_names("sum"))
     save_checkpoint(tmp_path / "sum.pt", model, TrainConfig(canvas=[40, 40]))
     args = ["evaluate", str(tmp_path / "sum.pt"), "--n", "4", "--json"]
     result = CliRunner().invoke(main, args)
@@ -410,4 +412,4 @@ def test_max_mean_pooling_adds_the_means_to_the_maxima() -> None:
     # a model built with it feeds the recurrence twice the features, and still predicts
     model = tiny_model(crop_pool="max_mean")
     assert model.crop_encoder(torch.rand(2, 1, 16, 16)).shape == (2, 2 * TINY["crop_features"])
-    assert model.predict(batch(n=2)[0]).shape == (2, 55)
+    assert predict(model, batch(n=2)[0]).shape == (2, 55)

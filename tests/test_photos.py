@@ -33,6 +33,7 @@ from pyro_saccade.data.photo import reduction_for
 from pyro_saccade.glimpse import extract_glimpse
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
 from pyro_saccade.posterior import read_posterior
+from pyro_saccade.prediction import boxes, infer, predict
 from pyro_saccade.training import ELBOLoss, TrainConfig, save_checkpoint
 
 SIZES = [(640, 480), (480, 640), (1000, 304)]  # width, height: landscape, portrait, panorama
@@ -140,7 +141,7 @@ def test_posterior_and_pictures_of_a_photo_decode_it_only_at_reduced_scale(
     assert (tmp_path / f"{path.stem}_glimpses.png").is_file()
     assert decoded and (640, 480) not in decoded
     batch = as_batch([Photo(photos[size]["jpg"]) for size in SIZES], config.proxy)
-    assert torch.equal(model.predict(batch), model.predict(batch, batch.proxies))
+    assert torch.equal(predict(model, batch), predict(model, batch, batch.proxies))
     assert (640, 480) not in decoded
 
 
@@ -230,13 +231,13 @@ def test_a_cells_model_reads_photos_of_different_sizes_each_at_its_own_size(phot
     config = SaccadeConfig(classes=["a", "b"], task="photo", channels=3, **cells)
     model = SaccadeModel(config)
     paths = [photos[size]["png"] for size in SIZES]
-    together = model.infer(PhotoBatch.of([Photo(p) for p in paths], proxy=32))
+    together = infer(model, PhotoBatch.of([Photo(p) for p in paths], proxy=32))
     for i, path in enumerate(paths):
-        alone = model.infer(PhotoBatch.of([Photo(path)], proxy=32))
+        alone = infer(model, PhotoBatch.of([Photo(path)], proxy=32))
         torch.testing.assert_close(together.probs[i], alone.probs[0], atol=1e-5, rtol=0)
         torch.testing.assert_close(together.centres[:, i], alone.centres[:, 0])
         height, width = load_image(path).shape[-2:]
-        box = model.boxes(together.z[0, i], height, width, together.centres[0, i])
+        box = boxes(model, together.z[0, i], height, width, together.centres[0, i])
         assert ((box[:, 2] - box[:, 0] - box[:, 3] + box[:, 1]).abs() < 1e-3).all()  # square
 
 

@@ -10,6 +10,7 @@ import torch
 from click.testing import CliRunner
 from torch import Tensor
 
+from pyro_saccade.checkpoint import load, save_checkpoint
 from pyro_saccade.cli import main
 from pyro_saccade.errors import CheckpointError
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
@@ -21,7 +22,6 @@ from pyro_saccade.priors import (
     make_prior,
     register_prior,
 )
-from pyro_saccade.training import load, save_checkpoint
 
 SMALL = ["--glimpses", "1", "--crop", "8", "--proxy", "8"]
 QUICK = ["--epochs", "1", "--train-size", "4", "--test-size", "2", "--batch-size", "4", "--quiet"]

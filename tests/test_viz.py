@@ -16,6 +16,7 @@ from PIL import Image
 from pyro_saccade.cli import main
 from pyro_saccade.data import class_names, save_image
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
+from pyro_saccade.prediction import boxes, infer, predict
 from pyro_saccade.training import save_checkpoint
 from pyro_saccade.viz import for_display, glimpse_figure
 
@@ -42,7 +43,7 @@ def test_boxes_land_in_image_pixels_even_when_shown_downsampled(model: SaccadeMo
     image = torch.rand(1, height, width)
     figure = glimpse_figure(model, image, samples=8, true_label="3-7")
 
-    expected = model.boxes(model.infer(image[None]).z[0, 0], height, width)
+    expected = boxes(model, infer(model, image[None]).z[0, 0], height, width)
     torch.testing.assert_close(torch.tensor(thick_boxes(figure)), expected, atol=1e-3, rtol=0)
     ax = figure.axes[0]
     shown = ax.images[0]
@@ -56,7 +57,7 @@ def test_boxes_land_in_image_pixels_even_when_shown_downsampled(model: SaccadeMo
 
 def test_title_colour_says_whether_the_prediction_is_right(model: SaccadeModel) -> None:
     image = torch.rand(1, 50, 50)
-    predicted = model.config.classes[int(model.predict(image[None]).argmax())]
+    predicted = model.config.classes[int(predict(model, image[None]).argmax())]
     wrong = next(name for name in model.config.classes if name != predicted)
     right_title = glimpse_figure(model, image, samples=0, true_label=predicted).axes[0].title
     wrong_title = glimpse_figure(model, image, samples=0, true_label=wrong).axes[0].title

@@ -122,10 +122,12 @@ def evaluate_command(
 
     import pyro
 
+    from ..checkpoint import load, model_from_checkpoint, read_checkpoint, trained_config
     from ..data import MEGAPIXEL_TASKS
     from ..metrics import evaluate_glimpses, glimpse_lines
     from ..model import SaccadeModel
-    from ..training import canvases, load, model_from_checkpoint, read_checkpoint, trained_config
+    from ..prediction import samples_for
+    from ..training import canvases
 
     check_device(device)
     use_threads(threads)
@@ -133,7 +135,7 @@ def evaluate_command(
     model = model_from_checkpoint(payload, checkpoint).to(device).eval()
     trained = trained_config(payload)
     if isinstance(model, SaccadeModel):  # None: the model's own number, reported as such
-        samples = model.samples_for(samples)
+        samples = samples_for(model, samples)
     pyro.set_rng_seed(seed)  # the same posterior samples every time
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     photos = given_photos(data_dir, csv_file)
@@ -144,7 +146,7 @@ def evaluate_command(
         return
     baseline = load(proxy_baseline, device) if proxy_baseline else None
     # The model's own task, which is the trained one unless the model was moved to another
-    # (SaccadeModel.for_task) and saved, as sum-100 is.
+    # (checkpoint.for_task) and saved, as sum-100 is.
     answers = model.config.task
     config = dataclasses.replace(
         trained,

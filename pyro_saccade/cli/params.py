@@ -262,8 +262,9 @@ def check_device(device: str) -> None:
 
 
 def for_task(model: object, task: str, param_hint: str) -> object:
-    """The model answering another two-digit task (``SaccadeModel.for_task``), or a usage
+    """The model answering another two-digit task (``checkpoint.for_task``), or a usage
     error naming ``param_hint`` when it cannot."""
+    from ..checkpoint import for_task as moved
     from ..model import SaccadeModel
     from ..training import TrainConfig, default_model_config
 
@@ -272,6 +273,6 @@ def for_task(model: object, task: str, param_hint: str) -> object:
             f"a {type(model).__name__} answers {model.config.task!r} only", param_hint=param_hint
         )
     try:
-        return model.for_task(task, default_model_config(TrainConfig(task=task)).classes)
+        return moved(model, task, default_model_config(TrainConfig(task=task)).classes)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint=param_hint) from error

@@ -72,15 +72,16 @@ def describe_prediction(model: object, image: object, samples: int | None = None
     from ..data import as_batch
     from ..glimpse import box_scale
     from ..labels import predicted
+    from ..prediction import boxes, shown
 
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
     batch = as_batch([image], model.config.proxy)
-    probs, prediction = model.shown(*prepare(batch, device, model.config.proxy), samples)
+    probs, prediction = shown(model, *prepare(batch, device, model.config.proxy), samples)
     probs = probs[0]
     z = prediction.z[0, 0]  # [T, 3]
-    boxes = model.boxes(prediction.z, height, width, prediction.centres)[0, 0]
-    scale = box_scale(boxes, height, width)
+    placed = boxes(model, prediction.z, height, width, prediction.centres)[0, 0]
+    scale = box_scale(placed, height, width)
     label, probability = predicted(probs, model.config.classes, model.config.multilabel)
     return {
         "label": label,
@@ -94,7 +95,7 @@ def describe_prediction(model: object, image: object, samples: int | None = None
                 "y": round(float((box[1] + box[3]) / 2), 1),
                 "box": [round(float(v), 1) for v in box],
             }
-            for t, box in enumerate(boxes)
+            for t, box in enumerate(placed)
         ],
     }
 

@@ -284,6 +284,7 @@ def train_command(
     the run in --out as it was configured (options given again must repeat its values), or
     starts it from the options given when --out holds no checkpoint yet.
     """
+    from ..checkpoint import with_config
     from ..config import SaccadeConfig
     from ..priors import make_prior
     from ..training import (
@@ -330,7 +331,7 @@ def train_command(
     changes = _config_settings(settings)
     if start is not None and model_kind == "saccade" and changes:
         try:
-            start = start.with_config(**changes)
+            start = with_config(start, **changes)
         except (TypeError, ValueError) as error:
             raise click.UsageError(str(error)) from error
     if not photos:
