@@ -45,9 +45,9 @@ THREADS = {"OMP_NUM_THREADS": "1"}
 
 def prepare(work: Path) -> Path:
     """Write the photos if missing and the checkpoint always; returns the checkpoint."""
+    from pyro_saccade.checkpoint import save_checkpoint
     from pyro_saccade.data import save_tiled_tiff, synthetic_photo
     from pyro_saccade.model import SaccadeConfig, SaccadeModel
-    from pyro_saccade.training import save_checkpoint
 
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "warmup.jpg").exists():

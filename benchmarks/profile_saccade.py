@@ -54,7 +54,7 @@ def main() -> None:
     h = torch.zeros(args.batch, c.hidden)
     features, maps = model.proxy_encoder.encode(proxies)
     state = model.rnn.initial(args.batch, features)
-    crops = extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max)
+    crops = extract_glimpse(images, z, c.crop, c.where.scale_min, c.where.scale_max)
     rows = [
         ("make_proxy (from the full image)", lambda: make_proxy(images, c.proxy)),
         ("predict(model, images, proxies)", lambda: predict(model, images, proxies)),
@@ -64,7 +64,7 @@ def main() -> None:
         ("  one step: crop, crop encoder, LSTM", lambda: model.step(images, z, features, state)),
         (
             "    extract_glimpse",
-            lambda: extract_glimpse(images, z, c.crop, c.scale_min, c.scale_max),
+            lambda: extract_glimpse(images, z, c.crop, c.where.scale_min, c.where.scale_max),
         ),
         ("    crop encoder", lambda: model.crop_encoder(crops)),
         ("    LSTM", lambda: model.rnn(torch.zeros(args.batch, model.rnn.lstm.input_size), state)),

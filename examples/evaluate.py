@@ -9,13 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from pyro_saccade.training import (
-    canvases,
-    evaluate,
-    model_from_checkpoint,
-    read_checkpoint,
-    trained_config,
-)
+from pyro_saccade.checkpoint import model_from_checkpoint, read_checkpoint, trained_config
+from pyro_saccade.training import canvases, evaluate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,13 +22,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    # Test canvases like the ones the model was trained on: same task, size and clutter.
+    # Test canvases like the ones the model was trained on: its task, size and clutter.
     payload = read_checkpoint(args.checkpoint)
-    trained = trained_config(payload)
-    test_set = canvases(dataclasses.replace(trained, seed=1), "test", args.n)
     model = model_from_checkpoint(payload, args.checkpoint).eval()
+    task = model.config.task
+    test_set = canvases(dataclasses.replace(trained_config(payload), seed=1), task, "test", args.n)
     accuracy = evaluate(model, test_set, samples=args.samples, progress=True)
-    print(f"accuracy {accuracy:.4f} on {args.n} held-out canvases ({trained.task})")
+    print(f"accuracy {accuracy:.4f} on {args.n} held-out canvases ({task})")
 
 
 if __name__ == "__main__":

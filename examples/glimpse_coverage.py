@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     labels = torch.stack([data[i][1] for i in range(args.n)])
     out = infer(model, images)
     digits = [data.describe(i)["boxes"] for i in range(args.n)]  # two boxes per canvas
-    placed = boxes(model, out.z[0], args.canvas, args.canvas)
+    centres = None if out.centres is None else out.centres[0]  # a cells model's aims
+    placed = boxes(model, out.z[0], args.canvas, args.canvas, centres)
     shares = torch.tensor([coverage(box, placed[i]) for i in range(args.n) for box in digits[i]])
     hits = out.probs.argmax(-1) == labels
     print(f"accuracy {hits.float().mean():.3f} on {args.n} held-out canvases")

@@ -1,7 +1,9 @@
 """One short training run of a recipe variant, for comparing recipes by measurement.
 
 Model settings (SaccadeConfig fields) and training settings (TrainConfig fields) are given as
-KEY=VALUE, the values as JSON (strings need no quotes), e.g. a short run:
+KEY=VALUE, read as ``saccade train --set`` reads them (``pyro_saccade.settings``: numbers, lists,
+true/false/none, JSON, else text; ``where.box_min=32`` sets a field of a section), e.g. a short
+run:
 
 python examples/recipe_search.py runs/variant --model evidence=crops posterior_std=0.2 \\
     kl_weight=0.05 --train epochs=8 train_size=5000 test_size=500 workers=1
@@ -16,28 +18,15 @@ python examples/recipe_search.py runs/tight-0.25 --init runs/identify-100 \\
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import torch
 
 from pyro_saccade import load
 from pyro_saccade.checkpoint import with_config
+from pyro_saccade.config import updated
+from pyro_saccade.settings import parse_settings
 from pyro_saccade.training import TrainConfig, default_model_config, train
-
-
-def settings(pairs: list[str]) -> dict[str, object]:
-    """KEY=VALUE strings as a dict, each value parsed as JSON when it is JSON."""
-    out: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,16 +39,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    train_config = TrainConfig(**settings(args.train))
-    overrides = settings(args.model)
+    try:
+        train_settings, overrides = parse_settings(args.train), parse_settings(args.model)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    train_config = TrainConfig(**train_settings)
     model = None
-    try:  # replace() validates the changed fields, and rejects unknown ones
+    try:  # updated() validates the changed fields, and rejects unknown ones
         if args.init:
             model = with_config(load(args.init), **overrides)
             model_config = model.config
         else:
-            model_config = dataclasses.replace(default_model_config(train_config), **overrides)
-    except TypeError as error:
+            task = overrides.get("task", "identify")  # the model's task, and the data's
+            data = default_model_config(task, train_config.photos)
+            model_config = updated(data, overrides)
+    except (TypeError, ValueError) as error:
         raise SystemExit(f"SaccadeConfig: {error}") from None
     train(model_config, train_config, out=args.out, progress=False, model=model)
     for line in open(f"{args.out}/metrics.jsonl"):

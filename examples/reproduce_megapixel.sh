@@ -9,26 +9,27 @@ export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 what="${1:-all}"
 
 if [[ "$what" == stage1 || "$what" == all ]]; then
-  # The reader: glimpses aimed at the proxy's ink (the attention held, learn_where=false) learn
+  # The reader: glimpses aimed at the proxy's ink (the attention held, where.learn=false) learn
   # to read digits from pair labels. The shipped models start from its checkpoint after 8 epochs
   # and 97 steps of this 15-epoch schedule (one process, then two from epoch 3).
   saccade train --task identify --canvas 2528 --digit-size 28 --distractors 8 --glimpses 4 \
-    --crop 32 --proxy 256 --set where=cells --set box_min=32 --set box_max=96 --set evidence=crops \
-    --set crop_width=16 --set proxy_width=8 --set hidden=128 --set learn_where=false \
-    --set ink_floor=1e-4 --epochs 15 --train-size 6400 --test-size 500 --batch-size 32 --lr 1e-3 --seed 0 \
-    --checkpoint-every 50 --resume --quiet --out runs/id28-stage1
+    --crop 32 --proxy 256 --set where.kind=cells --set where.box_min=32 --set where.box_max=96 \
+    --set evidence=crops --set crop_width=16 --set proxy_width=8 --set hidden=128 \
+    --set where.learn=false --set where.ink_floor=1e-4 --epochs 15 --train-size 6400 \
+    --test-size 500 --batch-size 32 --lr 1e-3 --seed 0 --checkpoint-every 50 --resume --quiet \
+    --out runs/id28-stage1
 fi
 
 if [[ "$what" == identify || "$what" == all ]]; then
   # The reader, identifying for 4 epochs at 3e-4 with glimpses drawn from the ink, its boxes
   # 24-64 px (44 px at the middle of the range: digits read at 20 px) ...
   saccade train --init runs/id28-stage1 --task identify --canvas 2528 --digit-size 28 \
-    --distractors 8 --set ink_floor=1e-6 --set box_min=24 --set box_max=64 --epochs 4 \
-    --train-size 6400 --test-size 300 --batch-size 32 --lr 3e-4 --seed 1 --checkpoint-every 50 \
-    --resume --quiet --out runs/identify-2528-28px-reader
-  # ... then the attention learns what is worth reading (learn_where=true), 11 epochs and 4 more.
+    --distractors 8 --set where.ink_floor=1e-6 --set where.box_min=24 --set where.box_max=64 \
+    --epochs 4 --train-size 6400 --test-size 300 --batch-size 32 --lr 3e-4 --seed 1 \
+    --checkpoint-every 50 --resume --quiet --out runs/identify-2528-28px-reader
+  # ... then the attention learns what is worth reading (where.learn=true), 11 epochs and 4 more.
   saccade train --init runs/identify-2528-28px-reader --task identify --canvas 2528 \
-    --digit-size 28 --distractors 8 --set learn_where=true --epochs 11 --train-size 6400 \
+    --digit-size 28 --distractors 8 --set where.learn=true --epochs 11 --train-size 6400 \
     --test-size 300 --batch-size 32 --lr 3e-4 --seed 2 --checkpoint-every 50 --resume --quiet \
     --out runs/identify-2528-28px-where
   # The model predicts with the average of 8 posterior draws (predict_samples=8): training
@@ -46,16 +47,16 @@ if [[ "$what" == identify || "$what" == all ]]; then
 fi
 
 if [[ "$what" == majority || "$what" == all ]]; then
-  # The same reader answers majority with its per-digit evidence (SaccadeModel.for_task), with
+  # The same reader answers majority with its per-digit evidence (checkpoint.for_task), with
   # ten glimpses and a 192x192 proxy, the attention held at the ink ...
   saccade train --init runs/id28-stage1 --task majority --canvas 1500 --noise 50 \
-    --set glimpses=10 --set proxy=192 --set ink_floor=1e-6 --epochs 4 --train-size 6400 \
+    --set glimpses=10 --set proxy=192 --set where.ink_floor=1e-6 --epochs 4 --train-size 6400 \
     --test-size 300 --batch-size 32 --lr 3e-4 --seed 1 --checkpoint-every 50 --resume --quiet \
     --out runs/megapixel-majority-reader
-  # ... then the attention learns to tell digits from scribbles (learn_where=true), 3 epochs and
+  # ... then the attention learns to tell digits from scribbles (where.learn=true), 3 epochs and
   # 6 more.
   saccade train --init runs/megapixel-majority-reader --task majority --canvas 1500 --noise 50 \
-    --set learn_where=true --epochs 3 --train-size 6400 --test-size 300 --batch-size 32 \
+    --set where.learn=true --epochs 3 --train-size 6400 --test-size 300 --batch-size 32 \
     --lr 3e-4 --seed 2 --checkpoint-every 50 --resume --quiet --out runs/megapixel-majority-where
   saccade train --init runs/megapixel-majority-where --task majority --canvas 1500 --noise 50 \
     --set predict_samples=8 --epochs 6 --train-size 6400 --test-size 300 --batch-size 32 \

@@ -15,12 +15,12 @@ two="torchrun --standalone --nproc_per_node 2 -m pyro_saccade.cli"
 
 if [[ "$what" == identify-100 || "$what" == all ]]; then
   # Model defaults otherwise: saliency posterior, q's std 0.2 (at most 0.5), KL weight 0.05, crops
-  # of 0.3-0.8 of the image side (2x2 samples per pixel), crop encoder 32 channels wide; its
+  # of 0.3-0.8 of the image side (2x2 samples per pixel), crop encoder 32 channels wide, its
   # features pooled by their maxima and their means. Two glimpses of 56x56, a global batch of 64
   # (32 per process), 22 epochs x 50,000 fresh canvases, 30% of them with one digit over the
   # other, the loss in bfloat16.
   $two train --task identify --canvas 100 --glimpses 2 --crop 56 --epochs 22 --train-size 50000 \
-    --test-size 1000 --precision bfloat16 --seed 0 --digits bundled+60k --crop-pool max_mean --overlap 0.3 \
+    --test-size 1000 --precision bfloat16 --seed 0 --digits bundled+60k --overlap 0.3 \
     --quiet --out runs/identify-100-stage1
   # Then 2 more epochs at 2e-4 (cosine to 1e-5), again 30% of the canvases overlapped.
   $two train --init runs/identify-100-stage1 --digits bundled+60k --overlap 0.3 --epochs 2 \
@@ -31,7 +31,7 @@ if [[ "$what" == identify-100 || "$what" == all ]]; then
 fi
 
 if [[ "$what" == sum-100 || "$what" == all ]]; then
-  # The digit evidence of identify-100 answers sums as it is (SaccadeModel.for_task); a one-epoch
+  # The digit evidence of identify-100 answers sums as it is (checkpoint.for_task); a one-epoch
   # sum fine-tune did no better (docs/results.md, "What did not help").
   saccade train --init runs/identify-100 --task sum --canvas 100 --epochs 0 --quiet \
     --out runs/sum-100

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from pyro_saccade.config import SaccadeConfig
 from pyro_saccade.data import class_names
-from pyro_saccade.model import SaccadeConfig
 from pyro_saccade.training import TrainConfig, train
 
 
@@ -31,7 +31,6 @@ def main(argv: list[str] | None = None) -> None:
         classes=class_names("identify"), task="identify", glimpses=args.glimpses, prior=args.prior
     )
     train_config = TrainConfig(
-        task="identify",
         canvas=[args.canvas, args.canvas],
         epochs=args.epochs,
         train_size=args.train_size,

@@ -32,7 +32,6 @@ _EXPORTS = {
     "glimpse_boxes": ".glimpse",
     "Prediction": ".prediction",
     "infer": ".prediction",
-    "labels": ".prediction",
     "boxes": ".prediction",
     "SaccadeConfig": ".config",
     "SaccadeModel": ".model",
@@ -46,7 +45,7 @@ _EXPORTS = {
     "read_posterior": ".posterior",
     "sample_posterior": ".posterior",
     "glimpse_figure": ".viz",
-    "TrainConfig": ".train_config",
+    "TrainConfig": ".training",
     "evaluate": ".training",
     "load": ".checkpoint",
     "predict": ".prediction",
@@ -62,7 +61,6 @@ _EXPORTS = {
     "train_baseline": ".training",
     "GlimpseEvaluation": ".metrics",
     "evaluate_glimpses": ".metrics",
-    "run_benchmark": ".benchmark",
 }
 
 __all__ = ["__version__", *_EXPORTS]

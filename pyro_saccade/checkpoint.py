@@ -19,11 +19,11 @@ from torch import Tensor
 
 from . import __version__
 from .baselines import baseline_from_config
-from .config import EVIDENCE_TASKS, FORMAT_VERSION, SaccadeConfig
+from .config import EVIDENCE_TASKS, FORMAT_VERSION, SaccadeConfig, updated
 from .errors import CheckpointError
 from .familiar import trained_on
 from .model import SaccadeModel
-from .train_config import TrainConfig
+from .training.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
@@ -119,7 +119,8 @@ def read_checkpoint(path_or_name: str | Path) -> dict:
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {version}, this pyro_saccade reads {FORMAT_VERSION}"
+            f"{path}: checkpoint format version {version}, this pyro_saccade reads "
+            f"{FORMAT_VERSION}: load it with the pyro_saccade that wrote it, or train it again"
         )
     return payload
 
@@ -184,9 +185,10 @@ def load(path_or_name: str | Path, device: str | torch.device = "cpu") -> Saccad
 def with_config(model: SaccadeModel, **changes: object) -> SaccadeModel:
     """A copy of a model, its prior and its weights under a config with ``changes``
     (``SaccadeConfig`` fields that leave the parameters' shapes as they are, e.g. a tighter
-    ``posterior_std_max`` to fine-tune with, or more glimpses). Unknown fields raise
-    TypeError; changes that would drop or reshape trained weights raise ValueError."""
-    config = dataclasses.replace(model.config, **changes)
+    ``posterior_std_max`` to fine-tune with, more glimpses, or ``where={"learn": True}``; see
+    ``config.updated``). Unknown fields and changes that would drop or reshape trained weights
+    raise ValueError."""
+    config = updated(model.config, changes)
     moved = SaccadeModel(config, prior=copy.deepcopy(model.prior))
     weights = model.state_dict()
     dropped = weights.keys() - moved.state_dict().keys()

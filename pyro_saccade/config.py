@@ -1,18 +1,17 @@
 """Configuration of a saccade model: one dataclass, the single source of every default.
 
-A checkpoint saves it as JSON beside the weights; ``added`` lists the fields introduced after a
-configuration was first saved, with the values that applied before they existed, and ``removed``
-the fields that no longer exist, with the one value under which a checkpoint that has them
-behaves as this version builds it, so that older checkpoints load as they were trained.
+A checkpoint saves it as JSON beside the weights. Where a glimpse may go is one nested section,
+``where``: the paper's free placement (``FreeWhere``) or the attention over proxy cells for small
+objects on large images (``CellsWhere``), each with only the settings it uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Self
+from typing import Self
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 LIKELIHOODS = ("aggregate", "per_glimpse")
 HEADS = ("linear", "digit_pairs")
 DIGIT_TASKS = ("identify", "sum", "mark")
@@ -22,10 +21,9 @@ EVIDENCE_TASKS = (*DIGIT_TASKS, "majority", "multi")
 EVIDENCE = ("crops", "mixture", "state")
 # Tasks whose label says which digits the crops can show (networks.DigitPairHead, "mixture").
 MIXTURE_TASKS = ("identify", "sum", "majority")
-PROXY_LIKELIHOODS = ("bernoulli", "gaussian")
-POSTERIORS = ("saliency", "mlp")
-CROP_POOLS = ("max", "max_mean")
-WHERE = ("none", "cells")
+# Proxy pixels per side of a cell of the proxy encoder's feature map, which has two stride-2
+# layers: the cells where_t chooses from, and the grid SaliencyHead scores.
+CELL = 4
 # The proxy decoder reconstructs the proxy at most this side: a larger proxy is there to find
 # small objects, and decoding it whole would cost more weights than the rest of the model.
 DECODED_PROXY = 32
@@ -33,13 +31,6 @@ DECODED_PROXY = 32
 
 class ConfigMixin:
     """What every configuration dataclass shares: validation and a JSON-ready dict."""
-
-    # Fields added after a configuration was first saved, with the value that applied before
-    # they existed, so that older checkpoints load as they were trained.
-    added: ClassVar[dict[str, object]] = {}
-    # Fields that no longer exist, with the one value under which a checkpoint saved with them
-    # means what this version builds without them: dropped at that value, refused at any other.
-    removed: ClassVar[dict[str, object]] = {}
 
     @staticmethod
     def validate(checks: list[tuple[bool, str]]) -> None:
@@ -53,17 +44,9 @@ class ConfigMixin:
 
     @classmethod
     def from_dict(cls, values: dict) -> Self:
-        """The configuration saved as ``values`` (``to_dict``), by the rules of ``added`` and
-        ``removed``; ValueError for a field it cannot hold or a removed one in use."""
-        for name, neutral in cls.removed.items():
-            if name in values and values[name] != neutral:
-                raise ValueError(
-                    f"{name}={values[name]!r}: this version of pyro_saccade no longer has the "
-                    f"{name} option; it reads only configurations saved with {name}={neutral!r}"
-                )
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {**cls.added, **{k: v for k, v in values.items() if k not in cls.removed}}
-        unknown = sorted(set(values) - known)
+        """The configuration saved as ``values`` (``to_dict``); ValueError for a field it does
+        not have."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(unknown)}")
         return cls(**values)
@@ -85,75 +68,102 @@ class ClassifierConfigMixin(ConfigMixin):
 
 
 @dataclass
+class FreeWhere(ConfigMixin):
+    """The paper's placement: z_t alone places a glimpse anywhere in the image, its side in
+    [scale_min, scale_max] of the image's shorter side."""
+
+    kind = "free"
+    scale_min: float = 0.3
+    scale_max: float = 0.8
+
+    def __post_init__(self) -> None:
+        self.validate(
+            [
+                (
+                    0 < self.scale_min < self.scale_max <= 1,
+                    f"need 0 < scale_min < scale_max <= 1, got {self.scale_min}, {self.scale_max}",
+                )
+            ]
+        )
+
+
+@dataclass
+class CellsWhere(ConfigMixin):
+    """Small objects on large images: a discrete where_t picks a cell of the proxy's feature map
+    (J/4 x J/4 cells) and z_t places a box of ``box_min``..``box_max`` pixels, whatever the image
+    size, within a cell of the cell's aim (where.Cells)."""
+
+    kind = "cells"
+    box_min: int = 32
+    box_max: int = 128
+    # The side in pixels of the objects the glimpses read: a look marks as read the cells that
+    # such an object around its aim can reach.
+    object_size: int = 28
+    # Whether the attention learns. Off, glimpses go where the proxy has ink, which finds small
+    # objects on a dark canvas from the first step; a reader trained so can then teach the
+    # attention what is worth reading.
+    learn: bool = True
+    # The ink an empty cell counts as. Training draws where_t from the attention, and at 1e-4
+    # the thousands of empty cells of a 2528 x 2528 canvas drew most training glimpses (about
+    # 70%) away from the two digits; the posterior mode is the same either way.
+    ink_floor: float = 1e-6
+
+    def __post_init__(self) -> None:
+        self.validate(
+            [
+                (
+                    0 < self.box_min < self.box_max,
+                    f"need 0 < box_min < box_max pixels, got {self.box_min}, {self.box_max}",
+                ),
+                (self.object_size > 0, f"object_size must be positive, got {self.object_size}"),
+                (self.ink_floor > 0, f"ink_floor must be positive, got {self.ink_floor}"),
+            ]
+        )
+
+
+WHERE = {kind.kind: kind for kind in (FreeWhere, CellsWhere)}
+
+
+def where_from(value: FreeWhere | CellsWhere | str | dict) -> FreeWhere | CellsWhere:
+    """A ``where`` section from its dataclass, its kind's name ("free", "cells") with the
+    defaults, or a dict with a "kind" key and that kind's settings."""
+    if isinstance(value, (FreeWhere, CellsWhere)):
+        return value
+    values = {"kind": value} if isinstance(value, str) else dict(value)
+    kind = values.pop("kind", "free")
+    if kind not in WHERE:
+        raise ValueError(f"where must be one of {tuple(WHERE)}, got {kind!r}")
+    return WHERE[kind].from_dict(values)
+
+
+@dataclass
 class SaccadeConfig(ClassifierConfigMixin):
     """Everything that defines a model; saved as JSON beside its weights."""
-
-    added: ClassVar[dict[str, object]] = {
-        "posterior": "mlp",
-        "posterior_std": 1.0,
-        "posterior_std_max": None,
-        "antialias": 1,
-        "crop_pool": "max",
-        "where": "none",
-        "box_min": 32,
-        "box_max": 128,
-        "attention_weights": True,
-        "learn_where": True,
-        "ink_floor": 1e-4,
-    }
-    # Options measured without gain and used by no shipped model (docs/results.md).
-    removed: ClassVar[dict[str, object]] = {"pair_evidence": False, "later_scale_max": None}
 
     classes: list[str] = field(
         default_factory=lambda: [f"{a}-{b}" for a in range(10) for b in range(a, 10)]
     )
-    task: str = "identify"  # identify | sum | mark (multi-label) | photo
+    task: str = "identify"  # identify | sum | mark (multi-label) | majority | max | ... | photo
     channels: int = 1
     glimpses: int = 2  # T
     crop: int = 56  # L: side of each crop in pixels, whatever the image size
     antialias: int = 2  # k: each crop pixel averages k x k bilinear samples
     proxy: int = 32  # J: side of the proxy image
-    scale_min: float = 0.3  # crop side as a fraction of the image's shorter side
-    scale_max: float = 0.8
-    # where: "none", z alone places a glimpse in [scale_min, scale_max] of the image; "cells", a
-    # discrete where_t picks a cell of the proxy's feature map (J/4 x J/4 cells) and z_t places
-    # a box of box_min..box_max pixels, whatever the image size, within a cell of its centre.
-    where: str = "none"
-    box_min: int = 32
-    box_max: int = 128
-    # cells: crop features times q(where_t) / q(where_t) held constant, which is 1, so that the
-    # attention also gets the pathwise gradient of attention sampling (Katharopoulos & Fleuret
-    # 2019) besides Trace_ELBO's score-function term
-    attention_weights: bool = True
-    # cells: whether the attention learns. Off, glimpses go where the proxy has ink, which
-    # finds small objects on a dark canvas from the first step; a reader trained so can then
-    # teach the attention what is worth reading (a second stage with it on, via --init).
-    learn_where: bool = True
-    # cells: the ink an empty cell counts as. Training draws where_t from the attention, and at
-    # 1e-4 the thousands of empty cells of a 2528 x 2528 canvas drew most training glimpses
-    # (about 70%) away from the two digits; the posterior mode is the same either way.
-    ink_floor: float = 1e-6
+    where: FreeWhere | CellsWhere = field(default_factory=FreeWhere)
     hidden: int = 256  # recurrent state
-    rnn_layers: int = 1
     crop_width: int = 32  # channels of the crop encoder's first layers
     crop_features: int = 128
-    # Both stay: the checkpoints saved without this field pool by "max" (see added).
-    crop_pool: str = "max_mean"  # max_mean | max: crop features' maxima and means, or maxima
     proxy_width: int = 16
     proxy_features: int = 128
     z_features: int = 32
     head: str = "auto"  # linear | digit_pairs (networks.DigitPairHead) | auto: by task
     # state: read from h_t | crops: per-crop digit evidence, summed | mixture: per crop, the
     # likelihood that it shows one of the digits the label holds (networks.DigitPairHead).
-    # "state" and "crops" stay for the checkpoints trained with them.
     evidence: str = "state"
     likelihood: str = "per_glimpse"  # per_glimpse (Eq. 6) | aggregate: once, at the end
-    posterior: str = "saliency"  # saliency (networks.SaliencyHead) | mlp (networks.GaussianHead)
     posterior_std: float = 0.2  # initial standard deviation of q(z_t | c, h_{t-1})
     posterior_std_max: float | None = 0.5  # its bound (None: unbounded)
-    proxy_likelihood: str = "bernoulli"  # bernoulli (continuous targets) | gaussian
     kl_weight: float = 0.05
-    label_weight: float = 1.0
     proxy_weight: float = 0.001  # the proxy term has J*J pixels; see docs/results.md
     prior: str = "vrnn"
     prior_args: dict = field(default_factory=dict)
@@ -163,6 +173,7 @@ class SaccadeConfig(ClassifierConfigMixin):
     predict_samples: int = 0
 
     def __post_init__(self) -> None:
+        self.where = where_from(self.where)
         if self.head == "auto":
             self.head = "digit_pairs" if self.task in DIGIT_TASKS else "linear"
         checks = [
@@ -183,26 +194,12 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"not {self.head!r} on {self.task!r}",
             ),
             (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),
-            (
-                self.crop_pool in CROP_POOLS,
-                f"crop_pool must be one of {CROP_POOLS}, got {self.crop_pool!r}",
-            ),
             (self.antialias >= 1, f"antialias must be at least 1, got {self.antialias}"),
             (
-                self.proxy >= 4 and self.proxy % 4 == 0,
-                f"proxy must be a positive multiple of 4, got {self.proxy}",
-            ),
-            (
-                0 < self.scale_min < self.scale_max <= 1,
-                f"need 0 < scale_min < scale_max <= 1, got {self.scale_min}, {self.scale_max}",
+                self.proxy >= CELL and self.proxy % CELL == 0,
+                f"proxy must be a positive multiple of {CELL}, got {self.proxy}",
             ),
             (len(self.classes) >= 2, f"need at least 2 classes, got {len(self.classes)}"),
-            (self.where in WHERE, f"where must be one of {WHERE}, got {self.where!r}"),
-            (self.ink_floor > 0, f"ink_floor must be positive, got {self.ink_floor}"),
-            (
-                0 < self.box_min < self.box_max,
-                f"need 0 < box_min < box_max pixels, got {self.box_min}, {self.box_max}",
-            ),
             (self.channels >= 1, f"channels must be positive, got {self.channels}"),
             (
                 self.predict_samples >= 0,
@@ -213,17 +210,8 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}",
             ),
             (
-                self.posterior in POSTERIORS,
-                f"posterior must be one of {POSTERIORS}, got {self.posterior!r}",
-            ),
-            (
-                self.proxy_likelihood in PROXY_LIKELIHOODS,
-                f"proxy_likelihood must be one of {PROXY_LIKELIHOODS}, "
-                f"got {self.proxy_likelihood!r}",
-            ),
-            (
-                min(self.kl_weight, self.label_weight, self.proxy_weight, self.posterior_std) > 0,
-                "kl_weight, label_weight, proxy_weight and posterior_std must be positive",
+                min(self.kl_weight, self.proxy_weight, self.posterior_std) > 0,
+                "kl_weight, proxy_weight and posterior_std must be positive",
             ),
             (
                 self.posterior_std_max is None or self.posterior_std < self.posterior_std_max,
@@ -233,10 +221,16 @@ class SaccadeConfig(ClassifierConfigMixin):
         ]
         self.validate(checks)
 
+    def to_dict(self) -> dict:
+        return {
+            **dataclasses.asdict(self),
+            "where": {"kind": self.where.kind, **self.where.to_dict()},
+        }
+
     @property
     def cells(self) -> int:
-        """Side G of the grid of cells where_t chooses from: that of the proxy's feature map."""
-        return self.proxy // 4
+        """Side G of the grid of cells of the proxy's feature map."""
+        return self.proxy // CELL
 
     @property
     def smallest_side(self) -> int:
@@ -254,3 +248,22 @@ class SaccadeConfig(ClassifierConfigMixin):
             raise ValueError(
                 f"{height}x{width} pixels, smaller than the model's {side}x{side} crop and proxy"
             )
+
+
+def updated(config: SaccadeConfig, settings: dict) -> SaccadeConfig:
+    """``config`` with ``settings``: fields by name, the ``where`` section by kind ("cells") or
+    by its own fields as a nested dict (``{"where": {"box_min": 24}}``), merged into the current
+    section unless the kind changes. ValueError for a field the config does not have."""
+    values = config.to_dict()
+    for key, value in settings.items():
+        if (
+            key == "where"
+            and isinstance(value, dict)
+            and value.get("kind") in (None, values[key]["kind"])
+        ):
+            values[key] = {**values[key], **value}
+        elif key == "where" and isinstance(value, str):
+            values[key] = value if value != values[key]["kind"] else values[key]
+        else:
+            values[key] = value
+    return SaccadeConfig.from_dict(values)

@@ -2,7 +2,7 @@
 
 A model answers any image it can crop, with confidence, even one unlike its training data (a
 photo of noise, a 300x100 canvas for a 100x100 model). ``load`` records the training input as
-``model.trained_on``; ``SaccadeModel.infer`` and ``posterior.sample_posterior`` call
+``model.trained_on``; ``prediction.infer`` and ``posterior.sample_posterior`` call
 :func:`warn_unfamiliar` on every batch.
 """
 

@@ -166,37 +166,6 @@ def repeat_images(images: Tensor, times: int) -> Tensor:
     return Repeated(images, times)
 
 
-def cell_centres(rows: int, cols: int) -> Tensor:
-    """Centres (x, y) [rows * cols, 2] of a grid of cells over the image, row by row, in
-    normalised coordinates."""
-    ys = (torch.arange(rows) + 0.5) / rows * 2 - 1
-    xs = (torch.arange(cols) + 0.5) / cols * 2 - 1
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([x, y], -1).view(-1, 2)
-
-
-def cell_box(
-    z: Tensor,
-    centre: Tensor,
-    grid: tuple[int, int],
-    height: int | Tensor,
-    width: int | Tensor,
-    box_min: float,
-    box_max: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The box (sx, sy, cx, cy) of glimpse z [..., 3] in a cell centred on ``centre`` [..., 2].
-
-    The box side is squashed into [box_min, box_max] pixels, whatever the image size, so a
-    glimpse can read a small object at its native resolution on any canvas; its centre moves at
-    most one cell from the cell's centre. The box may reach past the border (read as zeros).
-    """
-    rows, cols = grid
-    side = box_min + (box_max - box_min) * torch.sigmoid(z[..., 0])
-    cx = centre[..., 0] + torch.tanh(z[..., 1]) * (2 / cols)
-    cy = centre[..., 1] + torch.tanh(z[..., 2]) * (2 / rows)
-    return side / width, side / height, cx, cy
-
-
 def pixel_boxes(box: tuple[Tensor, Tensor, Tensor, Tensor], height: int, width: int) -> Tensor:
     """Normalised boxes (sx, sy, cx, cy) as pixel boxes (x0, y0, x1, y1), shape [..., 4]."""
     sx, sy, cx, cy = box
@@ -241,7 +210,7 @@ def unsquash(
     )
 
 
-def aim(z_scale: Tensor, centre: Tensor, scale_min: float, scale_max: float) -> Tensor:
+def z_at(z_scale: Tensor, centre: Tensor, scale_min: float, scale_max: float) -> Tensor:
     """The z [..., 3] whose crop, of scale ``squash(z_scale)``, is centred on ``centre`` [..., 2]
     (x, y in normalised [-1, 1] coordinates), or as near as the image's border allows.
     Exact on square images; on others the crop lands slightly further out along the long side."""

@@ -26,10 +26,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .batches import collate, correct, prepare
 from .data import MEGAPIXEL_TASKS, TASKS, proxies_of
 from .model import SaccadeModel
 from .prediction import boxes, infer, predict
+from .training.batches import collate, correct, prepare
 
 COVER_SHARE = 0.5  # share of a digit's box that must lie inside one glimpse box
 COVER_RATIO = 4.0  # largest glimpse side, in digit sides, that still counts as reading it
@@ -193,7 +193,7 @@ def evaluate_glimpses(
     progress: bool | None = None,
     workers: int = 0,
 ) -> GlimpseEvaluation:
-    """Accuracy on ``dataset`` (``samples`` as ``SaccadeModel.infer`` takes them, drawn from the
+    """Accuracy on ``dataset`` (``samples`` as ``prediction.infer`` takes them, drawn from the
     global RNG exactly as ``training.evaluate`` draws them, so the two agree) and, for a
     ``SaccadeModel``, coverage, pixels read, box sides and the accuracy and coverage with random
     glimpses (drawn from a stream seeded with ``seed``); with ``proxy_baseline``, that model's

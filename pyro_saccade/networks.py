@@ -14,10 +14,6 @@ from torch import Tensor, nn
 
 from .config import EVIDENCE_TASKS
 
-# Megapixel MNIST's majority: three of a canvas's five digits are of the label's class
-# (data.megapixel), so a crop of a digit shows that class with probability 3/5.
-TARGET_SHARE = 3 / 5
-
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
     """3x3 convolution, group norm, ReLU."""
@@ -29,17 +25,16 @@ def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seque
 
 
 class CropEncoder(nn.Module):
-    """Fully convolutional features of a crop, spatially pooled: [B, C, L, L] -> [B, features],
-    or [B, 2 * features] with ``mean``: each feature's maximum over the crop, then its mean.
+    """Fully convolutional features of a crop, spatially pooled: [B, C, L, L] -> [B, 2 * F],
+    each feature's maximum over the crop, then its mean.
 
     The maximum alone cannot tell a crop with two 6s from one with a single 6; the mean, still
     blind to where things are, grows with how much of the crop a pattern covers.
     """
 
-    def __init__(self, channels: int, width: int, features: int, mean: bool = False) -> None:
+    def __init__(self, channels: int, width: int, features: int) -> None:
         super().__init__()
-        self.mean = mean
-        self.outputs = 2 * features if mean else features
+        self.outputs = 2 * features
         self.body = nn.Sequential(
             conv_block(channels, width),
             conv_block(width, 2 * width, stride=2),
@@ -50,9 +45,7 @@ class CropEncoder(nn.Module):
 
     def forward(self, crops: Tensor) -> Tensor:
         maps = self.body(crops)
-        if self.mean:
-            return torch.cat([maps.amax(dim=(-2, -1)), maps.mean(dim=(-2, -1))], -1)
-        return maps.amax(dim=(-2, -1))
+        return torch.cat([maps.amax(dim=(-2, -1)), maps.mean(dim=(-2, -1))], -1)
 
 
 class ProxyEncoder(nn.Module):
@@ -62,8 +55,9 @@ class ProxyEncoder(nn.Module):
         self, channels: int, width: int, features: int, grid: int = 4, strided: bool = False
     ) -> None:
         super().__init__()
-        # strided: the first layer already halves the proxy, so a large proxy (192 x 192 to find
-        # 28-pixel digits on 1500 x 1500 canvases) costs a quarter as much; the map is J/4 as well
+        # Two stride-2 layers make the map J / CELL (config.CELL). strided: the first layer
+        # already halves the proxy, so a large proxy (192 x 192 to find 28-pixel digits on
+        # 1500 x 1500 canvases) costs a quarter as much.
         self.body = nn.Sequential(
             conv_block(channels, width, stride=2 if strided else 1),
             conv_block(width, 2 * width, stride=1 if strided else 2),
@@ -187,66 +181,6 @@ class SaliencyHead(nn.Module):
         return loc, scale, centre
 
 
-class CellAttention(nn.Module):
-    """Logits of the discrete glimpse location over the proxy's cells: proxy feature map
-    [B, C, G, G], ink per cell [B, G * G] and h_{t-1} [B, H] -> [B, G * G].
-
-    Three terms: where the proxy has ink (empty cells hold nothing to read), a small detector
-    on the proxy's features (a digit rather than a scribble), and a match of each cell's
-    features against a read of h_{t-1} (what was seen so far).
-    """
-
-    def __init__(self, channels: int, hidden: int) -> None:
-        super().__init__()
-        self.detector = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, 1, 1))
-        self.recall = nn.Linear(hidden, channels)
-        # Both learned terms start at zero: the first glimpses go where the ink is.
-        nn.init.zeros_(self.detector[-1].weight)
-        nn.init.zeros_(self.detector[-1].bias)
-        nn.init.zeros_(self.recall.weight)
-        nn.init.zeros_(self.recall.bias)
-        self.ink_weight = nn.Parameter(torch.tensor(1.0))
-
-    def base(self, maps: Tensor, ink: Tensor, floor: float) -> Tensor:
-        """The terms that depend on the proxy alone, computed once per image: [B, G * G]. An
-        empty cell has no ink: ``floor`` keeps its logit finite."""
-        return self.detector(maps).flatten(1) + self.ink_weight * (ink + floor).log()
-
-    def forward(self, base: Tensor, maps: Tensor, h: Tensor) -> Tensor:
-        """Logits [S * B, G * G] for S draws of B images (draw s of image b at row s * B + b in
-        ``base`` and ``h``); the draws share the feature map [B, C, G, G] instead of copies."""
-        batch, channels = maps.shape[:2]
-        read = self.recall(h).view(-1, batch, channels)
-        return base + torch.einsum("bcg,sbc->sbg", maps.flatten(2), read).reshape(base.shape)
-
-
-class Recurrence(nn.Module):
-    """The VRNN state update h_t = LSTM([crop features, z features, proxy features], h_{t-1})."""
-
-    def __init__(self, inputs: int, hidden: int, layers: int) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(inputs, hidden, num_layers=layers, batch_first=True)
-        self.layers = layers
-        self.hidden = hidden
-
-    def initial(self, batch: int, like: Tensor) -> tuple[Tensor, Tensor]:
-        """Zero (h, c) state on ``like``'s device and dtype."""
-        zeros = like.new_zeros(self.layers, batch, self.hidden)
-        return zeros, zeros.clone()
-
-    def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor]
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        # One step at a time: the fused cell is about 4x faster than nn.LSTM on a length-1
-        # sequence on CPU, with the same weights (nn.LSTM holds them, so checkpoints are as before).
-        hs, cs = [], []
-        for layer, (h, c) in enumerate(zip(*state, strict=True)):
-            x, c = torch.lstm_cell(x, (h, c), *self.lstm.all_weights[layer])
-            hs.append(x)
-            cs.append(c)
-        return x, (torch.stack(hs), torch.stack(cs))
-
-
 def evidence_linear(inputs: int, outputs: int) -> nn.Linear:
     """A linear layer with small initial weights: evidence begins nearly neutral instead of
     summing large random logits over glimpses, yet still passes gradient to the features."""
@@ -286,18 +220,24 @@ class DigitPairHead(nn.Module):
 
     ``mixture`` instead reads each crop as showing one of the digits the label holds: with p_t
     the softmax of crop t's evidence, log p(crop_t | a, b) = log((p_t(a) + p_t(b)) / 2) for a
-    pair, log(3/5 p_t(y) + 2/45 (1 - p_t(y))) for majority. The logits are these summed over
-    the crops, plus the log prior of the pair (two digits drawn independently and uniformly):
-    a crop that shows a makes (a, b) as likely as (a, a), and only crops of b can tell them
-    apart, however confident the crops of a are.
+    pair, log(r p_t(y) + (1 - r) / 9 (1 - p_t(y))) for majority, where r is the canvases'
+    ``target_share`` of digits of the label's class (3/5 on Megapixel MNIST). The logits are
+    these summed over the crops, plus the log prior of the pair (two digits drawn independently
+    and uniformly): a crop that shows a makes (a, b) as likely as (a, a), and only crops of b
+    can tell them apart, however confident the crops of a are.
     """
 
-    def __init__(self, hidden: int, task: str, mixture: bool = False) -> None:
+    def __init__(
+        self, hidden: int, task: str, mixture: bool = False, target_share: float | None = None
+    ) -> None:
         super().__init__()
         if task not in EVIDENCE_TASKS:
             raise ValueError(f"the digit-pair head needs a digit task, got {task!r}")
+        if mixture and task == "majority" and target_share is None:
+            raise ValueError("the mixture reading of majority needs the canvases' target_share")
         self.task = task
         self.mixture = mixture
+        self.target_share = target_share
         self.evidence = evidence_linear(hidden, 10)
         pairs = [(a, b) for a in range(10) for b in range(a, 10)]
         self.register_buffer("first", torch.tensor([a for a, _ in pairs]), persistent=False)
@@ -322,7 +262,8 @@ class DigitPairHead(nn.Module):
             return evidence
         if self.task == "majority":
             p = evidence.softmax(-1)
-            return (TARGET_SHARE * p + (1 - TARGET_SHARE) / 9 * (1 - p)).log()
+            share = self.target_share
+            return (share * p + (1 - share) / 9 * (1 - p)).log()
         log_p = evidence.log_softmax(-1)
         return torch.logaddexp(log_p[:, self.first], log_p[:, self.second]) - math.log(2.0)
 

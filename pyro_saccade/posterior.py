@@ -21,7 +21,7 @@ convergence diagnostics such as R-hat do not apply.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +30,14 @@ import torch
 from pyro.infer import Predictive
 from torch import Tensor
 
-from .batches import prepare
 from .data import Photo, as_batch
 from .familiar import warn_unfamiliar
-from .glimpse import cell_box, glimpse_boxes, pixel_boxes
 from .labels import label_name, predicted
 from .model import SaccadeConfig, SaccadeModel
 from .prediction import check_finite, check_images
+from .training.batches import prepare
+from .where import Cells
+from .where import boxes as glimpse_boxes
 
 COORDS = ("scale", "x", "y")
 CORNERS = ("x0", "y0", "x1", "y1")
@@ -70,23 +71,16 @@ class GlimpsePosterior:
 
     def boxes(self, draws: Draws) -> Tensor:
         """Pixel boxes (x0, y0, x1, y1) of the draws' glimpses, [S, N, T, 4]."""
-        cfg = self.config
-        if draws.centres is not None:
-            grid = (cfg.cells, cfg.cells)
-            return torch.stack(
-                [
-                    pixel_boxes(
-                        cell_box(
-                            draws.z[:, n], draws.centres[:, n], grid, h, w, cfg.box_min, cfg.box_max
-                        ),
-                        h,
-                        w,
-                    )
-                    for n, (h, w) in enumerate(self.sizes)
-                ],
-                1,
-            )
-        return _per_image(draws.z, self.sizes, glimpse_boxes, cfg.scale_min, cfg.scale_max)
+        centres = draws.centres
+        return torch.stack(
+            [
+                glimpse_boxes(
+                    self.config, draws.z[:, n], h, w, None if centres is None else centres[:, n]
+                )
+                for n, (h, w) in enumerate(self.sizes)
+            ],
+            1,
+        )
 
     def crops(self, draws: Draws) -> Tensor:
         """(scale, x, y) of the draws' glimpses in image-size-free units, [S, N, T, 3]:
@@ -171,11 +165,6 @@ def _numpy(draws: Tensor) -> np.ndarray:
     return draws.detach().cpu()[None].numpy()
 
 
-def _per_image(z: Tensor, sizes: list[tuple[int, int]], fn: Callable, *args: float) -> Tensor:
-    """Apply ``fn(z, height, width, *args)`` to each image's draws z [S, N, T, 3]."""
-    return torch.stack([fn(z[:, n], h, w, *args) for n, (h, w) in enumerate(sizes)], 1)
-
-
 # -- sampling ---------------------------------------------------------------------------------
 
 
@@ -186,7 +175,8 @@ def draw(
     ``posterior=False``, the prior (then the glimpses follow p(z_t | h_{t-1}))."""
     cfg = model.config
     latents = [f"z_{t}" for t in range(cfg.glimpses)]
-    centres = [f"centre_{t}" for t in range(cfg.glimpses)] if cfg.where == "cells" else []
+    cells = isinstance(model.where, Cells)
+    centres = [f"centre_{t}" for t in range(cfg.glimpses)] if cells else []
     label = "y" if cfg.likelihood == "aggregate" else f"y_{cfg.glimpses - 1}"
     predictive = Predictive(
         model.model,

@@ -16,6 +16,7 @@ import pyro
 import torch
 from torch import Tensor, nn
 
+from . import where
 from .checkpoint import load
 from .data import proxies_of as image_proxies
 from .familiar import warn_unfamiliar
@@ -154,4 +155,4 @@ def boxes(
     """Pixel boxes (x0, y0, x1, y1) of glimpses z [..., T, 3] on an image of the given size;
     a model with ``where="cells"`` also needs the ``centres`` [..., T, 2] they aimed at
     (``Prediction.centres``)."""
-    return model.boxes(z, height, width, centres)
+    return where.boxes(model.config, z, height, width, centres)

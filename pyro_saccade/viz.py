@@ -18,11 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from .batches import prepare
 from .data import Photo, as_batch
 from .labels import predicted
 from .model import SaccadeModel
 from .prediction import boxes, infer, shown
+from .training.batches import prepare
 
 DISPLAY_SIDE = 800  # larger images are shown downsampled to this longer side
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")
@@ -170,7 +170,9 @@ def glimpse_figure(
     centres = None if prediction.centres is None else prediction.centres[0, 0]  # [T, 2]
     crops = torch.cat(
         [
-            model.crop(batch, z[t : t + 1], None if centres is None else centres[t : t + 1])
+            model.where.glimpse(
+                batch, z[t : t + 1], None if centres is None else centres[t : t + 1]
+            )[0]
             for t in range(c.glimpses)
         ]
     )

@@ -10,9 +10,10 @@ from click.testing import CliRunner
 
 from pyro_saccade import load
 from pyro_saccade.baselines import FullImageResNet18, TiledResNet18, tile_grid
+from pyro_saccade.checkpoint import save_checkpoint
 from pyro_saccade.cli import main
 from pyro_saccade.prediction import predict
-from pyro_saccade.training import evaluate, save_checkpoint
+from pyro_saccade.training import evaluate
 
 
 def test_tiles_cover_a_2528_canvas_with_144() -> None:

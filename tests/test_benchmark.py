@@ -1,14 +1,15 @@
-"""saccade benchmark: tiny end-to-end runs on dense and lazy canvases, and the rules that skip
-unaffordable cells."""
+"""saccade benchmark: tiny end-to-end runs on dense and lazy canvases, the rules that skip
+unaffordable cells, and the error of an installation without the benchmark's code."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from pyro_saccade.benchmark import skip_reason
-from pyro_saccade.cli import main
+from pyro_saccade.cli import benchmark, main
 
 
 def test_tiny_benchmark_writes_the_report(tmp_path: object) -> None:
@@ -71,6 +72,7 @@ def test_lazy_benchmark_times_inference_on_canvases_never_drawn(tmp_path: object
 
 
 def test_cells_beyond_the_budget_or_memory_are_skipped_with_a_reason() -> None:
+    skip_reason = benchmark.benchmark_code().skip_reason
     measured = {
         "subject": "resnet18",
         "phase": "infer",
@@ -93,3 +95,13 @@ def test_cells_beyond_the_budget_or_memory_are_skipped_with_a_reason() -> None:
     assert "input" in skip_reason("saccade", "infer", (20000, 20000), 1, [], 1.0, 500.0)
     # A lazy canvas holds only its patches, whatever its size.
     assert skip_reason("saccade", "infer", (20000, 20000), 1, [], 1.0, 500.0, lazy=True) is None
+
+
+def test_without_a_source_checkout_the_command_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(benchmark, "BENCHMARKS", tmp_path / "benchmarks")
+    result = CliRunner().invoke(main, ["benchmark", "--quiet", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit
+    (line,) = result.output.splitlines()
+    assert line.startswith("Error: the benchmark's code is not installed: it is in benchmarks/")

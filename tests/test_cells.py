@@ -20,7 +20,8 @@ CLASSES = [str(k) for k in range(10)]
 
 def cells_model(**changes: object) -> SaccadeModel:
     torch.manual_seed(0)
-    config = dict(TINY, proxy=64, where="cells", box_min=16, box_max=48, evidence="crops")
+    where = dict(kind="cells", box_min=16, box_max=48)
+    config = dict(TINY, proxy=64, where=where, evidence="crops")
     return SaccadeModel(SaccadeConfig(classes=CLASSES, task="majority", **{**config, **changes}))
 
 
@@ -174,17 +175,17 @@ def test_train_set_options_build_the_model_and_resume_only_as_configured(tmp_pat
     command = [
         "train", "--task", "majority", "--canvas", "200", "--noise", "3", "--glimpses", "2",
         "--crop", "16", "--proxy", "32", "--epochs", "1", "--train-size", "4", "--test-size", "2",
-        "--batch-size", "2", "--quiet", "--set", "where=cells", "--set", "learn_where=false",
+        "--batch-size", "2", "--quiet", "--set", "where=cells", "--set", "where.learn=false",
         *tiny, "--out", str(out),
     ]  # fmt: skip
     runner = CliRunner()
     assert runner.invoke(main, command).exit_code == 0
     model = load(out)
-    assert model.config.where == "cells" and not model.config.learn_where
-    assert not any(p.requires_grad for p in model.attention_net.parameters())
+    assert model.config.where.kind == "cells" and not model.config.where.learn
+    assert not any(p.requires_grad for p in model.where.attention.parameters())
     again = runner.invoke(main, [*command, "--resume"])
     assert again.exit_code == 0, again.output
     other = runner.invoke(
-        main, [*command[:-2], "--set", "learn_where=true", "--out", str(out), "--resume"]
+        main, [*command[:-2], "--set", "where.learn=true", "--out", str(out), "--resume"]
     )
-    assert other.exit_code == 2 and "learn_where=False" in other.output
+    assert other.exit_code == 2 and "where.learn=False" in other.output

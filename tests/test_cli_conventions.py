@@ -15,10 +15,11 @@ from PIL import Image
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel, load
+from pyro_saccade.checkpoint import pretrained_names, save_checkpoint
 from pyro_saccade.cli import PRETRAINED_NAMES, _unique_stems, main
 from pyro_saccade.data import class_names
 from pyro_saccade.prediction import labels, predict
-from pyro_saccade.training import TrainConfig, pretrained_names, save_checkpoint
+from pyro_saccade.training import TrainConfig
 
 
 def commands(group: click.Group = main, prefix: tuple[str, ...] = ()) -> dict:
@@ -114,7 +115,7 @@ def test_demo_refuses_to_overwrite_its_output(
     assert result.exit_code == 2 and "--force" in result.output
     assert (tmp_path / "demo/keep.txt").read_text() == "mine"
     (tmp_path / "demo/checkpoint.pt").write_text("an old run")
-    monkeypatch.setattr("pyro_saccade.demo.pretrained_names", lambda: [])
+    monkeypatch.setattr("pyro_saccade.cli.demo_run.pretrained_names", lambda: [])
     forced = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "--force"])
     assert forced.exit_code == 0, forced.output
     assert not (tmp_path / "demo/checkpoint.pt").exists()  # the demo's run files go
@@ -163,9 +164,9 @@ def test_inputs_unlike_the_training_canvases_warn(tmp_path: Path, checkpoint: Pa
 
 
 def test_demo_shows_a_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pyro_saccade.demo
+    from pyro_saccade.cli import demo_run
 
-    monkeypatch.setattr(pyro_saccade.demo, "pretrained_names", lambda: ["identify-100"])
+    monkeypatch.setattr(demo_run, "pretrained_names", lambda: ["identify-100"])
     result = CliRunner().invoke(main, ["demo", "--n", "4", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.startswith("identify-100 "))

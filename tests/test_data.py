@@ -19,7 +19,6 @@ from pyro_saccade.data import (
     MEGAPIXEL_TASKS,
     TASKS,
     ImageError,
-    Proxy,
     TwoDigitCluttered,
     class_names,
     label_name,
@@ -271,8 +270,9 @@ def test_augment_warps_the_digits_and_keeps_the_layout() -> None:
 
 def test_only_training_canvases_are_augmented(tmp_path: Path) -> None:
     config = TrainConfig(augment=True)
-    assert canvases(config, "train", 4).augment and not canvases(config, "test", 4).augment
-    assert not canvases(TrainConfig(), "train", 4).augment
+    assert canvases(config, "identify", "train", 4).augment
+    assert not canvases(config, "identify", "test", 4).augment
+    assert not canvases(TrainConfig(), "identify", "train", 4).augment
     result = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--augment", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "config.json").read_text())["train"]["augment"] is True
@@ -303,7 +303,8 @@ def test_overlap_draws_the_second_digit_over_the_first() -> None:
 
 def test_only_training_canvases_are_overlapped(tmp_path: Path) -> None:
     config = TrainConfig(overlap=0.3)
-    assert canvases(config, "train", 4).overlap == 0.3 and canvases(config, "test", 4).overlap == 0
+    assert canvases(config, "identify", "train", 4).overlap == 0.3
+    assert canvases(config, "identify", "test", 4).overlap == 0
     result = CliRunner().invoke(
         main, ["train", *TINY_TRAIN, "--overlap", "0.3", "--out", str(tmp_path)]
     )
@@ -336,13 +337,6 @@ def test_proxy_noise_and_dtype_device() -> None:
     assert make_proxy(torch.rand(1, 50, 50, dtype=torch.bfloat16), 10).dtype == torch.bfloat16
     with pytest.raises(TypeError):
         make_proxy(torch.zeros(1, 50, 50, dtype=torch.uint8))
-
-
-def test_proxy_transform_matches_the_function() -> None:
-    images = torch.rand(1, 90, 90)
-    transform = Proxy(size=30)
-    assert torch.equal(transform(images), make_proxy(images, 30))
-    assert "size=30" in repr(transform)
 
 
 # --- Image files ---------------------------------------------------------------------------------

@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from click.testing import CliRunner
+from inject import after_step, signal_self
 
-from pyro_saccade import training
 from pyro_saccade.checkpoint import load, read_checkpoint
+from pyro_saccade.cli import main
 from pyro_saccade.data import TwoDigitCluttered
 from pyro_saccade.prediction import predict
 from pyro_saccade.training import epoch_subset
+from pyro_saccade.training.distributed import restarts_share_a_store
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
@@ -31,7 +34,7 @@ def torchrun_command(*args: str) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}")
     # A store of the workers' own in every attempt: torchrun's shared one keeps the previous
-    # attempt's keys, which can make a restart fail or hang (training.process_group warns).
+    # attempt's keys, which can make a restart fail or hang (distributed.process_group warns).
     env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     if sys.platform == "linux":
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback, whatever the hostname resolves to
@@ -67,16 +70,26 @@ def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cwd / "run"
 
 
-def test_processes_take_disjoint_shards_that_make_the_global_batches(monkeypatch) -> None:
-    dataset = TwoDigitCluttered("identify", 40, n=30, distractors=0)
-    shards = []
-    for rank in range(2):
-        monkeypatch.setattr(training, "world", lambda rank=rank: (rank, 2))
-        shards.append(list(epoch_subset(dataset, epoch=1, size=15).indices))
-    assert shards == [[15, 17, 19, 21, 23, 25, 27], [16, 18, 20, 22, 24, 26, 28]]
+def shares(processes: int, size: int, start: int = 0) -> list[list[int]]:
+    """The canvases of epoch 1 (of ``size``) that each process takes, skipping ``start`` of its
+    own."""
+    dataset = TwoDigitCluttered("identify", 40, n=2 * size, distractors=0)
+    return [
+        list(epoch_subset(dataset, 1, size, start, rank, processes).indices)
+        for rank in range(processes)
+    ]
+
+
+def test_processes_take_disjoint_shards_that_make_the_global_batches() -> None:
+    assert shares(2, 15) == [[15, 17, 19, 21, 23, 25, 27], [16, 18, 20, 22, 24, 26, 28]]
     # After k steps of b per process, a resumed process starts at the global position 2 * k * b.
-    resumed = list(epoch_subset(dataset, epoch=1, size=15, start=2).indices)
-    assert resumed == [20, 22, 24, 26, 28]
+    assert shares(2, 15, start=2) == [[19, 21, 23, 25, 27], [20, 22, 24, 26, 28]]
+
+
+def test_a_run_resumed_on_another_number_of_processes_continues_with_the_same_canvases() -> None:
+    # 2 steps of a global batch of 4: 2 canvases per step each for two processes, 4 for one.
+    one, two = shares(1, 16, start=2 * 4), shares(2, 16, start=2 * 2)
+    assert one == [list(range(24, 32))] and sorted(two[0] + two[1]) == one[0]
 
 
 def test_torchrun_trains_one_model_on_two_processes(two_processes: Path) -> None:
@@ -85,16 +98,35 @@ def test_torchrun_trains_one_model_on_two_processes(two_processes: Path) -> None
     assert [r["epoch"] for r in records] == [1, 2]  # one writer: one line per epoch
     assert all(r["processes"] == 2 for r in records)
     payload = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert json.loads(payload["position"])["epoch"] == 2
+    assert payload["train_state"]["epoch"] == 2
     assert len(payload["rngs"]) == 2 and not torch.equal(*payload["rngs"])
     model = load(out)
     probs = predict(model, torch.rand(2, 1, 40, 40))
     assert probs.shape == (2, 55) and torch.allclose(probs.sum(-1), torch.ones(2))
 
 
+def test_a_run_interrupted_on_one_process_continues_on_two(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with after_step(3, signal_self(signal.SIGINT)):  # Ctrl-C halfway through epoch 1
+        first = CliRunner().invoke(main, [*TRAIN[2:], "--out", str(out)])
+    assert first.exit_code == 130, first.output
+    assert saved_position(out) == (0, 3) and len(read_checkpoint(out)["rngs"]) == 1
+    result = torchrun(*TRAIN, "--resume", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == f"resuming the run in {out} at epoch 1 of 2, step 4"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["processes"]) for r in records] == [(1, 2), (2, 2)]
+    # Epoch 1 went on from its 25th canvas: 24 were left for the two processes.
+    resumed = records[0]["canvases_per_second"] * records[0]["train_seconds"]
+    assert resumed == pytest.approx(24)
+    assert len(read_checkpoint(out)["rngs"]) == 2  # their own noise from now on
+    assert predict(load(out), torch.rand(1, 1, 40, 40)).isfinite().all()
+
+
 REPLICAS = """
 import torch
-from pyro_saccade.training import TrainConfig, process_group, sync_replicas, train, world
+from pyro_saccade.training import TrainConfig, train
+from pyro_saccade.training.distributed import process_group, sync_replicas, world
 
 with process_group("cpu"):
     rank, processes = world()
@@ -141,7 +173,7 @@ def test_restarts_on_torchruns_shared_store_are_recognised(
 ) -> None:
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", shared)
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", restarts)
-    assert training.restarts_share_a_store() == hazard
+    assert restarts_share_a_store() == hazard
 
 
 def saved_position(out: Path) -> tuple[int, int] | None:
@@ -150,8 +182,8 @@ def saved_position(out: Path) -> tuple[int, int] | None:
         payload = torch.load(out / "checkpoint.pt", weights_only=True, mmap=True)
     except FileNotFoundError:
         return None
-    position = json.loads(payload["position"])
-    return position["epoch"], position["batch"]
+    state = payload["train_state"]
+    return state["epoch"], state["step"]
 
 
 def workers(agent: int) -> dict[int, int]:

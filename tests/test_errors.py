@@ -14,10 +14,12 @@ from PIL import Image
 from tiny import TINY
 
 from pyro_saccade import CheckpointError, SaccadeConfig, SaccadeModel, load, train
+from pyro_saccade.checkpoint import save_checkpoint
 from pyro_saccade.cli import main
+from pyro_saccade.config import FORMAT_VERSION
 from pyro_saccade.data import ImageError, class_names, load_image
 from pyro_saccade.prediction import infer
-from pyro_saccade.training import TrainConfig, save_checkpoint
+from pyro_saccade.training import TrainConfig
 
 RUN = dict(canvas=[40, 40], train_size=8, test_size=8, batch_size=8, epochs=1)
 
@@ -210,7 +212,7 @@ CASES = {
     "predict-old-format": (
         ["predict", "old-format.pt", "ok.png"],
         1,
-        "old-format.pt: checkpoint format version 0, this pyro_saccade reads 1",
+        f"old-format.pt: checkpoint format version 0, this pyro_saccade reads {FORMAT_VERSION}",
     ),
     "evaluate-other-config": (
         ["evaluate", "other-config.pt"],

@@ -43,12 +43,19 @@ def test_examples_train_evaluate_draw_and_export(monkeypatch, tmp_path: Path, ca
 
 def test_recipe_search_trains_the_variant_it_is_given(monkeypatch, tmp_path: Path, capsys) -> None:
     out = tmp_path / "variant"
-    model = ["posterior=mlp", "kl_weight=0.5", "glimpses=2", "hidden=32", "crop=16", "proxy=16"]
+    model = [
+        "likelihood=aggregate",
+        "kl_weight=0.5",
+        "glimpses=2",
+        "hidden=32",
+        "crop=16",
+        "proxy=16",
+    ]
     train = ["epochs=1", "train_size=8", "test_size=4", "batch_size=4", "canvas=[40,40]"]
     run(monkeypatch, "recipe_search.py", str(out), "--model", *model, "--train", *train)
     assert "epoch 1: held-out accuracy" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["posterior"] == "mlp" and config["model"]["kl_weight"] == 0.5
+    assert config["model"]["likelihood"] == "aggregate" and config["model"]["kl_weight"] == 0.5
     assert config["train"]["canvas"] == [40, 40]
 
 

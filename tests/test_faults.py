@@ -8,19 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyro
 import pytest
 import torch
 from click.testing import CliRunner
+from inject import Crash, PoisonGradient, after_step, broken_step, crash, nan_output, signal_self
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, TrainingDiverged, load, predict, train
-from pyro_saccade import training as training_module
+from pyro_saccade.checkpoint import read_checkpoint
 from pyro_saccade.cli import main
 from pyro_saccade.data import class_names, save_image
-from pyro_saccade.training import TrainConfig, read_checkpoint
+from pyro_saccade.training import TrainConfig
 
 # Two steps of 8 canvases per epoch; noise on the proxy so that the RNG state matters too.
 RUN = dict(canvas=[40, 40], train_size=16, test_size=8, batch_size=8, epochs=2, proxy_noise=0.1)
@@ -35,6 +37,12 @@ def metrics(out: Path) -> list[dict]:
     """metrics.jsonl without the wall-clock fields."""
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
+
+
+def saved_at(out: Path) -> tuple[int, int]:
+    """(epochs done, steps into the next) of the run's checkpoint."""
+    state = read_checkpoint(out)["train_state"]
+    return state["epoch"], state["step"]
 
 
 def assert_same_run(out: Path, reference: Path) -> None:
@@ -52,87 +60,41 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-class Crash(Exception):
-    """Stands for a kill: nothing after it runs."""
-
-
-def interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
-    """Send this process SIGINT, as Ctrl-C does, during the ``call``-th batch (counting the
-    evaluation batches: one after each epoch)."""
-    calls = {"n": 0}
-    correct = training_module.correct
-
-    def counting(*args: object) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] == call:
-            os.kill(os.getpid(), signal.SIGINT)
-        return correct(*args)
-
-    monkeypatch.setattr(training_module, "correct", counting)
-
-
 @pytest.mark.parametrize(
-    ("call", "batch"),
-    [(1, (0, 1)), (2, (0, 2)), (4, (1, 1))],
-    ids=["mid-epoch-1", "end-of-epoch-1", "mid-epoch-2"],
+    ("sig", "step", "saved"),
+    [
+        (signal.SIGINT, 1, (0, 1)),
+        (signal.SIGINT, 2, (0, 2)),
+        (signal.SIGINT, 3, (1, 1)),
+        (signal.SIGTERM, 3, (1, 1)),
+    ],
+    ids=["ctrl-c-mid-epoch-1", "ctrl-c-end-of-epoch-1", "ctrl-c-mid-epoch-2", "sigterm"],
 )
-def test_ctrl_c_saves_a_checkpoint_and_resume_equals_the_uninterrupted_run(
-    reference: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    call: int,
-    batch: tuple[int, int],
+def test_a_signal_saves_a_checkpoint_and_resume_equals_the_uninterrupted_run(
+    reference: Path, tmp_path: Path, sig: int, step: int, saved: tuple[int, int]
 ) -> None:
-    interrupt_at(monkeypatch, call)
-    with pytest.raises(KeyboardInterrupt, match="checkpoint saved"):
+    pyro.clear_param_store()
+    with after_step(step, signal_self(sig)), pytest.raises(KeyboardInterrupt, match="saved"):
         train(config(), TrainConfig(**RUN), out=tmp_path, progress=False)
-    position = json.loads(read_checkpoint(tmp_path)["position"])
-    assert (position["epoch"], position["batch"]) == batch
-    monkeypatch.undo()
+    assert saved_at(tmp_path) == saved
     pyro.clear_param_store()
     train(out=tmp_path, resume=True, progress=False)
     assert_same_run(tmp_path, reference)
 
 
-def test_resume_after_a_kill_at_the_end_of_an_epoch(
-    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("every", "saved"), [(0, (1, 0)), (1, (1, 1))])
+def test_the_same_call_starts_a_run_and_resumes_it_after_a_crash(
+    reference: Path, tmp_path: Path, every: int, saved: tuple[int, int]
 ) -> None:
-    save = training_module.save_checkpoint
-
-    def save_then_die(*args: object, **kwargs: object) -> None:
-        save(*args, **kwargs)
-        raise Crash
-
-    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
-    with pytest.raises(Crash):
-        train(config(), TrainConfig(**RUN), out=tmp_path, progress=False)
-    monkeypatch.undo()
-    assert json.loads(read_checkpoint(tmp_path)["position"])["epoch"] == 1
+    run = TrainConfig(**RUN, checkpoint_every=every)
     pyro.clear_param_store()
-    train(out=tmp_path, resume=True, progress=False)
-    assert_same_run(tmp_path, reference)
-
-
-def test_the_same_call_starts_a_run_and_resumes_it_from_a_checkpoint_every_k_steps(
-    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    positions = []
-    save = training_module.save_checkpoint
-
-    def save_then_die(*args: object) -> None:
-        save(*args)
-        positions.append(json.loads(args[3]["position"]))
-        if len(positions) == 3:
-            raise Crash
-
-    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
-    run = TrainConfig(**RUN, checkpoint_every=1)
-    pyro.clear_param_store()
-    with pytest.raises(Crash):
-        train(config(), run, out=tmp_path, resume=True, progress=False)  # nothing to resume yet
-    # After every step, but the last of an epoch, whose checkpoint follows its evaluation.
-    assert [(p["epoch"], p["batch"]) for p in positions] == [(0, 1), (1, 0), (1, 1)]
-    monkeypatch.undo()
+    with after_step(4, crash), pytest.raises(Crash):  # nothing to resume yet: the run starts
+        train(config(), run, out=tmp_path, resume=True, progress=False)
+    # The last step of an epoch leaves its checkpoint to the epoch's end, after evaluation.
+    assert saved_at(tmp_path) == saved
+    # A kill between an epoch's metrics line and its checkpoint, or in the middle of the line.
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "loss": 4.0}\n{"epoch": 3, "lo')
     pyro.clear_param_store()
     train(config(), run, out=tmp_path, resume=True, progress=False)
     assert_same_run(tmp_path, reference)
@@ -143,24 +105,13 @@ CLI_RUN += ["--epochs", "2", "--train-size", "16", "--test-size", "8", "--batch-
 CLI_RUN += ["--checkpoint-every", "1", "--quiet", "--resume"]
 
 
-def test_one_train_command_starts_continues_and_completes_a_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_train_command_starts_continues_and_completes_a_run(tmp_path: Path) -> None:
     out = tmp_path / "run"
     command = [*CLI_RUN, "--out", str(out)]
-    save = training_module.save_checkpoint
-
-    def save_then_die(*args: object) -> None:
-        save(*args)
-        position = json.loads(args[3]["position"])
-        if (position["epoch"], position["batch"]) == (1, 1):  # one step into epoch 2
-            raise Crash
-
-    monkeypatch.setattr(training_module, "save_checkpoint", save_then_die)
-    first = CliRunner().invoke(main, command)
+    with after_step(4, crash):  # in epoch 2, one step after its last checkpoint
+        first = CliRunner().invoke(main, command)
     assert isinstance(first.exception, Crash), first.output
     assert first.output.splitlines() == [f"starting the run in {out}: no checkpoint to resume yet"]
-    monkeypatch.undo()
     second = CliRunner().invoke(main, command)
     assert second.exit_code == 0, second.output
     assert second.output.splitlines() == [
@@ -173,7 +124,7 @@ def test_one_train_command_starts_continues_and_completes_a_run(
     finished = f"the run in {out} has finished its 2 epochs: nothing left to train"
     assert third.output.splitlines()[0] == finished
     assert [record["epoch"] for record in metrics(out)] == [1, 2]
-    assert json.loads(read_checkpoint(out)["position"])["epoch"] == 2
+    assert saved_at(out) == (2, 0)
 
 
 def test_same_seed_same_results(reference: Path, tmp_path: Path) -> None:
@@ -194,72 +145,33 @@ def test_same_seed_same_results(reference: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "config.json").read_text())["versions"] == versions
 
 
-class PoisonGradient(torch.autograd.Function):
-    """The identity, with a NaN gradient: a finite loss whose backward pass breaks."""
-
-    @staticmethod
-    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
-        return grad * float("nan")
-
-
-# Pyro warns of the NaN that the fault injects on purpose.
-@pytest.mark.filterwarnings("ignore:Encountered NaN:UserWarning")
-@pytest.mark.parametrize("fault", ["nan-image", "nan-gradient"])
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [(nan_output, "loss became nan"), (PoisonGradient.apply, "gradient norm became nan")],
+    ids=["nan-loss", "nan-gradient"],
+)
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+    tmp_path: Path, fault: Callable[[torch.Tensor], torch.Tensor], message: str
 ) -> None:
-    # The last step of epoch 2 breaks: its checkpoint must not be written with broken weights.
-    calls = {"n": 0}
-    prepare, objective = training_module.prepare, training_module.objective
-
-    def nan_images(images: torch.Tensor, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
-        calls["n"] += 1  # epoch 1: batches 1, 2 and evaluation 3; epoch 2: batches 4, 5
-        if calls["n"] == 5:
-            images = images.clone()
-            images[0, 0, 0, 0] = float("nan")
-        return prepare(images, *args)
-
-    def poisoned(model: torch.nn.Module) -> torch.nn.Module:
-        loss = objective(model)
-
-        def forward(*args: object) -> torch.Tensor:
-            calls["n"] += 1  # training steps only
-            value, probs = loss(*args)
-            return (PoisonGradient.apply(value) if calls["n"] == 4 else value), probs
-
-        return forward
-
-    if fault == "nan-image":
-        monkeypatch.setattr(training_module, "prepare", nan_images)
-    else:
-        monkeypatch.setattr(training_module, "objective", poisoned)
     pyro.clear_param_store()
-    message = "loss became nan" if fault == "nan-image" else "gradient norm became nan"
-    with pytest.raises(TrainingDiverged, match=f"{message} at epoch 2, step 2; the last good"):
+    # The last step of epoch 2 breaks: its checkpoint must not be written with broken weights.
+    with (
+        broken_step(4, fault),
+        pytest.raises(TrainingDiverged, match=f"{message} at epoch 2, step 2; the last good"),
+    ):
         train(config(), TrainConfig(**RUN), out=tmp_path, progress=False)
     payload = read_checkpoint(tmp_path)
-    assert json.loads(payload["position"])["epoch"] == 1
+    assert payload["train_state"]["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in payload["model"].values())
     assert len(metrics(tmp_path)) == 1
     load(tmp_path)
 
 
-def test_diverged_training_is_one_line_through_the_cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    prepare = training_module.prepare
-
-    def nan_images(images: torch.Tensor, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
-        return prepare(images * float("nan"), *args)
-
-    monkeypatch.setattr(training_module, "prepare", nan_images)
+def test_diverged_training_is_one_line_through_the_cli(tmp_path: Path) -> None:
     args = ["train", "--canvas", "40", "--crop", "16", "--proxy", "16", "--glimpses", "1"]
     args += ["--epochs", "1", "--train-size", "8", "--test-size", "8", "--quiet"]
-    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "run")])
+    with broken_step(1, nan_output):
+        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         "Error: training diverged: loss became nan at epoch 1, step 1; no checkpoint had been "
@@ -298,7 +210,7 @@ def test_sigkill_while_writing_checkpoints_leaves_the_last_one_loadable(tmp_path
     finally:
         process.wait()
     assert process.returncode == -signal.SIGKILL
-    done = json.loads(read_checkpoint(out)["position"])["epoch"]
+    done = saved_at(out)[0]
     # Each epoch writes its metrics line, then its checkpoint: the kill may fall in between.
     assert 2 <= done < 12 and len(metrics(out)) in (done, done + 1)
     assert predict(load(out), torch.rand(1, 1, 40, 40)).isfinite().all()

@@ -23,9 +23,9 @@ from pyro_saccade.data import (
     read_idx,
 )
 from pyro_saccade.data import canvas as canvas_module
+from pyro_saccade.data.megapixel import TARGET_SHARE
 from pyro_saccade.data.mnist import BUNDLED_DIR
 from pyro_saccade.glimpse import extract_glimpse
-from pyro_saccade.networks import TARGET_SHARE
 
 
 def random_canvas(

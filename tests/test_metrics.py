@@ -135,9 +135,7 @@ def test_evaluate_glimpses_agrees_with_evaluate_whatever_else_it_draws() -> None
 def test_evaluate_glimpses_on_lazy_megapixel_canvases_with_cells() -> None:
     model = tiny_saccade(
         proxy=32,
-        where="cells",
-        box_min=24,
-        box_max=64,
+        where=dict(kind="cells", box_min=24, box_max=64),
         task="majority",
         classes=[str(k) for k in range(10)],
     )

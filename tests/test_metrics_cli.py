@@ -11,11 +11,12 @@ from test_metrics import tiny_saccade
 
 from pyro_saccade import load
 from pyro_saccade.baselines import ProxyCNN
+from pyro_saccade.checkpoint import save_checkpoint
 from pyro_saccade.cli import main
 from pyro_saccade.data import make_proxy
 from pyro_saccade.model import SaccadeConfig
 from pyro_saccade.prediction import predict
-from pyro_saccade.training import TrainConfig, save_checkpoint
+from pyro_saccade.training import TrainConfig
 
 
 def test_cli_evaluate_reports_coverage_pixels_and_baselines(tmp_path: Path) -> None:

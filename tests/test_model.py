@@ -14,7 +14,8 @@ from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel, TrainConfig, load, train
 from pyro_saccade.checkpoint import for_task
-from pyro_saccade.glimpse import aim, extract_glimpse, glimpse_boxes, unsquash
+from pyro_saccade.data.megapixel import TARGET_SHARE
+from pyro_saccade.glimpse import extract_glimpse, glimpse_boxes, unsquash, z_at
 from pyro_saccade.networks import DigitPairHead
 from pyro_saccade.prediction import infer, predict
 from pyro_saccade.training import ELBOLoss
@@ -33,12 +34,10 @@ def batch(n: int = 4, size: int = 40, classes: int = 55) -> tuple[torch.Tensor, 
     return images, proxies, labels
 
 
-@pytest.mark.parametrize(
-    "likelihood, posterior", [("aggregate", "saliency"), ("per_glimpse", "mlp")]
-)
-def test_trace_structure(likelihood: str, posterior: str) -> None:
+@pytest.mark.parametrize("likelihood, where", [("aggregate", "free"), ("per_glimpse", "cells")])
+def test_trace_structure(likelihood: str, where: str) -> None:
     pyro.set_rng_seed(0)
-    model = tiny_model(likelihood=likelihood, posterior=posterior)
+    model = tiny_model(likelihood=likelihood, where=where)
     images, proxies, labels = batch()
     guide_trace = poutine.trace(model.guide).get_trace(images, proxies, labels)
     model_trace = poutine.trace(poutine.replay(model.model, guide_trace)).get_trace(
@@ -51,13 +50,15 @@ def test_trace_structure(likelihood: str, posterior: str) -> None:
             assert not site["is_observed"]
         assert model_trace.nodes[f"c_{t}"]["is_observed"]
         assert model_trace.nodes[f"c_{t}"]["fn"].event_shape == (1, 16, 16)
+        # where_t, a cell of the proxy's 4 x 4 feature map, in both or in neither
+        for trace in (guide_trace, model_trace):
+            site = trace.nodes.get(f"where_{t}")
+            assert (site is not None) == (where == "cells")
+            if site is not None:
+                assert site["fn"].batch_shape == (4,) and site["fn"].probs.shape[-1] == 16
     labels_sites = ["y"] if likelihood == "aggregate" else ["y_0", "y_1"]
-    for name in labels_sites:
-        assert model_trace.nodes[name]["is_observed"]
-        assert torch.equal(model_trace.nodes[name]["value"], labels)
+    assert all(model_trace.nodes[name]["is_observed"] for name in labels_sites)
     assert model_trace.nodes["probs"]["value"].shape == (4, 55)
-    # The guide's latents feed the model's crops: the same tensors, not resampled.
-    assert model_trace.nodes["z_0"]["value"] is guide_trace.nodes["z_0"]["value"]
 
 
 def test_the_model_replays_the_guides_glimpses_without_cropping_again() -> None:
@@ -109,10 +110,10 @@ def test_glimpse_stays_inside_image() -> None:
     assert torch.allclose(sides, torch.tensor([120.0, 30.0]), atol=0.1)  # 0.4 / 0.1 of 300
 
 
-def test_aim_centres_the_crop_as_far_as_the_border_allows() -> None:
+def test_z_at_centres_the_crop_as_far_as_the_border_allows() -> None:
     z_scale = unsquash(torch.tensor([0.4, 0.4]), torch.zeros(2), torch.zeros(2), 0.2, 0.6)[:, 0]
     centre = torch.tensor([[0.3, -0.5], [0.95, 0.0]])  # normalised (x, y)
-    box = glimpse_boxes(aim(z_scale, centre, 0.2, 0.6), 100, 100, 0.2, 0.6)
+    box = glimpse_boxes(z_at(z_scale, centre, 0.2, 0.6), 100, 100, 0.2, 0.6)
     # 40 px crops: the first centred on (65, 25); the second would cross the right edge, so
     # it stops there (98% of the way, where atanh is still finite).
     assert torch.allclose(box[0], torch.tensor([45.0, 5.0, 85.0, 45.0]), atol=0.05)
@@ -121,7 +122,7 @@ def test_aim_centres_the_crop_as_far_as_the_border_allows() -> None:
 
 def test_saliency_posterior_moves_glimpses_towards_high_scores() -> None:
     model = tiny_model()
-    head = model.posterior_net
+    head = model.where.posterior_net
     maps = torch.zeros(1, head.cell.in_channels, 4, 4)
     maps[0, :, 0, 3] = 1.0  # one bright cell, top right
     torch.nn.init.constant_(head.cell.weight, 5.0)
@@ -161,7 +162,7 @@ def test_for_task_turns_pair_probabilities_into_sums() -> None:
 def read_crops(task: str, mixture: bool, crops: list[tuple[int, float]]) -> torch.Tensor:
     """Class probabilities of a digit-pair head after crops that each show ``digit`` with
     evidence ``logit`` (0 for the other nine digits)."""
-    head = DigitPairHead(10, task, mixture=mixture)
+    head = DigitPairHead(10, task, mixture=mixture, target_share=TARGET_SHARE)
     with torch.no_grad():
         head.evidence.weight.copy_(torch.eye(10))
         head.evidence.bias.zero_()
@@ -210,7 +211,9 @@ def test_scale_gets_a_gradient() -> None:
 def test_a_few_steps_fit_a_tiny_batch(evidence: str) -> None:
     pyro.set_rng_seed(0)
     # Crops of at most half the side: a 16-pixel crop of a wider window would alias the stripes.
-    model = tiny_model(label_weight=10.0, evidence=evidence, scale_min=0.15, scale_max=0.5)
+    # The label's term weighs ten times the others: Adam's steps depend on the ratio alone.
+    where = dict(scale_min=0.15, scale_max=0.5)
+    model = tiny_model(kl_weight=0.005, proxy_weight=0.0001, evidence=evidence, where=where)
     # Four images whose stripes (periods 2, 4, 6, 10 px) tell their class wherever a crop lands.
     columns = torch.arange(40)
     stripes = [((columns // p) % 2).float().expand(40, 40) for p in (1, 2, 3, 5)]
@@ -257,12 +260,13 @@ def test_config_rejects_nonsense() -> None:
     for bad in [
         dict(glimpses=0),
         dict(proxy=30),
-        dict(scale_min=0.6, scale_max=0.5),
+        dict(where=dict(scale_min=0.6, scale_max=0.5)),
+        dict(where="grid"),
+        dict(where=dict(kind="cells", box_min=48, box_max=32)),
+        dict(where=dict(kind="cells", scale_min=0.2)),
         dict(likelihood="product"),
-        dict(posterior="grid"),
         dict(posterior_std=0.0),
         dict(posterior_std=0.6, posterior_std_max=0.5),
-        dict(crop_pool="mean"),
     ]:
         with pytest.raises(ValueError):
             SaccadeConfig(**bad)
@@ -326,69 +330,13 @@ def test_cli_fine_tunes_an_identify_model_on_sums(tmp_path) -> None:
     assert json.loads(result.output)["task"] == "sum"
 
 
-def test_configs_saved_before_a_field_existed_load_as_they_were_trained() -> None:
-    saved = SaccadeConfig(**TINY).to_dict()
-    del saved["posterior"], saved["posterior_std"], saved["posterior_std_max"]
-    del saved["crop_pool"]
-    config = SaccadeConfig.from_dict(saved)
-    assert config.posterior == "mlp" and config.posterior_std == 1.0
-    assert config.posterior_std_max is None
-    assert config.crop_pool == "max" != SaccadeConfig().crop_pool
-
-
-@pytest.mark.parametrize(
-    ("kind", "name", "value"),
-    [
-        (SaccadeConfig, "pair_evidence", True),
-        (SaccadeConfig, "later_scale_max", 0.5),
-        (TrainConfig, "ema", 0.999),
-    ],
-)
-def test_configs_saved_with_a_removed_field_load_only_at_its_neutral_value(
-    kind: type, name: str, value: object
-) -> None:
-    saved = SaccadeConfig(**TINY).to_dict() if kind is SaccadeConfig else TrainConfig().to_dict()
-    assert kind.from_dict({**saved, name: kind.removed[name]}) == kind.from_dict(saved)
-    message = f"{name}={value}: this version of pyro_saccade no longer has the {name} option"
-    with pytest.raises(ValueError, match=message):
-        kind.from_dict({**saved, name: value})
-
-
-def test_a_checkpoint_saved_with_removed_fields_predicts_as_it_was_trained(tmp_path) -> None:
-    from pyro_saccade.checkpoint import atomic_save, read_checkpoint, save_checkpoint
-    from pyro_saccade.errors import CheckpointError
-
-    model = tiny_model().eval()
-    save_checkpoint(tmp_path / "model.pt", model, TrainConfig(canvas=[40, 40]))
-    payload = read_checkpoint(tmp_path / "model.pt")
-
-    def saved_with(name: str, config: dict, train_config: dict) -> str:
-        configs = {
-            "config": json.dumps({**json.loads(payload["config"]), **config}),
-            "train_config": json.dumps({**json.loads(payload["train_config"]), **train_config}),
-        }
-        atomic_save({**payload, **configs}, tmp_path / f"{name}.pt")
-        return str(tmp_path / f"{name}.pt")
-
-    old = saved_with("old", {"pair_evidence": False, "later_scale_max": None}, {"ema": 0.0})
-    images, proxies, _ = batch(n=3)
-    assert torch.equal(predict(load(old), images, proxies), predict(model, images, proxies))
-    for config, train_config, named in [
-        ({"pair_evidence": True}, {}, "pair_evidence=True"),
-        ({"later_scale_max": 0.5}, {}, "later_scale_max=0.5"),
-        ({}, {"ema": 0.999}, "ema=0.999"),
-    ]:
-        with pytest.raises(CheckpointError, match=f"{named}: this version of pyro_saccade"):
-            load(saved_with(named, config, train_config))
-
-
 def test_evaluate_answers_the_task_a_saved_model_was_moved_to(tmp_path) -> None:
     # A model trained on identification, moved to sums and saved, is evaluated on sums.
     from click.testing import CliRunner
 
+    from pyro_saccade.checkpoint import save_checkpoint
     from pyro_saccade.cli import main
     from pyro_saccade.data import class_names
-    from pyro_saccade.training import save_checkpoint
 
     model = for_task(tiny_model(), "sum", class_names("sum"))
     save_checkpoint(tmp_path / "sum.pt", model, TrainConfig(canvas=[40, 40]))
@@ -396,20 +344,3 @@ def test_evaluate_answers_the_task_a_saved_model_was_moved_to(tmp_path) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["task"] == "sum"
-
-
-def test_max_mean_pooling_adds_the_means_to_the_maxima() -> None:
-    from pyro_saccade.networks import CropEncoder
-
-    torch.manual_seed(0)
-    plain, counting = CropEncoder(1, 4, 8), CropEncoder(1, 4, 8, mean=True)
-    counting.load_state_dict(plain.state_dict())  # the same convolutions, pooled differently
-    crops = torch.rand(3, 1, 32, 32)
-    features = counting(crops)
-    assert features.shape == (3, 16) and torch.allclose(features[:, :8], plain(crops))
-    maps = counting.body(crops)
-    assert torch.allclose(features[:, 8:], maps.mean(dim=(-2, -1)))
-    # a model built with it feeds the recurrence twice the features, and still predicts
-    model = tiny_model(crop_pool="max_mean")
-    assert model.crop_encoder(torch.rand(2, 1, 16, 16)).shape == (2, 2 * TINY["crop_features"])
-    assert predict(model, batch(n=2)[0]).shape == (2, 55)

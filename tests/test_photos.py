@@ -17,6 +17,7 @@ from tiny import TINY
 from torch.utils.data import DataLoader
 
 from pyro_saccade import viz
+from pyro_saccade.checkpoint import save_checkpoint
 from pyro_saccade.cli import main
 from pyro_saccade.data import (
     ImageError,
@@ -34,7 +35,7 @@ from pyro_saccade.glimpse import extract_glimpse
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
 from pyro_saccade.posterior import read_posterior
 from pyro_saccade.prediction import boxes, infer, predict
-from pyro_saccade.training import ELBOLoss, TrainConfig, save_checkpoint
+from pyro_saccade.training import ELBOLoss, TrainConfig
 
 SIZES = [(640, 480), (480, 640), (1000, 304)]  # width, height: landscape, portrait, panorama
 LOSSLESS = ["png", "strips.tif", "deflate.tif", "tiles.tif", "tiles-deflate.tif"]
@@ -227,7 +228,7 @@ def test_glimpses_match_extract_glimpse_values_and_gradients(photos: dict) -> No
 
 def test_a_cells_model_reads_photos_of_different_sizes_each_at_its_own_size(photos: dict) -> None:
     torch.manual_seed(0)
-    cells = dict(TINY, proxy=32, where="cells", box_min=16, box_max=48)
+    cells = dict(TINY, proxy=32, where=dict(kind="cells", box_min=16, box_max=48))
     config = SaccadeConfig(classes=["a", "b"], task="photo", channels=3, **cells)
     model = SaccadeModel(config)
     paths = [photos[size]["png"] for size in SIZES]
@@ -352,7 +353,9 @@ def test_model_trains_on_a_batch_of_mixed_photo_sizes(tmp_path: Path) -> None:
     loss.backward()
     assert torch.isfinite(loss)
     assert model.crop_encoder.body[0][0].weight.grad.abs().sum() > 0  # gradients reach the crops
-    assert model.posterior_net.cell.weight.grad.abs().sum() > 0  # ... and the glimpse locations
+    assert (
+        model.where.posterior_net.cell.weight.grad.abs().sum() > 0
+    )  # ... and the glimpse locations
 
 
 def test_cli_trains_on_a_folder_and_predicts_evaluates_photos(

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pyro_saccade.batches import collate
 from pyro_saccade.checkpoint import load, pretrained_names, read_checkpoint, trained_config
 from pyro_saccade.prediction import infer
 from pyro_saccade.training import canvases
+from pyro_saccade.training.batches import collate
 
 # Posterior-mean probabilities and glimpses of each shipped model on the first two held-out
 # canvases of its own task, as the release computed them.
@@ -26,7 +26,7 @@ def test_every_shipped_model_has_a_reference() -> None:
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_shipped_model_predicts_as_released(name: str) -> None:
     model = load(name)
-    data = canvases(trained_config(read_checkpoint(name)), "test", 2)
+    data = canvases(trained_config(read_checkpoint(name)), model.config.task, "test", 2)
     images, _ = next(iter(DataLoader(data, batch_size=2, collate_fn=collate(data))))
     prediction = infer(model, images, samples=0)  # the posterior mean: no draws
     expected = REFERENCE[name]

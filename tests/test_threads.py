@@ -12,9 +12,10 @@ from click.testing import CliRunner
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel
+from pyro_saccade.checkpoint import save_checkpoint
 from pyro_saccade.cli import main
 from pyro_saccade.data import class_names, save_image
-from pyro_saccade.training import TrainConfig, save_checkpoint
+from pyro_saccade.training import TrainConfig
 
 COMMANDS = ["predict", "evaluate", "visualize", "posterior", "demo"]
 

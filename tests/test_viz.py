@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from matplotlib.patches import Rectangle
 from PIL import Image
 
+from pyro_saccade.checkpoint import save_checkpoint
 from pyro_saccade.cli import main
 from pyro_saccade.data import class_names, save_image
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
 from pyro_saccade.prediction import boxes, infer, predict
-from pyro_saccade.training import save_checkpoint
 from pyro_saccade.viz import for_display, glimpse_figure
 
 TINY = {**tiny.TINY, "glimpses": 3}

@@ -1,10 +1,12 @@
 """The ``saccade`` command line: the ``main`` group and how it reports errors.
 
 A module a command (or a family of them): ``train``, ``evaluate``, ``predict`` (with
-``posterior`` and ``visualize``), ``demo``, ``data``, ``benchmark``; ``params`` holds what they
-share. torch and pyro are imported inside command bodies so that ``saccade --help`` answers
-instantly; a command's own --help reads the defaults it shows from the library
-(``params.library_option``), which may import torch.
+``posterior`` and ``visualize``), ``demo`` (what it runs: ``demo_run``), ``data``,
+``benchmark`` (which runs the checkout's ``benchmarks/saccade_benchmark``); ``params`` holds
+what they share. torch and pyro are imported inside command bodies so that ``saccade --help``
+answers instantly. Options show the library's defaults (``params.library_option``): those of
+SaccadeConfig and TrainConfig, whose modules import no torch, and those of API functions, read
+when a command's --help or arguments need them, which imports torch.
 """
 
 from __future__ import annotations

@@ -1,19 +1,40 @@
-"""``saccade benchmark``: latency and memory of the saccade model against the baselines."""
+"""``saccade benchmark``: latency and memory of the saccade model against the baselines.
+
+The benchmark's code is not library code: it is the package ``saccade_benchmark`` in the
+``benchmarks/`` directory of the source checkout, which this command imports when it runs. The
+command holds the defaults of its settings, so that --help needs neither that code nor torch.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import click
 
-from .params import DEVICE, check_device, library_option, writable
+from .params import DEVICE, check_device, writable
 
-BENCHMARK = "benchmark:run_benchmark"
+# The checkout's benchmarks/, beside the pyro_saccade package (an editable install).
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+PACKAGE = "saccade_benchmark"
 
 
-def _comma_list(numbers: tuple[int, ...]) -> str:
-    """Numbers as _int_list reads them: "100,512,1024"."""
-    return ",".join(map(str, numbers))
+def benchmark_code() -> ModuleType:
+    """The benchmark's package, imported from the checkout's benchmarks/ directory, or a
+    one-line error when this installation has no source checkout."""
+    if not (BENCHMARKS / PACKAGE / "__init__.py").is_file():
+        raise click.ClickException(
+            f"the benchmark's code is not installed: it is in benchmarks/{PACKAGE} of a source "
+            "checkout of pyro_saccade (pip install -e CHECKOUT), and this installation has no "
+            f"{BENCHMARKS / PACKAGE}"
+        )
+    # On sys.path, the measuring processes also find it: multiprocessing starts each with its
+    # parent's sys.path and imports the benchmark's functions by module name.
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(PACKAGE)
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -28,39 +49,40 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 
 
 @click.command("benchmark")
-@library_option(
-    BENCHMARK,
+@click.option(
     "--sizes",
-    type=str,
-    form=_comma_list,
+    default="100,512,1024,2528,4096",
+    show_default=True,
     callback=_int_list,
     help="Square canvas sides, comma-separated.",
 )
-@library_option(
-    BENCHMARK,
+@click.option(
     "--batch-sizes",
-    type=str,
-    form=_comma_list,
+    default="1,16",
+    show_default=True,
     callback=_int_list,
     help="Comma-separated.",
 )
-@library_option(
-    BENCHMARK,
+@click.option(
     "--repeats",
     type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
     help="Timed runs after the warm-up (median reported).",
 )
-@library_option(
-    BENCHMARK,
+@click.option(
     "--budget",
     type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
     help="Wall-clock seconds per measurement: fewer repeats beyond it; cells whose warm-up and "
     "one run are estimated to overrun it are skipped.",
 )
-@library_option(
-    BENCHMARK,
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
     help="torch threads per measurement (one keeps numbers stable on a shared machine).",
 )
 @click.option(
@@ -112,18 +134,12 @@ def benchmark_command(
     Every measurement runs in a fresh process; the cost of building the proxy is reported apart
     from inference given the proxy, and inference is also measured cold (first call in a fresh
     process). Prints the tables and writes JSON, Markdown and a log-log plot. Measurements
-    estimated to overrun --budget or --memory-limit are skipped, with reasons.
+    estimated to overrun --budget or --memory-limit are skipped, with reasons. The benchmark's
+    code is in benchmarks/ of the source checkout, which an installation from it needs.
     """
-    from ..benchmark import default_checkpoint, run_benchmark, saccade_model
-    from ..benchmark_report import write
-    from ..checkpoint import resolve
-
+    code = benchmark_code()
     check_device(device)
-    if checkpoint and checkpoint.endswith(".json"):
-        saccade_model(checkpoint)  # fail now, not in every measuring process
-    elif checkpoint:
-        resolve(checkpoint)
-    report = run_benchmark(
+    report = code.run_benchmark(
         sizes,
         batch_sizes,
         repeats=repeats,
@@ -131,10 +147,10 @@ def benchmark_command(
         memory_limit_gb=memory_limit,
         threads=threads,
         device=device,
-        checkpoint=checkpoint or default_checkpoint(),
+        checkpoint=checkpoint,
         progress=not quiet,
         lazy=lazy,
     )
-    paths = write(report, out)
+    paths = code.write(report, out)
     click.echo(paths["md"].read_text())
     click.echo(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")

@@ -76,11 +76,12 @@ def demo(
             )
         # Only the demo's own run files go (train refuses a directory that holds a run); its
         # pictures are overwritten, and anything else in --out stays.
-        from ..training import CHECKPOINT, METRICS
+        from ..checkpoint import CHECKPOINT
+        from ..training import METRICS
 
         for name in (CHECKPOINT, "config.json", METRICS):
             (out / name).unlink(missing_ok=True)
-    from ..demo import run_demo, run_training
+    from .demo_run import run_demo, run_training
 
     use_threads(threads)
     if train_first:

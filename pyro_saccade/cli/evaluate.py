@@ -148,24 +148,24 @@ def evaluate_command(
     # The model's own task, which is the trained one unless the model was moved to another
     # (checkpoint.for_task) and saved, as sum-100 is.
     answers = model.config.task
+    task = task or answers
     config = dataclasses.replace(
         trained,
         seed=seed,
-        task=task or answers,
         canvas=list(canvas) if canvas else trained.canvas,
         distractors=trained.distractors if distractors is None else distractors,
     )
-    if config.task != answers:
-        model = for_task(model, config.task, "--task")
+    if task != answers:
+        model = for_task(model, task, "--task")
     try:
         if isinstance(model, SaccadeModel):
             model.config.check_image(model.config.channels, *config.canvas)
-        test_set = canvases(config, "test", n)
+        test_set = canvases(config, task, "test", n)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--canvas") from error
     if baseline is not None and baseline.config.classes != model.config.classes:
         raise click.BadParameter(
-            f"answers {baseline.config.task!r}, not {config.task!r}", param_hint="--proxy-baseline"
+            f"answers {baseline.config.task!r}, not {task!r}", param_hint="--proxy-baseline"
         )
     started = time.perf_counter()
     measured = evaluate_glimpses(
@@ -178,10 +178,10 @@ def evaluate_command(
         proxy_baseline=baseline,
         progress=None if as_json else True,  # with --json, a bar only on a terminal's stderr
     )
-    megapixel = config.task in MEGAPIXEL_TASKS
+    megapixel = task in MEGAPIXEL_TASKS
     result = {
         "checkpoint": str(checkpoint),
-        "task": config.task,
+        "task": task,
         "canvas": "x".join(map(str, config.canvas)),
         **({"noise": config.noise} if megapixel else {"distractors": config.distractors}),
         "n": n,
@@ -197,7 +197,7 @@ def evaluate_command(
     clutter = f"{config.noise} noise boxes" if megapixel else f"{config.distractors} distractors"
     click.echo(
         f"accuracy {measured.accuracy:.4f} on {n} held-out {result['canvas']} canvases "
-        f"({config.task}, {clutter})"
+        f"({task}, {clutter})"
     )
     for line in glimpse_lines(measured, proxy_baseline):
         click.echo(line)

@@ -15,6 +15,10 @@ from typing import Any
 
 import click
 
+from ..config import SaccadeConfig
+from ..settings import nest, parse_setting
+from ..training.config import TrainConfig
+
 
 class CanvasType(click.ParamType):
     """A canvas size ``H`` (square) or ``HxW``, converted to ``(height, width)``."""
@@ -48,8 +52,9 @@ def canvas_text(canvas: list[int]) -> str:
 
 
 class KeyValueType(click.ParamType):
-    """``KEY=VALUE`` as ``(key, value)``; the value is a number, a list of comma-separated
-    numbers, or else text."""
+    """``KEY=VALUE`` as ``(key, value)``, read by ``settings.parse_setting``: a number, a list of
+    comma-separated numbers, true, false, none, JSON, or else text; a dotted KEY names a field
+    of a nested section (``settings.nest``)."""
 
     name = "key=value"
 
@@ -58,89 +63,93 @@ class KeyValueType(click.ParamType):
     ) -> tuple[str, object]:
         if isinstance(value, tuple):
             return value
-        key, equals, text = str(value).partition("=")
-        if not equals or not key.strip():
-            self.fail(f"expected KEY=VALUE (e.g. scale=0.5,1,1), got {value!r}")
         try:
-            numbers = [_number(part) for part in text.split(",")]
-        except ValueError:
-            return key.strip(), text
-        return key.strip(), numbers[0] if len(numbers) == 1 else numbers
+            return parse_setting(str(value))
+        except ValueError as error:
+            self.fail(str(error))
 
 
-def _number(text: str) -> int | float:
+def nested_settings(
+    ctx: click.Context, param: click.Parameter, pairs: tuple[tuple[str, object], ...]
+) -> dict[str, object]:
+    """The callback of a repeatable KeyValueType option: its pairs as one dict, a dotted key as
+    a nested section (``settings.nest``)."""
     try:
-        return int(text)
-    except ValueError:
-        return float(text)
+        return nest(pairs)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
 
 
 # -- defaults from the library -------------------------------------------------------------------
 
-MODEL = "config:SaccadeConfig"
-TRAINING = "train_config:TrainConfig"
+# The configurations whose fields the options set. Their modules import no torch: the defaults
+# are read when an option is declared.
+MODEL = SaccadeConfig
+TRAINING = TrainConfig
 
 
-def library_default(source: str, name: str) -> object:
-    """The default of field ``name`` of a configuration dataclass, or of parameter ``name`` of
-    a function: ``source`` is ``"module:attribute"`` in pyro_saccade."""
-    module, _, attribute = source.partition(":")
-    owner = getattr(importlib.import_module(f"pyro_saccade.{module}"), attribute)
-    if dataclasses.is_dataclass(owner):
-        field = owner.__dataclass_fields__[name]
+def library_default(source: type | str, name: str) -> object:
+    """The default of field ``name`` of the configuration dataclass ``source``, or of parameter
+    ``name`` of the function that ``source`` names as ``"module:function"`` in pyro_saccade."""
+    if dataclasses.is_dataclass(source):
+        field = source.__dataclass_fields__[name]
         return field.default_factory() if field.default is dataclasses.MISSING else field.default
-    default = inspect.signature(owner).parameters[name].default
+    module, _, attribute = source.partition(":")
+    function = getattr(importlib.import_module(f"pyro_saccade.{module}"), attribute)
+    default = inspect.signature(function).parameters[name].default
     if default is inspect.Parameter.empty:
         raise TypeError(f"{source} has no default for {name!r}")
     return default
 
 
 class LibraryOption(click.Option):
-    """An option whose default is the library's: that of one or more fields of a configuration
-    dataclass (``--scale-range``: scale_min and scale_max), or of parameters of an API function,
-    so that the command line holds no copy of it.
+    """An option whose default is the library's: that of a field of a configuration dataclass
+    (``field``: the option's name unless given), or of a parameter of an API function, so that
+    the command line holds no copy of it. ``form`` turns the library's value into the
+    option's (a canvas [100, 100] into "100").
 
-    The default is read on first use, when the command parses its arguments or shows its help:
-    SaccadeConfig's module imports torch, which ``saccade --help`` must not pay for. ``form``
-    turns the library's value into the option's (a canvas [100, 100] into "100").
+    A function's default is read on first use, when the command parses its arguments or shows
+    its help: the modules of those functions (metrics, posterior, viz) import torch, which
+    ``saccade --help`` must not pay for.
     """
 
     def __init__(
         self,
         *decls: Any,
-        source: str,
-        fields: tuple[str, ...] | None = None,
+        source: type | str,
+        field: str | None = None,
         form: Callable[[Any], Any] | None = None,
         **attrs: Any,
     ) -> None:
         if "default" in attrs:
-            raise TypeError(f"{decls}: the default of a library option is {source}'s")
+            name = getattr(source, "__name__", source)
+            raise TypeError(f"{decls}: the default of a library option is {name}'s")
         super().__init__(*decls, **attrs)
         self.source, self.form = source, form
-        self.fields = fields or (self.name,)
+        self.field = field or self.name
         self._read = False
+        if dataclasses.is_dataclass(source):
+            self._read_default()
+
+    def _read_default(self) -> None:
+        default = library_default(self.source, self.field)
+        self.default = self.form(default) if self.form else default
+        self._read = True
 
     def get_default(self, ctx: click.Context, call: bool = True) -> Any:
         if not self._read:
-            values = [library_default(self.source, name) for name in self.fields]
-            default = values[0] if len(values) == 1 else tuple(values)
-            self.default = self.form(default) if self.form else default
-            self._read = True
+            self._read_default()
         return super().get_default(ctx, call=call)
 
-    def field_values(self, value: object) -> dict[str, object]:
-        """The option's value as the fields it sets, tuples as lists as a saved config holds
-        them: ``--scale-range 0.2 0.6`` is ``{"scale_min": 0.2, "scale_max": 0.6}``."""
-        values = value if len(self.fields) > 1 else (value,)
-        return {
-            name: list(part) if isinstance(part, tuple) else part
-            for name, part in zip(self.fields, values, strict=True)
-        }
+    def field_value(self, value: object) -> object:
+        """The option's value as a saved config holds it: tuples as lists."""
+        return list(value) if isinstance(value, tuple) else value
 
 
-def library_option(source: str, *decls: str, **attrs: Any) -> Callable:
-    """``click.option`` with its default (shown in --help) from ``source``; the field or
-    parameter is the option's name unless ``fields`` names others."""
+def library_option(source: type | str, *decls: str, **attrs: Any) -> Callable:
+    """``click.option`` with its default (shown in --help) from ``source`` (MODEL, TRAINING, or
+    a function as ``"module:function"``); the field or parameter is the option's name unless
+    ``field`` names another."""
     attrs.setdefault("show_default", True)
     return click.option(*decls, cls=LibraryOption, source=source, **attrs)
 
@@ -151,7 +160,7 @@ def given_fields(ctx: click.Context, source: str) -> dict[str, object]:
     values: dict[str, object] = {}
     for param in ctx.command.params:
         if isinstance(param, LibraryOption) and param.source == source:
-            values.update(param.field_values(ctx.params[param.name]))
+            values[param.field] = param.field_value(ctx.params[param.name])
     return values
 
 
@@ -266,13 +275,13 @@ def for_task(model: object, task: str, param_hint: str) -> object:
     error naming ``param_hint`` when it cannot."""
     from ..checkpoint import for_task as moved
     from ..model import SaccadeModel
-    from ..training import TrainConfig, default_model_config
+    from ..training import default_model_config
 
     if not isinstance(model, SaccadeModel):
         raise click.BadParameter(
             f"a {type(model).__name__} answers {model.config.task!r} only", param_hint=param_hint
         )
     try:
-        return moved(model, task, default_model_config(TrainConfig(task=task)).classes)
+        return moved(model, task, default_model_config(task).classes)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint=param_hint) from error

@@ -66,13 +66,13 @@ def predict_command(
 
 
 def describe_prediction(model: object, image: object, samples: int | None = None) -> dict:
-    """Label and probability (``samples`` as ``SaccadeModel.infer`` takes them) and the
+    """Label and probability (``samples`` as ``prediction.infer`` takes them) and the
     posterior-mean glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
-    from ..batches import prepare
     from ..data import as_batch
     from ..glimpse import box_scale
     from ..labels import predicted
     from ..prediction import boxes, shown
+    from ..training.batches import prepare
 
     device = next(model.parameters()).device
     height, width = image.shape[-2:]

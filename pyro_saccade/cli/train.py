@@ -27,6 +27,7 @@ from .params import (
     given_fields,
     given_photos,
     library_option,
+    nested_settings,
     writable,
 )
 
@@ -46,7 +47,7 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 # The task names mirror data.TASKS and data.MEGAPIXEL_TASKS, spelled out so that --help does
 # not have to import torch.
 @library_option(
-    TRAINING,
+    MODEL,
     "--task",
     type=click.Choice(["identify", "sum", "mark", "majority", "max", "top", "multi"]),
     help="Two-digit cluttered MNIST: digit pair, digit sum, or digits present. Megapixel MNIST "
@@ -99,7 +100,7 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 @library_option(
     TRAINING,
     "--digits",
-    fields=("source",),
+    field="source",
     type=str,
     callback=_digit_source,
     help='MNIST digits the canvases are drawn from: "bundled" (the 10k test digits, 8000 for '
@@ -154,23 +155,9 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 @library_option(MODEL, "--crop", type=click.IntRange(min=4), help="Crop side L in pixels.")
 @library_option(
     MODEL,
-    "--crop-pool",
-    type=click.Choice(["max_mean", "max"]),
-    help="Crop features pooled over the crop: their maxima, or their maxima and means.",
-)
-@library_option(
-    MODEL,
     "--antialias",
     type=click.IntRange(min=1),
     help="Each crop pixel averages k x k bilinear samples of the image (1: one sample).",
-)
-@library_option(
-    MODEL,
-    "--scale-range",
-    fields=("scale_min", "scale_max"),
-    type=(click.FloatRange(min=0, max=1, min_open=True), click.FloatRange(min=0, max=1)),
-    metavar="MIN MAX",
-    help="Crop side as a fraction of the image's shorter side.",
 )
 @library_option(
     MODEL,
@@ -248,9 +235,11 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     "settings",
     type=KeyValueType(),
     multiple=True,
-    help="Any SaccadeConfig field, repeatable, after the options above: e.g. --set where=cells "
-    "--set box_min=32 --set box_max=96 (see pyro_saccade.SaccadeConfig); with --init, the "
-    "fields that keep its weights' shapes, e.g. --set learn_where=true.",
+    callback=nested_settings,
+    help="Any SaccadeConfig field, repeatable, after the options above; a dotted KEY sets a "
+    "field of a section, and text given to a section names its kind: e.g. --set where=cells "
+    "--set where.box_min=32 --set where.box_max=96 (see pyro_saccade.SaccadeConfig). With "
+    "--init, the fields that keep its weights' shapes, e.g. --set where.learn=true.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option(
@@ -270,7 +259,7 @@ def train_command(
     prior_args: tuple[tuple[str, object], ...],
     resume: bool,
     init: str | None,
-    settings: tuple[tuple[str, object], ...],
+    settings: dict[str, object],
     quiet: bool,
     out: Path,
     **fields: object,  # SaccadeConfig's and TrainConfig's, read through given_fields
@@ -284,25 +273,18 @@ def train_command(
     the run in --out as it was configured (options given again must repeat its values), or
     starts it from the options given when --out holds no checkpoint yet.
     """
-    from ..checkpoint import with_config
-    from ..config import SaccadeConfig
+    from ..checkpoint import CHECKPOINT, load, with_config
+    from ..config import SaccadeConfig, updated
     from ..priors import make_prior
-    from ..training import (
-        CHECKPOINT,
-        TrainConfig,
-        canvases,
-        default_model_config,
-        load,
-        train,
-        train_baseline,
-    )
+    from ..training import TrainConfig, canvases, default_model_config, train, train_baseline
 
     training, model = given_fields(ctx, TRAINING), given_fields(ctx, MODEL)
+    given_task = model.pop("task")  # the model's, and with it the data's
     check_device(training["device"])
     if resume and (out / CHECKPOINT).exists():
-        trained, position = _check_resume(ctx, out)
-        if trained is not None and position is not None:
-            _echo_once(_resuming(out, trained.epochs, position))
+        trained, state = _check_resume(ctx, out)
+        if trained is not None and state is not None:
+            _echo_once(_resuming(out, trained.epochs, state))
         train(train_config=trained, out=out, resume=True, progress=not quiet)
         _report_checkpoint(out)
         return
@@ -311,10 +293,10 @@ def train_command(
         raise click.BadParameter("photos train the saccade model only", param_hint="--model")
     if test_data and not photos:
         raise click.UsageError("--test-data needs --data-dir or --csv")
+    task = "photo" if photos else given_task
     train_config = TrainConfig(
         **{
             **training,
-            "task": "photo" if photos else training["task"],
             "photos": photos,
             "photo_test": str(test_data.resolve()) if test_data else None,
         }
@@ -325,18 +307,17 @@ def train_command(
             f"{init} holds a {getattr(start, 'kind', 'saccade')} model, not {model_kind}",
             param_hint="--init",
         )
-    if start is not None and model_kind == "saccade" and start.config.task != train_config.task:
-        start = for_task(start, train_config.task, "--init")
+    if start is not None and model_kind == "saccade" and start.config.task != task:
+        start = for_task(start, task, "--init")
     # --set also applies to an --init model; the other model options are its own.
-    changes = _config_settings(settings)
-    if start is not None and model_kind == "saccade" and changes:
+    if start is not None and model_kind == "saccade" and settings:
         try:
-            start = with_config(start, **changes)
+            start = with_config(start, **settings)
         except (TypeError, ValueError) as error:
             raise click.UsageError(str(error)) from error
     if not photos:
         try:  # e.g. digits larger than the canvas
-            canvases(train_config, "test", 1)
+            canvases(train_config, task, "test", 1)
         except ValueError as error:
             raise click.UsageError(str(error)) from error
     model_config = None
@@ -345,7 +326,7 @@ def train_command(
             if start is not None:
                 model_config = start.config
             else:
-                data = default_model_config(train_config)  # the data's classes and channels
+                data = default_model_config(task, photos)  # the data's classes and channels
                 model_config = SaccadeConfig(
                     **{
                         "classes": data.classes,
@@ -353,9 +334,9 @@ def train_command(
                         "channels": data.channels,
                         **model,
                         "prior_args": dict(prior_args),
-                        **changes,
                     }
                 )
+                model_config = updated(model_config, settings)
             make_prior(model_config.prior, model_config.hidden, model_config.prior_args)
         except (TypeError, ValueError) as error:  # TypeError: a --set key that is no field
             raise click.UsageError(str(error)) from error
@@ -379,19 +360,11 @@ def train_command(
             progress=not quiet,
             model=start,
             proxy=model["proxy"],
+            task=task,
         )
     else:
         train(model_config, train_config, out=out, progress=not quiet, model=start)
     _report_checkpoint(out)
-
-
-def _config_settings(settings: tuple[tuple[str, object], ...]) -> dict[str, object]:
-    """--set KEY=VALUE pairs as SaccadeConfig fields: true, false and none as Python's."""
-    words = {"true": True, "false": False, "none": None}
-    return {
-        key: words.get(value.lower(), value) if isinstance(value, str) else value
-        for key, value in settings
-    }
 
 
 def _echo_once(text: str) -> None:
@@ -407,9 +380,9 @@ def _report_checkpoint(out: Path) -> None:
     _echo_once(f"checkpoint: {out / CHECKPOINT}")
 
 
-def _resuming(out: Path, epochs: int, position: dict) -> str:
-    """One line on where a resumed run continues, from its checkpoint's position."""
-    done, steps = position["epoch"], position["batch"]
+def _resuming(out: Path, epochs: int, state: dict) -> str:
+    """One line on where a resumed run continues, from its checkpoint's training state."""
+    done, steps = state["epoch"], state["step"]
     if done >= epochs:
         return f"the run in {out} has finished its {epochs} epochs: nothing left to train"
     step = f", step {steps + 1}" if steps else ""
@@ -429,21 +402,21 @@ _MISSING = object()
 
 def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
     """The TrainConfig of the run in ``out`` that --resume continues (None for a checkpoint
-    without one) and its position (None for a model without training state): as it was
+    without one) and its ``TrainState`` as a dict (None for a model without one): as it was
     configured, so an option given again must repeat the run's value, since another one would
     silently not apply."""
     import json
 
     from click.core import ParameterSource
 
+    from ..checkpoint import CHECKPOINT, read_checkpoint, trained_config
     from ..config import SaccadeConfig
     from ..errors import CheckpointError
-    from ..training import CHECKPOINT, read_checkpoint, trained_config
 
     payload = read_checkpoint(out / CHECKPOINT)
     kind = payload.get("kind", "saccade")
     text, model = payload.get("train_config"), json.loads(payload["config"])
-    try:  # in the fields of this version (ConfigMixin.from_dict: added, removed)
+    try:  # in the fields of this version
         trained = trained_config(payload) if text else None
         if kind == "saccade":
             model = SaccadeConfig.from_dict(model).to_dict()
@@ -460,16 +433,38 @@ def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
         if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
             continue
         if name == "settings":  # --set KEY=VALUE: each must repeat the run's model config
-            for key, setting in _config_settings(ctx.params[name]).items():
-                if saved.get(key, _MISSING) != setting:
-                    raise _not_as_configured(out, f"{key}={saved.get(key)!r}", ctx, param)
+            for key, setting in ctx.params[name].items():
+                if not _repeats(model, key, setting):
+                    was = _run_value(key, setting, saved.get(key))
+                    raise _not_as_configured(out, was, ctx, param)
             continue
         setting, given, was = _setting(param, ctx.params[name], saved)
         if given != was:
             was = "no such setting" if was is _MISSING else f"{setting}={was!r}"
             raise _not_as_configured(out, was, ctx, param)
-    position = json.loads(payload["position"]) if "position" in payload else None
-    return trained, position
+    return trained, payload.get("train_state")
+
+
+def _repeats(config: dict, key: str, setting: object) -> bool:
+    """Whether --set KEY=SETTING leaves a run's saved model ``config`` as it is, applied as
+    ``config.updated`` applies it: a section merged into the run's own."""
+    from ..config import SaccadeConfig, updated
+
+    try:
+        saved = SaccadeConfig.from_dict(config)
+        return updated(saved, {key: setting}) == saved
+    except (TypeError, ValueError):  # a field SaccadeConfig lacks, or a baseline's config
+        return config.get(key, _MISSING) == setting
+
+
+def _run_value(key: str, setting: object, was: object) -> str:
+    """``KEY=VALUE`` of the run's value that --set KEY=SETTING does not repeat: in a section,
+    that of the first field given otherwise (``where.learn=False``)."""
+    if isinstance(setting, dict) and isinstance(was, dict):
+        for field, value in setting.items():
+            if value != was.get(field, _MISSING):
+                return _run_value(f"{key}.{field}", value, was.get(field))
+    return f"{key}={was!r}"
 
 
 def _setting(
@@ -478,12 +473,7 @@ def _setting(
     """The setting of a run that option ``param`` gives: its name, ``value`` as a run saves
     it, and the run's own value (_MISSING if it has none)."""
     if isinstance(param, LibraryOption):
-        values = param.field_values(value)
-        if len(values) > 1:  # --scale-range: its fields as one list
-            runs = [saved.get(name, _MISSING) for name in values]
-            return param.name, list(values.values()), _MISSING if _MISSING in runs else runs
-        ((name, value),) = values.items()
-        return name, value, saved.get(name, _MISSING)
+        return param.field, param.field_value(value), saved.get(param.field, _MISSING)
     name = _RUN_SETTINGS[param.name]
     if isinstance(value, Path):
         value = str(value.resolve())

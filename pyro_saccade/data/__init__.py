@@ -8,7 +8,7 @@ from .megapixel import MEGAPIXEL_TASKS, MegapixelMNIST
 from .mnist import load_digits, read_idx
 from .photo import Photo, PhotoBatch, as_batch, proxies_of
 from .photos import PhotoFolder, list_photos, photo_classes, synthetic_photo
-from .proxy import Proxy, make_proxy
+from .proxy import make_proxy
 from .tiff import save_tiled_tiff
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "Photo",
     "PhotoBatch",
     "PhotoFolder",
-    "Proxy",
     "TwoDigitCluttered",
     "as_batch",
     "class_names",

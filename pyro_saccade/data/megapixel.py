@@ -22,6 +22,8 @@ MEGAPIXEL_TASKS = ("majority", "max", "top", "multi")
 DIGIT_SIDE = 28
 DIGITS = 5  # per canvas
 TARGET_DIGITS = 3  # of the target class; the others are of any other class
+# The share of a canvas's digits that are of its majority class: what a crop of a digit shows.
+TARGET_SHARE = TARGET_DIGITS / DIGITS
 NOISE_PATTERNS = 50  # shared by all canvases of a split
 NOISE_FLIP = 0.33  # chance that a pattern's second line is mirrored
 NOISE_INTENSITY = (0.8, 1.0)

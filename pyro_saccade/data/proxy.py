@@ -35,19 +35,3 @@ def make_proxy(
         )
         proxy = (proxy + noise_std * noise).clamp_(0.0, 1.0)
     return proxy
-
-
-class Proxy:
-    """Transform form of :func:`make_proxy`, e.g. ``Proxy(size=32)(image)``."""
-
-    def __init__(self, size: int | tuple[int, int] = 32, noise_std: float = 0.0) -> None:
-        self.size = size
-        self.noise_std = noise_std
-
-    def __call__(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        return make_proxy(images, self.size, self.noise_std, generator)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size}, noise_std={self.noise_std})"

@@ -1,5 +1,5 @@
-"""``saccade demo``: the shipped models on held-out canvases in under a minute, or a short
-training run (``--train``).
+"""What ``saccade demo`` runs (:mod:`.demo` holds its options): the shipped models on held-out
+canvases in under a minute, or a short training run (``--train``).
 
 The models shown are the files in ``pyro_saccade/pretrained/``: a model shipped there joins the
 demo with no change here. Each is shown on canvases like those it was trained on (its
@@ -17,25 +17,19 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from .baselines import TiledResNet18
-from .data import class_names
-from .model import SaccadeModel
-from .prediction import predict
-from .training import (
+from ..baselines import TiledResNet18
+from ..checkpoint import (
     CHECKPOINT,
-    LAZY_SIDE,
-    METRICS,
-    TrainConfig,
-    canvases,
-    collate,
-    correct,
     model_from_checkpoint,
-    prepare,
     pretrained_names,
     read_checkpoint,
-    train,
     trained_config,
 )
+from ..data import class_names
+from ..model import SaccadeModel
+from ..prediction import predict
+from ..training import LAZY_SIDE, METRICS, TrainConfig, canvases, train
+from ..training.batches import collate, correct, prepare
 
 # Canvases per model: the --n given for canvases up to LAZY_SIDE, fewer for larger ones, whose
 # canvases take longer to make and to read.
@@ -91,10 +85,10 @@ def show_model(name: str, n: int, seed: int, out: Path, resnet: dict[tuple, floa
     if not isinstance(model, SaccadeModel) or trained.photos:
         return None
     c = model.config
-    # The model's own task: sum-100 is identify-100's training saved for the sum task.
-    config = dataclasses.replace(trained, task=c.task, seed=seed)
+    config = dataclasses.replace(trained, seed=seed)
     count = canvases_for(config.canvas, n)
-    dataset = canvases(config, "test", count)
+    # The model's own task: sum-100 is identify-100's training saved for the sum task.
+    dataset = canvases(config, c.task, "test", count)
     hits, seconds = 0, 0.0
     for images, labels in batches(dataset):
         started = time.perf_counter()
@@ -132,7 +126,7 @@ def batches(dataset: object) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
 
 def draw(model: SaccadeModel, dataset: object, target: Path) -> None:
     """The glimpse picture of the dataset's first canvas, with its true label."""
-    from .viz import glimpse_figure
+    from ..viz import glimpse_figure
 
     image, _ = dataset[0]
     if dataset.lazy:  # a large canvas kept as its patches
@@ -210,7 +204,7 @@ def run_training(
     config = TrainConfig(
         epochs=epochs, train_size=train_size, test_size=test_size, workers=1, seed=seed
     )
-    chance = 1 / len(class_names(config.task))
+    chance = 1 / len(class_names("identify"))
     echo(
         f"training {epochs} epoch{'s' if epochs != 1 else ''} of {train_size} fresh 100x100 "
         "canvases (two digits, 8 distractors, 55 classes) on the bundled MNIST digits: about "
@@ -224,7 +218,7 @@ def run_training(
     model = train(train_config=config, out=out, progress=progress)
     last = (out / METRICS).read_text().splitlines()[-1]
     accuracy = json.loads(last)["test_accuracy"]
-    held_out = canvases(config, "test", 1)
+    held_out = canvases(config, model.config.task, "test", 1)
     echo(f"held-out accuracy {accuracy:.1%} on {test_size} canvases (chance {chance:.1%})")
     picture = out / "glimpses.png"
     draw(model, held_out, picture)

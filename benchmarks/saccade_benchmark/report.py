@@ -1,4 +1,4 @@
-"""The report of ``saccade benchmark`` (:mod:`.benchmark`): Markdown tables, ratios, the batch-1
+"""The report of ``saccade benchmark`` (:mod:`.measure`): Markdown tables, ratios, the batch-1
 targets, a log-log plot, and the files they are written to."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .benchmark import LABELS, PHASES, PRIME, SUBJECTS, canvas_name
+from .measure import LABELS, PHASES, PRIME, SUBJECTS, canvas_name
 
 # The targets of a prediction at batch 1, proxy included: at least this many times faster than
 # the tiled resnet18, and at most this share of its extra peak memory, both cold. Times are

@@ -1,5 +1,5 @@
 """Latency, memory and scaling of the saccade model against the resnet18 baselines and the
-proxy-only CNN, in one run (the report's tables and plot: :mod:`.benchmark_report`).
+proxy-only CNN, in one run (the report's tables and plot: :mod:`.report`).
 
 A measurement is one phase (building the proxy, saccade inference given the proxy, end-to-end
 prediction, or a training step) of one model at one canvas size and batch size. Each runs in a
@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -33,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from .baselines import BASELINES, CHUNK, TILE, ProxyCNN, tile_grid
-from .benchmark_memory import MemoryMeter, meminfo
-from .checkpoint import load, pretrained_names
-from .data import (
+from pyro_saccade.baselines import BASELINES, CHUNK, TILE, ProxyCNN, tile_grid
+from pyro_saccade.checkpoint import load, pretrained_names, resolve
+from pyro_saccade.config import SaccadeConfig
+from pyro_saccade.data import (
     MEGAPIXEL_TASKS,
     TASKS,
     CanvasBatch,
@@ -45,10 +46,12 @@ from .data import (
     collate_canvases,
     proxies_of,
 )
-from .data.megapixel import MIN_SIDE
-from .model import SaccadeConfig, SaccadeModel
-from .prediction import predict
-from .training import objective
+from pyro_saccade.data.megapixel import MIN_SIDE
+from pyro_saccade.model import SaccadeModel
+from pyro_saccade.prediction import predict
+from pyro_saccade.training import objective
+
+from .memory import MemoryMeter, meminfo
 
 # saccade, resnet18, resnet18-tiled, proxy-cnn
 SUBJECTS = ("saccade", *BASELINES, ProxyCNN.kind)
@@ -74,8 +77,6 @@ LABELS = {
 # measured, never skipped on an estimate.
 FLAT = ("saccade", "proxy-cnn")
 LAZY_DIGIT = 28  # digit side of the lazy two-digit canvases: native MNIST
-DEFAULT_SIZES = (100, 512, 1024, 2528, 4096)
-DEFAULT_BATCH_SIZES = (1, 16)
 PRETRAINED = "identify-100"
 MB = 2**20
 PRIME = 32  # side of the tiny canvas that triggers one-time initialisation before measuring
@@ -284,10 +285,15 @@ def _child(spec: dict, connection: object) -> None:
 
 
 def _context(device: str) -> multiprocessing.context.BaseContext:
-    """A clean forking server preloaded with torch; plain spawn where forking is unavailable."""
+    """A clean forking server preloaded with torch and the library; plain spawn where forking
+    is unavailable."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        # The library's modules loaded here, not this one: the server is started without the
+        # sys.path entry of benchmarks/ (Python 3.11 ignores the sys_path it is given), while
+        # each measuring process is prepared with this process's sys.path and finds it.
+        library = sorted(name for name in sys.modules if name.partition(".")[0] == "pyro_saccade")
+        context.set_forkserver_preload(library)
         return context
     return multiprocessing.get_context("spawn")
 
@@ -428,33 +434,44 @@ def default_memory_limit(device: str) -> float:
     return available / 2 / MB if available else 4096.0
 
 
-def default_checkpoint() -> str | None:
-    """The pretrained identify-100 model if shipped; else None (untrained default config)."""
-    return PRETRAINED if PRETRAINED in pretrained_names() else None
+def checked_checkpoint(checkpoint: str | None) -> str | None:
+    """The saccade model to time, read once here rather than failing in every measuring
+    process: ``checkpoint`` as given, or the pretrained identify-100 if shipped, else None (the
+    untrained default config)."""
+    if not checkpoint:
+        return PRETRAINED if PRETRAINED in pretrained_names() else None
+    if checkpoint.endswith(".json"):
+        saccade_model(checkpoint)
+    else:
+        resolve(checkpoint)
+    return checkpoint
 
 
 def run_benchmark(
-    sizes: Sequence[int] = DEFAULT_SIZES,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    repeats: int = 5,
-    budget: float = 30.0,
-    memory_limit_gb: float | None = None,
-    threads: int = 1,
-    device: str = "cpu",
-    checkpoint: str | None = None,
+    sizes: Sequence[int],
+    batch_sizes: Sequence[int],
+    *,
+    repeats: int,
+    budget: float,
+    memory_limit_gb: float | None,
+    threads: int,
+    device: str,
+    checkpoint: str | None,
     seed: int = 0,
     progress: bool = True,
     lazy: bool = False,
 ) -> dict:
-    """Measure every (model, canvas, batch) cell; returns the JSON-ready report. With ``lazy``
-    only the inference of the saccade model and the proxy CNN, on lazy canvases (see
-    :func:`lazy_batch`)."""
+    """Measure every (model, canvas, batch) cell; returns the JSON-ready report. The saccade
+    model is ``checkpoint`` (see :func:`checked_checkpoint`). With ``lazy`` only the inference
+    of the saccade model and the proxy CNN, on lazy canvases (see :func:`lazy_batch`).
+    ``saccade benchmark`` holds the defaults of the settings."""
     from tqdm.auto import tqdm
 
     if repeats < 1 or budget <= 0 or threads < 1:
         raise ValueError(
             f"need repeats >= 1, budget > 0 and threads >= 1, got {repeats}, {budget}, {threads}"
         )
+    checkpoint = checked_checkpoint(checkpoint)
     started = time.perf_counter()
     limit_mb = memory_limit_gb * 1024 if memory_limit_gb else default_memory_limit(device)
     context = _context(device)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from .data import PhotoBatch, proxies_of
+from ..data import PhotoBatch, proxies_of
 
 
 def collate(dataset: Dataset) -> Callable | None:

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .train_config import TrainConfig
+from .config import TrainConfig
 
 
 def world() -> tuple[int, int]:

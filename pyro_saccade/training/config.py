@@ -1,15 +1,15 @@
 """TrainConfig: how a model is trained (data, schedule, optimiser, device).
 
-Apart from the loop, so that checkpoints (which save and rebuild it) and the torch.distributed
-helpers can use it without importing the training loop.
+Apart from the loop, so that checkpoints (which save and rebuild it) can import it without
+importing the training loop. The task is the model's (``SaccadeConfig.task``,
+``BaselineConfig.task``): the data of a run are drawn for the task of the model it trains.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
-from .config import ConfigMixin
+from ..config import ConfigMixin
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -18,12 +18,6 @@ PRECISIONS = ("float32", "bfloat16")
 class TrainConfig(ConfigMixin):
     """How a model is trained: data, schedule, optimiser, device."""
 
-    # ema: measured without gain (docs/results.md); at 0.0 a checkpoint's weights are the trained
-    # ones, not an average of them. eval_samples: never read; SaccadeConfig.predict_samples is
-    # how many draws a prediction averages, and training evaluates the posterior mean.
-    removed: ClassVar[dict[str, object]] = {"ema": 0.0, "eval_samples": 0}
-
-    task: str = "identify"  # identify | sum | mark (two digits) | majority | max | top | multi
     canvas: list[int] = field(default_factory=lambda: [100, 100])  # height, width
     distractors: int = 8
     noise: int = 50  # Megapixel MNIST tasks: line-pair noise boxes per canvas

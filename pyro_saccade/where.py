@@ -1,0 +1,344 @@
+"""Where a glimpse goes: the placement of z_t, as one small interface with two kinds.
+
+``Free`` is the paper's: z_t = (scale, x, y) alone places a glimpse anywhere in the image, and
+q(z_t | c, h_{t-1}) aims at a soft-argmax over the proxy's feature map (networks.SaliencyHead).
+
+``Cells`` finds small objects on large images, where a continuous z alone gets no gradient
+towards an object its crop does not touch: a discrete where_t chooses a cell of the proxy's
+feature map (G x G cells, G = J / 4) from an attention over the cells, and z_t places a box of
+``box_min``..``box_max`` pixels, whatever the image size, within a cell of the cell's aim. The
+attention is both the prior and the guide of where_t (both see c and h_{t-1}), so its KL term
+is zero; Trace_ELBO gives it a score-function gradient, and the crop's features are multiplied
+by q(where_t) / q(where_t) held constant (which is 1) so that it also gets the pathwise gradient
+of attention sampling (Katharopoulos & Fleuret, 2019).
+
+Both kinds answer the same calls, made once per step by the model and the guide:
+``start`` (the proxy as the placement sees it), ``sample`` (where_t, a Pyro site for ``Cells``),
+``posterior`` (q(z_t | c, h_{t-1}, where_t)), ``glimpse`` (the crop) and ``weighted`` (the
+crop's features).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import CELL, CellsWhere, FreeWhere, SaccadeConfig
+from .glimpse import (
+    extract_glimpse,
+    glimpse_boxes,
+    image_sides,
+    pixel_boxes,
+    sample_box,
+    z_at,
+)
+from .networks import GaussianHead, SaliencyHead, conv_block
+from .priors import LATENT
+
+# How a step chooses where_t: "prior" in the model, "posterior" in the guide, "mean" the
+# guide's mode, "random" a place drawn uniformly (the baseline that shows what the policy adds).
+MODES = ("prior", "posterior", "mean", "random")
+
+
+class Aim(NamedTuple):
+    """The cell a glimpse chose (where_t) [B], the point it aims at [B, 2] in normalised
+    coordinates, and the attention weight of its crop's features [B]."""
+
+    cell: Tensor
+    centre: Tensor
+    weight: Tensor
+
+
+class Look(NamedTuple):
+    """The proxy as the attention sees it: its feature map [B, C, G, G] (one per image, shared
+    by its draws), the terms of the attention that depend on it alone [B, G * G], where a
+    glimpse in each cell aims [B, G * G, 2], the cells already looked at [B, G * G], and how
+    many cells around a look an object can reach, rows and columns [B, 2]."""
+
+    maps: Tensor
+    base: Tensor
+    aims: Tensor
+    visited: Tensor
+    reach: Tensor
+
+    def repeat(self, draws: int) -> Look:
+        """``draws`` copies of the batch, draw s of image b at row s * B + b; the feature map,
+        the largest part, stays one per image."""
+
+        def copies(values: Tensor) -> Tensor:
+            return values.repeat(draws, *[1] * (values.dim() - 1))
+
+        return Look(
+            self.maps,
+            copies(self.base),
+            copies(self.aims),
+            copies(self.visited),
+            copies(self.reach),
+        )
+
+
+def make_where(config: SaccadeConfig) -> Free | Cells:
+    """The placement a config's ``where`` section asks for."""
+    return Cells(config) if isinstance(config.where, CellsWhere) else Free(config)
+
+
+def boxes(
+    config: SaccadeConfig, z: Tensor, height: int, width: int, centres: Tensor | None = None
+) -> Tensor:
+    """Pixel boxes (x0, y0, x1, y1) [..., T, 4] of glimpses z [..., T, 3] on an image of the
+    given size; a ``Cells`` model's glimpses also need the ``centres`` [..., T, 2] they aimed
+    at."""
+    where = config.where
+    if isinstance(where, FreeWhere):
+        return glimpse_boxes(z, height, width, where.scale_min, where.scale_max)
+    if centres is None:
+        raise ValueError("this model aims its glimpses at cells: pass their centres")
+    return pixel_boxes(cell_box(z, centres, config.cells, height, width, where), height, width)
+
+
+# -- the paper's free placement ---------------------------------------------------------------
+
+
+class Free(nn.Module):
+    """z_t alone places the glimpse; q aims it at a soft-argmax over the proxy's feature map."""
+
+    def __init__(self, config: SaccadeConfig) -> None:
+        super().__init__()
+        self.config = config
+        cfg = config
+        self.posterior_net = SaliencyHead(
+            2 * cfg.proxy_width,
+            cfg.cells,
+            cfg.proxy_features + cfg.hidden,
+            cfg.hidden,
+            LATENT,
+            cfg.posterior_std,
+            cfg.posterior_std_max,
+        )
+
+    def start(self, images: Tensor, proxies: Tensor, maps: Tensor) -> Tensor:
+        """What the placement reads of the proxy: its feature map [B, C, G, G]."""
+        return maps
+
+    @staticmethod
+    def repeat(maps: Tensor, draws: int) -> Tensor:
+        return maps  # the saliency head reads one map per image for all its draws
+
+    def sample(self, t: int, maps: Tensor, h: Tensor, mode: str) -> tuple[None, Tensor]:
+        """No discrete choice: z_t alone places the glimpse."""
+        return None, maps
+
+    def posterior(
+        self, features: Tensor, maps: Tensor, h: Tensor, aim: None, random: bool
+    ) -> tuple[Tensor, Tensor]:
+        """loc and scale of q(z_t | c, h_{t-1}); ``random``: a centre drawn uniformly, the
+        scale as q has it."""
+        where = self.config.where
+        loc, scale, centre = self.posterior_net(maps, features, h)
+        loc = z_at(loc[..., 0], centre, where.scale_min, where.scale_max)
+        if random:
+            uniform = torch.rand_like(loc[..., 1:]) * 2 - 1
+            loc = torch.cat([loc[..., :1], torch.atanh(uniform * 0.999)], -1)
+        return loc, scale
+
+    def glimpse(self, images: Tensor, z: Tensor, centre: None = None) -> tuple[Tensor, Tensor]:
+        """The crops [B, C, L, L] at z [B, 3], and z itself for the recurrent state."""
+        cfg = self.config
+        where = cfg.where
+        crops = extract_glimpse(
+            images, z, cfg.crop, where.scale_min, where.scale_max, cfg.antialias
+        )
+        return crops, z
+
+    @staticmethod
+    def weighted(features: Tensor, aim: None) -> Tensor:
+        return features
+
+
+# -- the attention over cells -----------------------------------------------------------------
+
+
+class CellAttention(nn.Module):
+    """Logits of where_t over the proxy's cells: proxy feature map [B, C, G, G], ink per cell
+    [B, G * G] and h_{t-1} [B, H] -> [B, G * G].
+
+    Three terms: where the proxy has ink (empty cells hold nothing to read), a small detector
+    on the proxy's features (an object rather than clutter), and a match of each cell's
+    features against a read of h_{t-1} (what was seen so far).
+    """
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.detector = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, 1, 1))
+        self.recall = nn.Linear(hidden, channels)
+        # Both learned terms start at zero: the first glimpses go where the ink is.
+        nn.init.zeros_(self.detector[-1].weight)
+        nn.init.zeros_(self.detector[-1].bias)
+        nn.init.zeros_(self.recall.weight)
+        nn.init.zeros_(self.recall.bias)
+        self.ink_weight = nn.Parameter(torch.tensor(1.0))
+
+    def base(self, maps: Tensor, ink: Tensor, floor: float) -> Tensor:
+        """The terms that depend on the proxy alone, computed once per image: [B, G * G]. An
+        empty cell has no ink: ``floor`` keeps its logit finite."""
+        return self.detector(maps).flatten(1) + self.ink_weight * (ink + floor).log()
+
+    def forward(self, base: Tensor, maps: Tensor, h: Tensor) -> Tensor:
+        """Logits [S * B, G * G] for S draws of B images (draw s of image b at row s * B + b in
+        ``base`` and ``h``); the draws share the feature map [B, C, G, G] instead of copies."""
+        batch, channels = maps.shape[:2]
+        read = self.recall(h).view(-1, batch, channels)
+        return base + torch.einsum("bcg,sbc->sbg", maps.flatten(2), read).reshape(base.shape)
+
+
+def cell_centres(cells: int) -> Tensor:
+    """Centres (x, y) [G * G, 2] of a G x G grid of cells over the image, row by row, in
+    normalised coordinates."""
+    lines = (torch.arange(cells) + 0.5) / cells * 2 - 1
+    y, x = torch.meshgrid(lines, lines, indexing="ij")
+    return torch.stack([x, y], -1).view(-1, 2)
+
+
+def cell_box(
+    z: Tensor,
+    centre: Tensor,
+    cells: int,
+    height: int | Tensor,
+    width: int | Tensor,
+    where: CellsWhere,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The box (sx, sy, cx, cy) of glimpse z [..., 3] aimed at ``centre`` [..., 2] on images of
+    ``height`` x ``width`` pixels (ints, or [B] for images of different sizes).
+
+    The box side is squashed into [box_min, box_max] pixels, whatever the image size, so a
+    glimpse can read a small object at its native resolution on any canvas; its centre moves at
+    most one cell from the aim. The box may reach past the border (read as zeros).
+    """
+    side = where.box_min + (where.box_max - where.box_min) * torch.sigmoid(z[..., 0])
+    cx = centre[..., 0] + torch.tanh(z[..., 1]) * (2 / cells)
+    cy = centre[..., 1] + torch.tanh(z[..., 2]) * (2 / cells)
+    return side / width, side / height, cx, cy
+
+
+class Cells(nn.Module):
+    """where_t ~ an attention over the proxy's cells; z_t refines a box near the cell's aim."""
+
+    def __init__(self, config: SaccadeConfig) -> None:
+        super().__init__()
+        self.config = config
+        cfg = config
+        channels = 2 * cfg.proxy_width
+        self.attention = CellAttention(channels, cfg.hidden)
+        self.attention.requires_grad_(cfg.where.learn)
+        # z_t refines a chosen cell: q reads that cell's features too
+        self.posterior_net = GaussianHead(
+            cfg.proxy_features + cfg.hidden + channels,
+            cfg.hidden,
+            LATENT,
+            cfg.posterior_std,
+            cfg.posterior_std_max,
+        )
+        self.register_buffer("centres", cell_centres(cfg.cells), persistent=False)
+
+    def start(self, images: Tensor, proxies: Tensor, maps: Tensor) -> Look:
+        """The attention's view of the proxy before the first glimpse.
+
+        Each cell's ink is the proxy's mean over a window of twice the cell's side around it,
+        so that an object across a cell border counts whole in the cell nearest its centre, and
+        a glimpse in the cell aims at the centroid of that window's ink (the cell's centre where
+        there is none): z_t then refines an aim that is already on the object.
+        """
+        ink = proxies.mean(1, keepdim=True)
+        side = ink.shape[-1]
+        coords = (torch.arange(side, device=ink.device, dtype=ink.dtype) + 0.5) / side * 2 - 1
+
+        def window(values: Tensor) -> Tensor:  # [B, 1, J, J] -> [B, G * G]
+            return F.avg_pool2d(values, 2 * CELL, stride=CELL, padding=CELL // 2).flatten(1)
+
+        mass = window(ink)
+        centroid = torch.stack([window(ink * coords), window(ink * coords[:, None])], -1)
+        held = (mass > 1e-6).unsqueeze(-1)
+        aims = torch.where(held, centroid / mass.clamp(min=1e-6).unsqueeze(-1), self.centres)
+        base = self.attention.base(maps, mass, self.config.where.ink_floor)
+        visited = torch.zeros_like(base, dtype=torch.bool)
+        return Look(maps, base, aims, visited, self.reach(images, base.shape[0], base.device))
+
+    def reach(self, images: Tensor, batch: int, device: torch.device) -> Tensor:
+        """How many cells, rows and columns [B, 2], an object of ``object_size`` pixels around
+        a look's aim can reach: half its side over a cell's."""
+        sides = torch.stack(
+            [torch.as_tensor(side).expand(batch) for side in image_sides(images)], -1
+        )
+        half, cells = self.config.where.object_size / 2, self.config.cells
+        return torch.ceil(half * cells / sides.double()).long().clamp(min=1).to(device)
+
+    @staticmethod
+    def repeat(look: Look, draws: int) -> Look:
+        return look.repeat(draws)
+
+    def sample(self, t: int, look: Look, h: Tensor, mode: str) -> tuple[Aim, Look]:
+        """where_t ~ the attention over the cells not yet looked at (p in the model, q in the
+        guide; its mode with ``mode="mean"``, uniform with ``mode="random"``), the aim it
+        gives, and ``look`` with the cells it reads marked as visited."""
+        logits = self.attention(look.base, look.maps, h)
+        if mode == "random":
+            logits = torch.zeros_like(logits)
+        attention = dist.Categorical(logits=logits.masked_fill(look.visited, float("-inf")))
+        if mode == "prior":
+            cell = pyro.sample(f"where_{t}", attention)
+        else:
+            cell = pyro.sample(
+                f"where_{t}",
+                dist.Delta(attention.mode) if mode == "mean" else attention,
+                # TraceGraph_ELBO's variance reduction for its score-function term
+                infer={"baseline": {"use_decaying_avg_baseline": True}},
+            )
+        centre = look.aims.gather(1, cell[:, None, None].expand(-1, 1, 2))[:, 0]
+        if mode == "prior":  # the aim as a site, for Predictive and ArviZ
+            centre = pyro.deterministic(f"centre_{t}", centre, event_dim=1)
+        p = attention.probs.gather(-1, cell.unsqueeze(-1))[..., 0]
+        return Aim(cell, centre, p / p.detach()), self.looked_at(look, cell)
+
+    @staticmethod
+    def looked_at(look: Look, cell: Tensor) -> Look:
+        """``look`` with the cells an object around cell ``cell`` [B] can reach marked as
+        visited."""
+        g = math.isqrt(look.visited.shape[-1])
+        lines = torch.arange(g, device=cell.device)
+        rows = (lines - (cell // g).unsqueeze(-1)).abs() <= look.reach[:, :1]  # [B, G]
+        cols = (lines - (cell % g).unsqueeze(-1)).abs() <= look.reach[:, 1:]
+        visited = look.visited | (rows.unsqueeze(-1) & cols.unsqueeze(-2)).flatten(1)
+        # Once every cell is read (objects large for the grid), any may be read again.
+        return look._replace(visited=visited & ~visited.all(-1, keepdim=True))
+
+    def posterior(
+        self, features: Tensor, look: Look, h: Tensor, aim: Aim, random: bool
+    ) -> tuple[Tensor, Tensor]:
+        """loc and scale of q(z_t | c, h_{t-1}, where_t), from the proxy's features and those
+        of cell where_t (draw s of image b at row s * B + b)."""
+        cells = look.maps.flatten(2)
+        image = torch.arange(aim.cell.shape[0], device=aim.cell.device) % cells.shape[0]
+        return self.posterior_net(torch.cat([features, h, cells[image, :, aim.cell]], -1))
+
+    def glimpse(self, images: Tensor, z: Tensor, centre: Tensor) -> tuple[Tensor, Tensor]:
+        """The crops [B, C, L, L] of the box z places near ``centre`` [B, 2], the aim of cell
+        where_t, and what the recurrent state learns of it: the box side over ``box_max``, and
+        its centre."""
+        cfg = self.config
+        _, width = sides = image_sides(images)
+        box = cell_box(z, centre, cfg.cells, *sides, cfg.where)
+        crops = sample_box(images, box, cfg.crop, cfg.antialias)
+        sx, _, cx, cy = box
+        return crops, torch.stack([sx * (width / cfg.where.box_max), cx, cy], -1)
+
+    @staticmethod
+    def weighted(features: Tensor, aim: Aim) -> Tensor:
+        """The crop's features times the attention weight: attention sampling's pathwise
+        gradient."""
+        return features * aim.weight.unsqueeze(-1)
