@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", nargs="?", default="runs/examples/identify")
     parser.add_argument("--n", type=int, default=4, help="number of test canvases")
     parser.add_argument("--canvas", type=int, default=100, help="canvas side in pixels")
-    parser.add_argument("--samples", type=int, default=32, help="sampled boxes drawn faintly")
+    parser.add_argument("--cloud", type=int, default=32, help="sampled boxes drawn faintly")
     parser.add_argument("--out", default="runs/examples/pictures")
     args = parser.parse_args(argv)
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for i in range(args.n):
         image, _ = test_set[i]
-        figure = glimpse_figure(model, image, args.samples, test_set.describe(i)["label"])
+        figure = glimpse_figure(model, image, args.cloud, test_set.describe(i)["label"])
         figure.savefig(out / f"canvas_{i}.png", dpi=100)
         print(out / f"canvas_{i}.png")
 

@@ -21,7 +21,7 @@ from . import __version__
 from .baselines import baseline_from_config
 from .config import EVIDENCE_TASKS, FORMAT_VERSION, SaccadeConfig, updated
 from .errors import CheckpointError
-from .familiar import trained_on
+from .familiar import PROFILE_VERSION, trained_on
 from .model import SaccadeModel
 from .training.config import TrainConfig
 
@@ -94,7 +94,15 @@ def export(path_or_name: str | Path, out: str | Path) -> Path:
     payload = read_checkpoint(path_or_name)
     slim = {
         key: payload[key]
-        for key in ("format_version", "config", "train_config", "versions", "kind", "model")
+        for key in (
+            "format_version",
+            "config",
+            "train_config",
+            "versions",
+            "kind",
+            "model",
+            "familiar",
+        )
         if key in payload
     }
     out = Path(out)
@@ -149,7 +157,27 @@ def model_from_checkpoint(payload: dict, source: str = "checkpoint") -> SaccadeM
             f"{source}: a training config that this version cannot read ({error})"
         ) from error
     model.trained_on = trained_on(model.config.channels, None if trained.photos else trained.canvas)
+    model.familiar = familiar_profile(payload, source)
     return model
+
+
+def familiar_profile(payload: dict, source: str = "checkpoint") -> dict | None:
+    """The profile of held-out canvases a checkpoint keeps for the warning on unlike inputs
+    (``familiar.profile``, as JSON under ``"familiar"``); None when it keeps none, or one of a
+    version this pyro_saccade does not read (then only the image's size and channels are
+    checked)."""
+    text = payload.get("familiar")
+    if not text:
+        return None
+    try:
+        familiar = json.loads(text)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(
+            f"{source}: an unreadable profile of held-out canvases ({error})"
+        ) from error
+    if not isinstance(familiar, dict) or familiar.get("version") != PROFILE_VERSION:
+        return None
+    return familiar
 
 
 def state_differences(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str:

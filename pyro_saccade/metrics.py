@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .calibration import reliability, scores
 from .data import MEGAPIXEL_TASKS, TASKS, proxies_of
 from .model import SaccadeModel
 from .prediction import boxes, infer, predict
@@ -110,6 +111,12 @@ class GlimpseEvaluation:
 
     n: int
     accuracy: float
+    # calibration.scores of the model's probabilities, and its reliability diagram: per bin of
+    # confidence, [mean confidence, accuracy, answers]
+    nll: float | None = None
+    ece: float | None = None
+    brier: float | None = None
+    reliability: list[list[float]] | None = None
     glimpses: int | None = None
     coverage: float | None = None  # covered deciding digits / deciding digits, per draw
     deciding_digits: int | None = None  # how many, over all canvases (and posterior draws)
@@ -193,10 +200,9 @@ def evaluate_glimpses(
     progress: bool | None = None,
     workers: int = 0,
 ) -> GlimpseEvaluation:
-    """Accuracy on ``dataset`` (``samples`` as ``prediction.infer`` takes them, drawn from the
-    global RNG exactly as ``training.evaluate`` draws them, so the two agree) and, for a
-    ``SaccadeModel``, coverage, pixels read, box sides and the accuracy and coverage with random
-    glimpses (drawn from a stream seeded with ``seed``); with ``proxy_baseline``, that model's
+    """Accuracy on ``dataset`` (``samples`` and ``seed`` as ``prediction.infer`` takes them)
+    and, for a ``SaccadeModel``, coverage, pixels read, box sides and the accuracy and coverage
+    with random glimpses; with ``proxy_baseline``, that model's
     accuracy on the same canvases and proxies of its own side. Batches come from a DataLoader
     with the dataset's own collate (lazy canvases stay lazy); coverage needs the dataset's
     ``describe`` and ``task``. ``progress``: a tqdm bar (None: only when stderr is a terminal)."""
@@ -205,8 +211,9 @@ def evaluate_glimpses(
     described = saccade and hasattr(dataset, "describe") and hasattr(dataset, "task")
     tally = _Tally(model.config.glimpses) if saccade else None
     random_tally = _Tally(model.config.glimpses) if saccade else None
-    random_stream, baseline_stream = RNGStream(seed), RNGStream(seed)
+    baseline_stream = RNGStream(seed)  # noisy proxies of the baseline, if trained with noise
     hits = random_hits = baseline_hits = total = 0
+    answers: list[tuple[Tensor, Tensor]] = []  # probabilities and labels, for calibration
     multilabel = model.config.multilabel
     batches = DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate(dataset)
@@ -218,8 +225,9 @@ def evaluate_glimpses(
         images, proxies = prepare(images, device, model.config.proxy, noise)
         labels = labels.to(device)
         if saccade:
-            out = infer(model, images, proxies, samples)
+            out = infer(model, images, proxies, samples, seed=seed, warn=False)
             hits += int(correct(out.probs, labels, multilabel).sum())
+            answers.append((out.probs.cpu(), labels.cpu()))
             height, width = images.shape[-2:]
             placed = boxes(model, out.z, height, width, out.centres)
             digits = None
@@ -230,14 +238,14 @@ def evaluate_glimpses(
                 ]
             tally.add(placed, height, width, digits)
             if random_glimpses:
-                with random_stream.active():
-                    out = infer(model, images, proxies, samples, random=True)
+                out = infer(model, images, proxies, samples, random=True, seed=seed, warn=False)
                 random_hits += int(correct(out.probs, labels, multilabel).sum())
                 placed = boxes(model, out.z, height, width, out.centres)
                 random_tally.add(placed, height, width, digits)
         else:
             probs = predict(model, images, proxies, samples=samples)
             hits += int(correct(probs, labels, multilabel).sum())
+            answers.append((probs.cpu(), labels.cpu()))
         if proxy_baseline is not None:
             with baseline_stream.active():
                 side = proxy_baseline.config.proxy
@@ -248,6 +256,12 @@ def evaluate_glimpses(
         bar.set_postfix(acc=f"{hits / total:.3f}")
     bar.close()
     result = GlimpseEvaluation(n=total, accuracy=hits / max(total, 1))
+    if answers:
+        probs, labels = (torch.cat(part) for part in zip(*answers, strict=True))
+        for name, value in scores(probs, labels, multilabel).to_dict().items():
+            setattr(result, name, value)
+        bins = reliability(probs, labels, multilabel)
+        result.reliability = torch.stack(bins, -1).nan_to_num(0.0).tolist()
     if saccade:
         result.glimpses = model.config.glimpses
         tally.fill(result, described)
@@ -264,6 +278,10 @@ def glimpse_lines(result: GlimpseEvaluation, baseline: str | None = None) -> lis
     """The glimpse measures and baselines of an evaluation as lines of text (``saccade
     evaluate``); ``baseline`` names the proxy baseline's checkpoint."""
     lines = []
+    if result.ece is not None:
+        lines.append(
+            f"calibration: ECE {result.ece:.4f}, NLL {result.nll:.4f}, Brier {result.brier:.4f}"
+        )
     if result.box_side is not None:
         reads = [
             f"{result.glimpses} glimpses",

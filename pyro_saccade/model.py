@@ -132,12 +132,12 @@ class SaccadeModel(nn.Module):
         return evidence if total is None else total + evidence
 
     def read(self, steps: list[Step]) -> Tensor:
-        """Class probabilities [B, K] after the glimpses ``steps``: the model's ``probs`` site,
-        which depends on the glimpses alone, not on the prior or the proxy decoder."""
+        """Class logits [B, K] after the glimpses ``steps``, those of the model's ``probs``
+        site, which depend on the glimpses alone, not on the prior or the proxy decoder."""
         total = None
         for step in steps:
             total = self.evidence(step, total)
-        return self.class_probs(self.classifier.combine(total))
+        return self.classifier.combine(total)
 
     def proxy_distribution(self, z: Tensor, h: Tensor) -> dist.Distribution:
         """p(c | z_t, h_{t-1}) over the whole J x J proxy: continuous targets in [0, 1], the
@@ -242,7 +242,7 @@ class SaccadeModel(nn.Module):
                 # w_t ~ q(w_t | c, h_{t-1}), the attention itself (cells only)
                 aim, view = self.where.sample(t, view, h, mode)
                 # z_t ~ q(z_t | c, h_{t-1}, w_t)
-                loc, scale = self.where.posterior(proxy_features, view, h, aim, random)
+                loc, scale = self.where.posterior(t, proxy_features, view, h, aim, random)
                 q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
                 with poutine.scale(scale=annealing * cfg.kl_weight):
                     z = pyro.sample(f"z_{t}", q.to_event(1))

@@ -21,7 +21,7 @@ convergence diagnostics such as R-hat do not apply.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from .data import Photo, as_batch
 from .familiar import warn_unfamiliar
 from .labels import label_name, predicted
 from .model import SaccadeConfig, SaccadeModel
-from .prediction import check_finite, check_images
+from .prediction import ImageNoise, check_finite, check_images
 from .training.batches import prepare
 from .where import Cells
 from .where import boxes as glimpse_boxes
@@ -169,10 +169,16 @@ def _numpy(draws: Tensor) -> np.ndarray:
 
 
 def draw(
-    model: SaccadeModel, images: Tensor, proxies: Tensor, samples: int, posterior: bool = True
+    model: SaccadeModel,
+    image: Tensor,
+    proxy: Tensor,
+    samples: int,
+    posterior: bool = True,
+    seed: int = 0,
 ) -> Draws:
-    """S draws for a batch of equal-size images from the posterior or, with
-    ``posterior=False``, the prior (then the glimpses follow p(z_t | h_{t-1}))."""
+    """S draws for one image [1, C, H, W] from the posterior or, with ``posterior=False``, the
+    prior (then the glimpses follow p(z_t | h_{t-1})), their noise from ``seed`` alone
+    (``prediction.ImageNoise``)."""
     cfg = model.config
     latents = [f"z_{t}" for t in range(cfg.glimpses)]
     cells = isinstance(model.where, Cells)
@@ -184,7 +190,8 @@ def draw(
         num_samples=samples,
         return_sites=latents + centres + ["probs", label],
     )
-    out = predictive(images, proxies)
+    with ImageNoise(seed, 1, "posterior" if posterior else "prior"):
+        out = predictive(image, proxy)
     return Draws(
         torch.stack([out[s] for s in latents], -2),
         out["probs"],
@@ -200,10 +207,11 @@ def sample_posterior(
     samples: int = 64,
     names: Sequence[str] | None = None,
     labels: Tensor | None = None,
-    batch_size: int = 16,
+    seed: int = 0,
 ) -> GlimpsePosterior:
     """Posterior and prior draws of the glimpses of images [C, H, W] (sizes may differ), or of
-    photos on disk (``data.Photo``, read only where the glimpses and the proxy need them).
+    photos on disk (``data.Photo``, read only where the glimpses and the proxy need them). An
+    image's draws depend on the model, the image and ``seed`` alone.
 
     ``labels`` (optional) are the true labels, class indices [N] or multi-hot [N, K]; ``names``
     label the images (default ``"0"``, ``"1"``, ...).
@@ -220,14 +228,15 @@ def sample_posterior(
     model.eval()
     posterior, prior = [], []
     try:
-        for part in _runs(images, batch_size):
-            batch, proxies = prepare(as_batch(images[part], proxy), device, proxy)
+        for image in images:
+            batch, proxies = prepare(as_batch([image], proxy), device, proxy)
             if isinstance(batch, Tensor):  # photos on disk were checked when opened
                 check_images(model, batch)
-            warn_unfamiliar(model, batch)  # as infer does
             check_finite(proxies, "images")
-            posterior.append(draw(model, batch, proxies, samples))
-            prior.append(draw(model, batch, proxies, samples, posterior=False))
+            # As infer warns, but for the glimpses: these draws keep no crop features.
+            warn_unfamiliar(model, batch, proxies)
+            posterior.append(draw(model, batch, proxies, samples, seed=seed))
+            prior.append(draw(model, batch, proxies, samples, posterior=False, seed=seed))
     finally:
         model.train(was_training)
     return GlimpsePosterior(
@@ -238,19 +247,6 @@ def sample_posterior(
         prior=_concat(prior),
         observed=labels,
     )
-
-
-def _runs(images: Sequence[Tensor] | Sequence[Photo], batch_size: int) -> Iterator[slice]:
-    """Runs of consecutive images of one size, at most ``batch_size`` long: one batch each."""
-    start = 0
-    for end in range(1, len(images) + 1):
-        if (
-            end == len(images)
-            or end - start == batch_size
-            or images[end].shape != images[start].shape
-        ):
-            yield slice(start, end)
-            start = end
 
 
 def _concat(parts: list[Draws]) -> Draws:

@@ -5,19 +5,30 @@ glimpses, or S posterior draws whose class probabilities are averaged (the Monte
 predictive). The probabilities are the model's ``probs`` site for those glimpses, read from the
 guide's own crops and states; replaying the model would add only its prior and proxy decoder,
 which do not change them.
+
+The draws take their randomness from ``ImageNoise``: the noise of draw s at a site depends on
+the seed, the site and s alone, the same for every image of a batch, so that a prediction is a
+function of the model, the image and the seed, whatever else is in the batch.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
+import pyro.distributions as dist
 import torch
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
+from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor, nn
 
 from . import where
 from .checkpoint import load
+from .data import CanvasBatch, PhotoBatch
 from .data import proxies_of as image_proxies
 from .familiar import warn_unfamiliar
 from .labels import predicted
@@ -26,13 +37,70 @@ from .model import SaccadeModel, Step
 
 @dataclass
 class Prediction:
-    """Class probabilities [B, K], glimpses z [S, B, T, 3] (S = 1 for the posterior mean) and,
-    for a model with ``where="cells"``, the centres (x, y) [S, B, T, 2] its glimpses aimed at
-    in normalised coordinates (``boxes`` takes them)."""
+    """Class probabilities [B, K], the average over draws of each draw's; per draw, the class
+    logits [S, B, K], the glimpses z [S, B, T, 3] (S = 1 for the posterior mean) and the crops'
+    features [S, B, T, F]; and, for a model with ``where="cells"``, the centres (x, y)
+    [S, B, T, 2] its glimpses aimed at in normalised coordinates (``boxes`` takes them)."""
 
     probs: Tensor
+    logits: Tensor
     z: Tensor
+    features: Tensor
     centres: Tensor | None = None
+
+
+class ImageNoise(Messenger):
+    """Draw every unobserved sample site from noise of its own: for draw s of a site, a stream
+    seeded by (``seed``, ``stream``, the site's name, s), shared by the ``images`` images of the
+    batch (rows s * B + b, as ``SaccadeModel.guide`` lays out its draws). Each draw keeps its
+    distribution: a Normal is loc + scale * eps, a Uniform low + (high - low) * u, a Categorical
+    the argmax of its logits plus Gumbel noise, a Bernoulli u < p."""
+
+    def __init__(self, seed: int, images: int, stream: str = "posterior") -> None:
+        super().__init__()
+        self.key, self.images = f"{seed}/{stream}", images
+        self.drawn: Counter[str] = Counter()  # draws taken so far at each site (Predictive)
+
+    def noise(self, name: str, shape: torch.Size, like: Tensor, normal: bool) -> Tensor:
+        """Standard normal or uniform noise [S * B, *shape] for the next S draws of a site."""
+        draws = like.shape[0] // self.images
+        first = self.drawn[name]
+        self.drawn[name] += draws
+        parts = []
+        for s in range(first, first + draws):
+            stream = torch.Generator().manual_seed(zlib.crc32(f"{self.key}/{name}/{s}".encode()))
+            parts.append(
+                torch.randn(shape, generator=stream)
+                if normal
+                else torch.rand(shape, generator=stream)
+            )
+        noise = torch.stack(parts).unsqueeze(1).expand(draws, self.images, *shape)
+        return noise.reshape(like.shape[0], *shape).to(like.device, like.dtype)
+
+    def _pyro_sample(self, msg: Message) -> None:
+        if msg["is_observed"] or msg["value"] is not None:
+            return
+        fn, name = msg["fn"], msg["name"]
+        base = fn.base_dist if isinstance(fn, dist.Independent) else fn
+        if isinstance(base, (dist.Delta, _Subsample)):  # no noise; a plate's indices
+            return
+        if isinstance(base, dist.Normal):
+            loc, scale = base.loc.expand(fn.shape()), base.scale.expand(fn.shape())
+            value = loc + scale * self.noise(name, loc.shape[1:], loc, normal=True)
+        elif isinstance(base, dist.Uniform):
+            low, high = base.low.expand(fn.shape()), base.high.expand(fn.shape())
+            value = low + (high - low) * self.noise(name, low.shape[1:], low, normal=False)
+        elif isinstance(base, dist.Categorical):
+            logits = base.logits
+            u = self.noise(name, logits.shape[1:], logits, normal=False)
+            gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
+            value = (logits + gumbel).argmax(-1)
+        elif isinstance(base, dist.Bernoulli):
+            probs = base.probs.expand(fn.shape())
+            value = (self.noise(name, probs.shape[1:], probs, normal=False) < probs).to(probs)
+        else:
+            raise NotImplementedError(f"{name}: no per-image noise for {type(base).__name__}")
+        msg["value"] = value
 
 
 def check_images(model: SaccadeModel, images: Tensor) -> None:
@@ -69,40 +137,104 @@ def infer(
     proxies: Tensor | None = None,
     samples: int | None = None,
     random: bool = False,
+    seed: int = 0,
+    warn: bool = True,
 ) -> Prediction:
     """Probabilities and glimpses: posterior mean (``samples=0``) or S samples averaged
-    (None: the model's ``predict_samples``); ``random=True`` puts the glimpses at random
-    places instead (see ``SaccadeModel.guide``).
+    (None: the model's ``predict_samples``), drawn by ``ImageNoise`` from ``seed``;
+    ``random=True`` puts the glimpses at random places instead (see ``SaccadeModel.guide``).
     ``images`` is a tensor [B, C, H, W], photos on disk (``data.as_batch``) or canvases
-    drawn from their patches (``data.CanvasBatch``)."""
+    drawn from their patches (``data.CanvasBatch``). With ``warn``, a warning lists every
+    reason an image is unlike the training images (``familiar.warn_unfamiliar``)."""
     if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
         check_images(model, images)
-    warn_unfamiliar(model, images)
     proxies = proxies_of(model, images, proxies)
     # An area average is NaN or infinite whenever a pixel is: checking the small proxy
     # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
     check_finite(proxies, "images")
     was_training = model.training
     model.eval()
-    samples = samples_for(model, samples)
-    draws, batch = max(samples, 1), proxies.shape[0]
+    draws = max(samples_for(model, samples), 1)
+    mean = samples_for(model, samples) <= 0
     try:
-        # The inputs are checked above; Pyro's checks of every site's arguments would add
-        # about 3-10% to a prediction's CPU time.
-        with pyro.validation_enabled(False):
-            steps: list[Step] = []
-            model.guide(images, proxies, steps=steps, mean=samples <= 0, random=random, draws=draws)
+        # Image by image: a matrix product's rounding depends on how many rows it multiplies,
+        # so that a batch would change an image's probabilities in their last bits.
+        parts = [
+            one_image(model, image, proxy, draws, mean, random, seed)
+            for image, proxy in zip(each_image(images), proxies.split(1), strict=True)
+        ]
     finally:
         model.train(was_training)
-    probs = model.read(steps).view(draws, batch, -1).mean(0)
+    probs = torch.cat([part.probs for part in parts])
     check_finite(probs, "the glimpsed parts of the images")
-    z = torch.stack([step.z for step in steps], -2)
-    z = z.view(draws, batch, *z.shape[1:])
-    centres = None
-    if steps[0].centre is not None:
-        centres = torch.stack([step.centre for step in steps], -2)
-        centres = centres.view(draws, batch, *centres.shape[1:])
-    return Prediction(probs=probs, z=z, centres=centres)
+    drawn = [
+        torch.cat([getattr(part, f) for part in parts], 1) for f in ("logits", "z", "features")
+    ]
+    centres = None if parts[0].centres is None else torch.cat([p.centres for p in parts], 1)
+    prediction = Prediction(probs, *drawn, centres)
+    if warn:  # random glimpses are not the model's: what they found says nothing of the image
+        warn_unfamiliar(model, images, proxies, None if random else prediction)
+    return prediction
+
+
+def one_image(
+    model: SaccadeModel,
+    image: Tensor,
+    proxy: Tensor,
+    draws: int,
+    mean: bool,
+    random: bool,
+    seed: int,
+) -> Prediction:
+    """``infer`` for one image [1, C, H, W]: its ``draws`` glimpse sequences in one batch."""
+    steps: list[Step] = []
+    # The inputs are checked by ``infer``; Pyro's checks of every site's arguments would add
+    # about 3-10% to a prediction's CPU time.
+    # Random glimpses draw from a stream of their own: the posterior's noise would tie them to
+    # the places the guide chose.
+    noise = ImageNoise(seed, 1, "random" if random else "posterior")
+    with pyro.validation_enabled(False), noise:
+        model.guide(image, proxy, steps=steps, mean=mean, random=random, draws=draws)
+    logits = model.read(steps)  # [S, K]
+    probs = tempered(model.class_probs(logits).mean(0, keepdim=True), model)
+
+    def per_draw(values: list[Tensor]) -> Tensor:  # T x [S, ...] -> [S, 1, T, ...]
+        return torch.stack(values, 1).unsqueeze(1)
+
+    z, features = per_draw([s.z for s in steps]), per_draw([s.features for s in steps])
+    centres = None if steps[0].centre is None else per_draw([s.centre for s in steps])
+    return Prediction(probs, logits.unsqueeze(1), z, features, centres)
+
+
+def tempered(probs: Tensor, model: SaccadeModel) -> Tensor:
+    """The model's prediction from its draws' averaged probabilities [B, K]: tempered by its
+    ``temperature`` (``temper``), which keeps every answer and makes the probabilities
+    calibrated (calibration.py)."""
+    return temper(probs, model.config.temperature, model.config.multilabel)
+
+
+def temper(probs: Tensor, temperature: float | Tensor, multilabel: bool) -> Tensor:
+    """Probabilities [..., K] tempered: p^(1/T) normalised over the classes, or for multi-label
+    probabilities each yes/no pair on its own (the logit divided by T)."""
+    if isinstance(temperature, float) and temperature == 1.0:
+        return probs
+    tiny = torch.finfo(probs.dtype).tiny
+    if multilabel:
+        return torch.sigmoid(torch.logit(probs.clamp(tiny, 1 - 1e-7)) / temperature)
+    return (probs.clamp(min=tiny).log() / temperature).softmax(-1)
+
+
+def each_image(images: Tensor) -> list[Tensor]:
+    """The images of a batch one by one, each a batch of one: tensor rows, or a PhotoBatch's or
+    CanvasBatch's own sources."""
+    if isinstance(images, Tensor):
+        return list(images.split(1))
+    if isinstance(images, PhotoBatch):
+        return [
+            PhotoBatch([photo], images.proxies[i : i + 1], images.device)
+            for i, photo in enumerate(images.photos)
+        ]
+    return [CanvasBatch([canvas], images.device) for canvas in images.canvases]
 
 
 def predict(
@@ -111,10 +243,11 @@ def predict(
     proxies: Tensor | None = None,
     samples: int | None = None,
     random: bool = False,
+    seed: int = 0,
 ) -> Tensor:
     """Class probabilities [B, K] for images [B, C, H, W] (or one [C, H, W]) of any size, from
-    a model, a baseline or a checkpoint (``load``); ``samples`` and ``random`` as ``infer``
-    takes them."""
+    a model, a baseline or a checkpoint (``load``); ``samples``, ``random`` and ``seed`` as
+    ``infer`` takes them."""
     if isinstance(model, (str, Path)):
         model = load(model)
     if isinstance(images, Tensor) and images.dim() == 3:
@@ -123,7 +256,7 @@ def predict(
         images = images.to(next(model.parameters()).device)
     if not isinstance(model, SaccadeModel):  # a baseline reads the whole image or its proxy
         return model.predict(images, proxies)
-    return infer(model, images, proxies, samples, random).probs
+    return infer(model, images, proxies, samples, random, seed).probs
 
 
 def shown(
@@ -131,15 +264,17 @@ def shown(
     images: Tensor,
     proxies: Tensor | None = None,
     samples: int | None = None,
+    seed: int = 0,
 ) -> tuple[Tensor, Prediction]:
     """The class probabilities [B, K] a prediction gives (``samples`` as ``infer`` takes
     them) and the posterior-mean glimpses to show with them: draws may look in different
     cells, so an average of their boxes is nowhere the model looked."""
     proxies = proxies_of(model, images, proxies)  # built once for both passes
-    mean = infer(model, images, proxies, samples=0)
+    # One warning, for the pass whose probabilities are shown.
+    mean = infer(model, images, proxies, samples=0, warn=samples_for(model, samples) == 0)
     if samples_for(model, samples) == 0:
         return mean.probs, mean
-    return infer(model, images, proxies, samples).probs, mean
+    return infer(model, images, proxies, samples, seed=seed).probs, mean
 
 
 def labels(model: nn.Module, probs: Tensor) -> list[str]:

@@ -135,15 +135,16 @@ class Free(nn.Module):
         return None, maps
 
     def posterior(
-        self, features: Tensor, maps: Tensor, h: Tensor, aim: None, random: bool
+        self, t: int, features: Tensor, maps: Tensor, h: Tensor, aim: None, random: bool
     ) -> tuple[Tensor, Tensor]:
-        """loc and scale of q(z_t | c, h_{t-1}); ``random``: a centre drawn uniformly, the
-        scale as q has it."""
+        """loc and scale of q(z_t | c, h_{t-1}); ``random``: a centre drawn uniformly (the site
+        ``random_t``), the scale as q has it."""
         where = self.config.where
         loc, scale, centre = self.posterior_net(maps, features, h)
         loc = z_at(loc[..., 0], centre, where.scale_min, where.scale_max)
         if random:
-            uniform = torch.rand_like(loc[..., 1:]) * 2 - 1
+            anywhere = dist.Uniform(-loc.new_ones(()), 1.0).expand(loc[..., 1:].shape)
+            uniform = pyro.sample(f"random_{t}", anywhere.to_event(1))
             loc = torch.cat([loc[..., :1], torch.atanh(uniform * 0.999)], -1)
         return loc, scale
 
@@ -318,7 +319,7 @@ class Cells(nn.Module):
         return look._replace(visited=visited & ~visited.all(-1, keepdim=True))
 
     def posterior(
-        self, features: Tensor, look: Look, h: Tensor, aim: Aim, random: bool
+        self, t: int, features: Tensor, look: Look, h: Tensor, aim: Aim, random: bool
     ) -> tuple[Tensor, Tensor]:
         """loc and scale of q(z_t | c, h_{t-1}, where_t), from the proxy's features and those
         of cell where_t (draw s of image b at row s * B + b)."""

@@ -114,12 +114,15 @@ def test_demo_refuses_to_overwrite_its_output(
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 2 and "--force" in result.output
     assert (tmp_path / "demo/keep.txt").read_text() == "mine"
-    (tmp_path / "demo/checkpoint.pt").write_text("an old run")
+    (tmp_path / "demo/train").mkdir()
+    (tmp_path / "demo/train/checkpoint.pt").write_text("an old run")
     monkeypatch.setattr("pyro_saccade.cli.demo_run.pretrained_names", lambda: [])
     forced = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "--force"])
     assert forced.exit_code == 0, forced.output
-    assert not (tmp_path / "demo/checkpoint.pt").exists()  # the demo's run files go
-    assert (tmp_path / "demo/keep.txt").read_text() == "mine"  # nothing else does
+    # The demo overwrites its pictures only: the run of demo --train (OUT/train) stays, and so
+    # does anything else.
+    assert (tmp_path / "demo/train/checkpoint.pt").read_text() == "an old run"
+    assert (tmp_path / "demo/keep.txt").read_text() == "mine"
 
 
 def test_labels_name_the_predicted_classes() -> None:
@@ -144,9 +147,8 @@ def test_inputs_unlike_the_training_canvases_warn(tmp_path: Path, checkpoint: Pa
             predict(model, torch.rand(*shape))
     colour = gray(tmp_path / "colour.png", channels=3)
     result = CliRunner().invoke(main, ["predict", str(checkpoint), str(colour)])
-    assert result.exit_code == 0 and "Warning: a colour image for a model trained on gray" in (
-        result.output
-    )
+    warning = "Warning: unlike the training images: a colour image for a model trained on gray"
+    assert result.exit_code == 0 and warning in result.output
     wide = gray(tmp_path / "wide.png", 40, 120)
     args = [
         "posterior",
@@ -158,9 +160,8 @@ def test_inputs_unlike_the_training_canvases_warn(tmp_path: Path, checkpoint: Pa
         str(tmp_path / "p.nc"),
     ]
     result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0 and "Warning: a 40x120 image for a model trained on 40x40" in (
-        result.output
-    )
+    warning = "Warning: unlike the training images: a 40x120 image for a model trained on 40x40"
+    assert result.exit_code == 0 and warning in result.output
 
 
 def test_demo_shows_a_shipped_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,7 @@ def test_examples_train_evaluate_draw_and_export(monkeypatch, tmp_path: Path, ca
     assert (tmp_path / "runs/examples/identify/checkpoint.pt").is_file()
     run(monkeypatch, "evaluate.py", "--n", "8")
     assert "accuracy" in capsys.readouterr().out
-    run(monkeypatch, "visualize.py", "--n", "1", "--samples", "4")
+    run(monkeypatch, "visualize.py", "--n", "1", "--cloud", "4")
     assert (tmp_path / "runs/examples/pictures/canvas_0.png").is_file()
     run(monkeypatch, "posterior.py", "--n", "1", "--samples", "4")
     assert (tmp_path / "runs/examples/posterior.nc").is_file()

@@ -17,6 +17,7 @@ import warnings
 import click
 
 from .benchmark import benchmark_command
+from .calibrate import calibrate_command
 from .data import data
 from .demo import demo
 from .evaluate import evaluate_command
@@ -44,7 +45,9 @@ class SaccadeGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt as error:
-            click.echo(f"Error: {str(error) or 'interrupted'}", err=True)
+            # Ctrl-C is the user's choice, not an error: one line, the shell's exit code for
+            # SIGINT. Training's says where it saved ("interrupted; checkpoint saved in ...").
+            click.echo(_interrupted(error), err=True)
             ctx.exit(130)
         except Exception as error:
             if ctx.obj and ctx.obj.get("debug"):
@@ -64,6 +67,12 @@ def _expected(error: Exception) -> bool:
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split()) or error.__class__.__name__
+
+
+def _interrupted(error: KeyboardInterrupt) -> str:
+    """The line a Ctrl-C prints: "Interrupted", or the interrupt's own message capitalised."""
+    message = " ".join(str(error).split()) or "interrupted"
+    return message[0].upper() + message[1:]
 
 
 def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
@@ -94,6 +103,7 @@ for command in (
     data,
     train_command,
     evaluate_command,
+    calibrate_command,
     predict_command,
     posterior_command,
     visualize_command,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .params import TRAINING, CanvasType, library_option, writable
+from ..training.config import BACKGROUNDS
+from .params import BACKGROUND_HELP, TRAINING, CanvasType, library_option, writable
 
 
 @click.group()
@@ -59,6 +60,7 @@ def data() -> None:
     type=click.IntRange(min=0),
     help="Megapixel: line-pair noise boxes per canvas.",
 )
+@library_option(TRAINING, "--background", type=click.Choice(BACKGROUNDS), help=BACKGROUND_HELP)
 @click.option(
     "--split",
     type=click.Choice(["train", "test"]),
@@ -83,6 +85,7 @@ def export(
     distractors: int,
     digit_size: int | None,
     noise: int,
+    background: str,
     split: str,
     seed: int,
     out: Path,
@@ -114,7 +117,9 @@ def export(
     chosen = {name: value for name, value in (("task", task), ("canvas", canvas)) if value}
     try:
         if megapixel:
-            dataset = MegapixelMNIST(n=n, noise=noise, split=split, seed=seed, **chosen)
+            dataset = MegapixelMNIST(
+                n=n, noise=noise, split=split, seed=seed, background=background, **chosen
+            )
         else:
             dataset = TwoDigitCluttered(
                 n=n,
@@ -122,6 +127,7 @@ def export(
                 digit_size=digit_size,
                 split=split,
                 seed=seed,
+                background=background,
                 **chosen,
             )
     except ValueError as e:

@@ -8,6 +8,8 @@ import click
 
 from .params import SEED, THREADS, use_threads, writable
 
+TRAIN_DIR = "train"  # the --train run's directory inside --out
+
 
 @click.command("demo")
 @click.option(
@@ -47,9 +49,14 @@ from .params import SEED, THREADS, use_threads, writable
     callback=writable,
     default="runs/demo",
     show_default=True,
-    help="Directory for the pictures (and with --train, the run).",
+    help="Directory for the pictures; with --train, the run and its picture go to OUT/train "
+    "instead, so the two never mix.",
 )
-@click.option("--force", is_flag=True, help="Overwrite --out if it holds files already.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write even if the directory (OUT, or OUT/train with --train) holds files already.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @THREADS
 def demo(
@@ -67,24 +74,33 @@ def demo(
     accuracy and time per image beside the tiled resnet18 baseline's, and draws where each
     model looked. With --train, train a model briefly instead.
     """
-    if out.exists() and any(out.iterdir()):
+    # The pictures of the shipped models go to OUT, a training run to OUT/train: each refuses
+    # only files of its own, so `saccade demo` then `saccade demo --train` (or the other way
+    # round) needs no --force, and neither writes among the other's files.
+    target = out / TRAIN_DIR if train_first else out
+    held = []
+    if target.is_dir():  # else writable() has checked that it can be made
+        held = [p for p in target.iterdir() if train_first or p.name != TRAIN_DIR]
+    if held:
         if not force:
             raise click.BadParameter(
-                f"{out} holds files already: add --force to overwrite them, or choose another "
-                "directory",
+                f"{target} holds files already: add --force to overwrite them, or choose "
+                "another directory",
                 param_hint="--out",
             )
-        # Only the demo's own run files go (train refuses a directory that holds a run); its
-        # pictures are overwritten, and anything else in --out stays.
-        from ..checkpoint import CHECKPOINT
-        from ..training import METRICS
+        if train_first:
+            # Only the run's own files go (train refuses a directory that holds a run); its
+            # picture is overwritten, and anything else in OUT/train stays.
+            from ..checkpoint import CHECKPOINT
+            from ..training import METRICS
 
-        for name in (CHECKPOINT, "config.json", METRICS):
-            (out / name).unlink(missing_ok=True)
+            for name in (CHECKPOINT, "config.json", METRICS):
+                (target / name).unlink(missing_ok=True)
+
     from .demo_run import run_demo, run_training
 
     use_threads(threads)
     if train_first:
-        run_training(epochs, train_size, seed, out, not quiet, click.echo)
+        run_training(epochs, train_size, seed, target, not quiet, click.echo)
     else:
         run_demo(n, seed, out, click.echo)

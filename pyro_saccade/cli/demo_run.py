@@ -35,7 +35,7 @@ from ..training.batches import collate, correct, prepare
 # canvases take longer to make and to read.
 LARGE_SHARE, LARGE_MIN = 10, 10
 BATCH = 20  # canvases predicted together (a batch of 2528x2528 canvases is cropped lazily)
-PICTURE_SAMPLES = 16  # posterior draws drawn as faint boxes
+PICTURE_CLOUD = 16  # posterior draws drawn as faint boxes
 # Training canvases per second of the --train run (batch 64, 100x100 canvases, one thread),
 # measured at 34 on a 2-core machine busy with two other trainings; an evaluated canvas costs
 # about a quarter of a trained one.
@@ -132,7 +132,7 @@ def draw(model: SaccadeModel, dataset: object, target: Path) -> None:
     if dataset.lazy:  # a large canvas kept as its patches
         image = image.dense()
     label = dataset.describe(0)["label"]
-    glimpse_figure(model, image, PICTURE_SAMPLES, label).savefig(target, dpi=100)
+    glimpse_figure(model, image, PICTURE_CLOUD, label).savefig(target, dpi=100)
 
 
 def table(shown: list[Shown]) -> list[str]:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from ..training.config import BACKGROUNDS
 from .params import (
+    BACKGROUND_HELP,
     DEVICE,
     PHOTO_CSV,
     PHOTO_DIR,
@@ -34,6 +36,12 @@ EVALUATION = "metrics:evaluate_glimpses"
 )
 @click.option(
     "--distractors", type=click.IntRange(min=0), default=None, help="[default: as trained]"
+)
+@click.option(
+    "--background",
+    type=click.Choice(BACKGROUNDS),
+    default=None,
+    help=f"{BACKGROUND_HELP} [default: as trained]",
 )
 @click.option(
     "--task",
@@ -88,11 +96,18 @@ EVALUATION = "metrics:evaluate_glimpses"
 @DEVICE
 @THREADS
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--reliability",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the model's reliability diagram (accuracy against confidence) to this PNG.",
+)
 @takes_checkpoint
 def evaluate_command(
     checkpoint: str,
     canvas: tuple[int, int] | None,
     distractors: int | None,
+    background: str | None,
     task: str | None,
     n: int,
     samples: int | None,
@@ -105,6 +120,7 @@ def evaluate_command(
     device: str,
     threads: int,
     as_json: bool,
+    reliability: Path | None,
 ) -> None:
     """Accuracy on canvases built from held-out digits only, or on photos.
 
@@ -136,13 +152,13 @@ def evaluate_command(
     trained = trained_config(payload)
     if isinstance(model, SaccadeModel):  # None: the model's own number, reported as such
         samples = samples_for(model, samples)
-    pyro.set_rng_seed(seed)  # the same posterior samples every time
+    pyro.set_rng_seed(seed)  # noisy proxies, for a model trained with them
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     photos = given_photos(data_dir, csv_file)
     if photos or trained.photos:
         if proxy_baseline:
             raise click.UsageError("--proxy-baseline applies to canvases, not to photos")
-        _evaluate_photos(model, trained, photos, batch_size, samples, noise, as_json)
+        _evaluate_photos(model, trained, photos, batch_size, samples, noise, seed, as_json)
         return
     baseline = load(proxy_baseline, device) if proxy_baseline else None
     # The model's own task, which is the trained one unless the model was moved to another
@@ -154,6 +170,7 @@ def evaluate_command(
         seed=seed,
         canvas=list(canvas) if canvas else trained.canvas,
         distractors=trained.distractors if distractors is None else distractors,
+        background=background or trained.background,
     )
     if task != answers:
         model = for_task(model, task, "--task")
@@ -178,12 +195,17 @@ def evaluate_command(
         proxy_baseline=baseline,
         progress=None if as_json else True,  # with --json, a bar only on a terminal's stderr
     )
+    if reliability is not None:
+        from ..viz import reliability_figure
+
+        reliability_figure({Path(checkpoint).stem: measured.reliability}, reliability)
     megapixel = task in MEGAPIXEL_TASKS
     result = {
         "checkpoint": str(checkpoint),
         "task": task,
         "canvas": "x".join(map(str, config.canvas)),
         **({"noise": config.noise} if megapixel else {"distractors": config.distractors}),
+        "background": config.background,
         "n": n,
         "samples": samples,
         "proxy_noise": noise,
@@ -197,7 +219,7 @@ def evaluate_command(
     clutter = f"{config.noise} noise boxes" if megapixel else f"{config.distractors} distractors"
     click.echo(
         f"accuracy {measured.accuracy:.4f} on {n} held-out {result['canvas']} canvases "
-        f"({task}, {clutter})"
+        f"({task}, {clutter}, {config.background} background)"
     )
     for line in glimpse_lines(measured, proxy_baseline):
         click.echo(line)
@@ -210,6 +232,7 @@ def _evaluate_photos(
     batch_size: int,
     samples: int | None,
     noise: float,
+    seed: int,
     as_json: bool,
 ) -> None:
     """Accuracy on every photo of ``photos``, or on the held-out photos of the run."""
@@ -229,7 +252,13 @@ def _evaluate_photos(
     dataset = photo_set(source_config, model.config, "test", progress=not as_json)
     started = time.perf_counter()
     accuracy = evaluate(
-        model, dataset, batch_size=batch_size, samples=samples, noise=noise, progress=not as_json
+        model,
+        dataset,
+        batch_size=batch_size,
+        samples=samples,
+        noise=noise,
+        progress=not as_json,
+        seed=seed,
     )
     source = photos or trained.photo_test or f"{trained.photos} (held-out split)"
     result = {

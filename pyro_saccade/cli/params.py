@@ -166,6 +166,12 @@ def given_fields(ctx: click.Context, source: str) -> dict[str, object]:
 
 # -- options of several commands -----------------------------------------------------------------
 
+BACKGROUND_HELP = (
+    "What the canvases' digits and scribbles are painted on: black (the original), white (the "
+    "canvas inverted, 1 - x), or clutter (a smooth random field drawn anew for every canvas, its "
+    "marks all black or all white, so that brightness alone does not say where they are)."
+)
+
 
 def writable(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """Fail before any work on an output path that cannot be written: the nearest existing

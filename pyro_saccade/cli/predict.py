@@ -58,15 +58,17 @@ def predict_command(
     photos = [_open_image(path, model) for path in images]
     pyro.set_rng_seed(seed)
     for path, image in zip(images, photos, strict=True):
-        result = describe_prediction(model, image, samples)
+        result = describe_prediction(model, image, samples, seed)
         if as_json:
             click.echo(json.dumps({"path": str(path), **result}))
         else:
             click.echo(f"{path}: {result['label']} (p={result['probability']:.3f})")
 
 
-def describe_prediction(model: object, image: object, samples: int | None = None) -> dict:
-    """Label and probability (``samples`` as ``prediction.infer`` takes them) and the
+def describe_prediction(
+    model: object, image: object, samples: int | None = None, seed: int = 0
+) -> dict:
+    """Label and probability (``samples`` and ``seed`` as ``prediction.infer`` takes them) and the
     posterior-mean glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
     from ..data import as_batch
     from ..glimpse import box_scale
@@ -77,11 +79,14 @@ def describe_prediction(model: object, image: object, samples: int | None = None
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
     batch = as_batch([image], model.config.proxy)
-    probs, prediction = shown(model, *prepare(batch, device, model.config.proxy), samples)
+    probs, prediction = shown(model, *prepare(batch, device, model.config.proxy), samples, seed)
     probs = probs[0]
     z = prediction.z[0, 0]  # [T, 3]
     placed = boxes(model, prediction.z, height, width, prediction.centres)[0, 0]
     scale = box_scale(placed, height, width)
+    # A glimpse may reach past the border (the model reads zeros there): its box is reported
+    # clipped to the image, its centre and scale as the model placed it.
+    inside = clip_boxes(placed, height, width)
     label, probability = predicted(probs, model.config.classes, model.config.multilabel)
     return {
         "label": label,
@@ -93,11 +98,21 @@ def describe_prediction(model: object, image: object, samples: int | None = None
                 "scale": round(float(scale[t]), 4),
                 "x": round(float((box[0] + box[2]) / 2), 1),
                 "y": round(float((box[1] + box[3]) / 2), 1),
-                "box": [round(float(v), 1) for v in box],
+                "box": [round(float(v), 1) for v in inside[t]],
+                "clipped": bool((inside[t] != box).any()),
             }
             for t, box in enumerate(placed)
         ],
     }
+
+
+def clip_boxes(boxes: object, height: int, width: int) -> object:
+    """Pixel boxes (x0, y0, x1, y1) [..., 4] cut to the image [0, width] x [0, height]."""
+    import torch
+
+    low = boxes.new_zeros(4)
+    high = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    return torch.minimum(torch.maximum(boxes, low), high)
 
 
 def _saccade_model(checkpoint: str, device: str) -> object:
@@ -139,12 +154,6 @@ def _open_image(path: Path, model: object) -> object:
     type=click.IntRange(min=1),
     help="Posterior draws (and as many prior draws) per image.",
 )
-@library_option(
-    "posterior:sample_posterior",
-    "--batch-size",
-    type=click.IntRange(min=1),
-    help="Images of one size sampled together.",
-)
 @SEED
 @DEVICE
 @THREADS
@@ -160,7 +169,6 @@ def posterior_command(
     checkpoint: str,
     images: tuple[Path, ...],
     samples: int,
-    batch_size: int,
     seed: int,
     device: str,
     threads: int,
@@ -172,7 +180,6 @@ def posterior_command(
     prior and prior_predictive (the same under the prior), and observed_data when a labels.csv
     (file,label) beside the images gives every true label. Prints a summary.
     """
-    import pyro
 
     from ..labels import image_names, true_labels
     from ..posterior import sample_posterior
@@ -182,9 +189,8 @@ def posterior_command(
     c = model.config
     photos = [_open_image(path, model) for path in images]
     labels = true_labels(images, c.classes, c.multilabel)
-    pyro.set_rng_seed(seed)
     result = sample_posterior(
-        model, photos, samples, names=image_names(images), labels=labels, batch_size=batch_size
+        model, photos, samples, names=image_names(images), labels=labels, seed=seed
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_arviz().to_netcdf(str(out))
@@ -199,7 +205,16 @@ def posterior_command(
     "viz:glimpse_figure",
     "--samples",
     type=click.IntRange(min=0),
-    help="Posterior draws drawn as a faint cloud of boxes (0: none).",
+    show_default=SAMPLES_DEFAULT,
+    help="Posterior samples averaged for the predicted label, as in predict (0: "
+    "posterior-mean glimpses).",
+)
+@library_option(
+    "viz:glimpse_figure",
+    "--cloud",
+    type=click.IntRange(min=0),
+    help="Posterior draws drawn as a faint cloud of boxes behind the posterior-mean ones "
+    "(0: none).",
 )
 @SEED
 @DEVICE
@@ -215,7 +230,8 @@ def posterior_command(
 def visualize_command(
     checkpoint: str,
     images: tuple[Path, ...],
-    samples: int,
+    samples: int | None,
+    cloud: int,
     seed: int,
     device: str,
     threads: int,
@@ -224,8 +240,9 @@ def visualize_command(
     """Draw where the model looks: OUT/NAME_glimpses.png for each image.
 
     Each picture shows the image with the posterior-mean glimpses numbered in order over a faint
-    cloud of sampled ones, the crops the model saw, and the predicted label, with the true one
-    when a labels.csv (file,label) sits beside the images. Large images are shown downsampled.
+    cloud of sampled ones, the crops the model saw (and, where the boxes are small in the image,
+    each one's neighbourhood enlarged), and the label predict gives, with the true one when a
+    labels.csv (file,label) sits beside the images. Large images are shown downsampled.
     """
     import pyro
 
@@ -242,7 +259,8 @@ def visualize_command(
     for path, label, name in zip(images, labels, names, strict=True):
         image = _open_image(path, model)
         target = out / f"{name}_glimpses.png"
-        glimpse_figure(model, image, samples, label).savefig(target, dpi=100)
+        figure = glimpse_figure(model, image, cloud, label, samples=samples, seed=seed)
+        figure.savefig(target, dpi=100)
         click.echo(f"{path}: {target}")
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import click
 
+from ..training.config import BACKGROUNDS
 from .params import (
+    BACKGROUND_HELP,
     DEVICE_HELP,
     MODEL,
     PHOTO_CSV,
@@ -77,6 +79,12 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     "--noise",
     type=click.IntRange(min=0),
     help="Megapixel MNIST tasks: line-pair scribbles per canvas.",
+)
+@library_option(
+    TRAINING,
+    "--background",
+    type=click.Choice(BACKGROUNDS),
+    help=BACKGROUND_HELP,
 )
 @library_option(
     TRAINING,
@@ -268,10 +276,10 @@ def train_command(
     or on photos of any size with --data-dir or --csv.
 
     The model options (--glimpses to --prior) apply to the saccade model only. With photos,
-    --task, --canvas, --distractors, --digit-size, --augment, --overlap, --digits, --train-size and
-    --test-size do not apply: every training photo is seen once per epoch. --resume continues
-    the run in --out as it was configured (options given again must repeat its values), or
-    starts it from the options given when --out holds no checkpoint yet.
+    --task, --canvas, --distractors, --background, --digit-size, --augment, --overlap, --digits,
+    --train-size and --test-size do not apply: every training photo is seen once per epoch.
+    --resume continues the run in --out as it was configured (options given again must repeat
+    its values), or starts it from the options given when --out holds no checkpoint yet.
     """
     from ..checkpoint import CHECKPOINT, load, with_config
     from ..config import SaccadeConfig, updated

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .background import Background, background_rng, check_background, describe_background
 from .canvas import GeneratedCanvases, PatchCanvas, collate_canvases
 from .mnist import SPLITS, load_digits
 
@@ -129,6 +130,7 @@ class _Layout:
     patch_sources: tuple[tuple[int, int, int], ...]  # (digit index, row, column) of each patch
     patch_boxes: tuple[Box, ...]
     digit_warps: tuple[tuple[float, float, float], ...] = ()  # (degrees, scale, shear) per digit
+    background: Background | None = None  # black
 
 
 class TwoDigitCluttered(GeneratedCanvases):
@@ -146,6 +148,8 @@ class TwoDigitCluttered(GeneratedCanvases):
     few thousand digits shows each of them in many shapes; the layout is the same as without.
     With ``lazy`` item ``i`` is ``(PatchCanvas, label)`` ("add" mode, see :meth:`canvas`), which
     ``collate_canvases`` (the dataset's ``collate``) batches into a ``CanvasBatch``.
+    ``background`` "white" or "clutter" paints the same canvases over a background drawn per
+    canvas (``data.background``), as Megapixel MNIST does.
     """
 
     def __init__(
@@ -162,8 +166,10 @@ class TwoDigitCluttered(GeneratedCanvases):
         augment: bool = False,
         overlap: float = 0.0,
         lazy: bool = False,
+        background: str = "black",
     ) -> None:
         _check_task(task)
+        check_background(background)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if n < 0 or distractors < 0:
@@ -182,6 +188,7 @@ class TwoDigitCluttered(GeneratedCanvases):
             seed,
         )
         self.augment, self.overlap, self.lazy = augment, overlap, lazy
+        self.background = background
         self.canvas_size = _canvas_shape(canvas)
         height, width = self.canvas_size
         if digit_size is None:
@@ -231,11 +238,15 @@ class TwoDigitCluttered(GeneratedCanvases):
         )
         if self.overlap and rng.random() < self.overlap:
             digit_boxes = (digit_boxes[0], _place_over(rng, digit_boxes[0], height, width))
-        return _Layout(digit_indices, digit_boxes, tuple(sources), tuple(boxes), warps)
+        # Its own generator: the layout is the same on every background.
+        shade = background_rng(self.seed, SPLITS.index(self.split), i)
+        background = Background.draw(self.background, shade)
+        return _Layout(digit_indices, digit_boxes, tuple(sources), tuple(boxes), warps, background)
 
     def describe(self, i: int) -> dict:
         """The digits drawn on canvas ``i``: their classes, indices into this split's digits,
-        boxes ``(x0, y0, x1, y1)`` (exclusive ends) and the boxes of the distractor patches."""
+        boxes ``(x0, y0, x1, y1)`` (exclusive ends), the boxes of the distractor patches and the
+        background (``describe_background``)."""
         layout = self._layout(self._index(i))
         digits = [int(self.digit_labels[k]) for k in layout.digit_indices]
         return {
@@ -244,6 +255,7 @@ class TwoDigitCluttered(GeneratedCanvases):
             "boxes": list(layout.digit_boxes),
             "distractor_boxes": list(layout.patch_boxes),
             "label": label_name(self.task, *digits),
+            "background": describe_background(self.background, layout.background),
         }
 
     def _canvas_of(self, layout: _Layout) -> PatchCanvas:
@@ -267,6 +279,7 @@ class TwoDigitCluttered(GeneratedCanvases):
                 for patch, (x0, y0, x1, y1) in pieces
             ],
             mode="add",
+            background=layout.background,
         )
 
     def canvas(self, i: int) -> PatchCanvas:
@@ -286,5 +299,6 @@ class TwoDigitCluttered(GeneratedCanvases):
         return (
             f"{type(self).__name__}(task={self.task!r}, canvas={height}x{width}, n={self.n}, "
             f"distractors={self.distractors}, digit_side={self.digit_side}, split={self.split!r}, "
-            f"seed={self.seed}, augment={self.augment}, overlap={self.overlap}, lazy={self.lazy})"
+            f"seed={self.seed}, augment={self.augment}, overlap={self.overlap}, lazy={self.lazy}, "
+            f"background={self.background!r})"
         )

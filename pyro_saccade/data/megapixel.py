@@ -4,7 +4,8 @@ on a large canvas, with the original ``majority`` task and Iterative Patch Selec
 
 Every canvas is a pure function of ``(seed, split, index)`` and is built as a
 :class:`~pyro_saccade.data.canvas.PatchCanvas`, so that it can be cropped and downsampled
-without being drawn (``lazy=True``).
+without being drawn (``lazy=True``). Its digits and scribbles are the same on every
+``background`` (``data.background``): black (the original), white, or clutter.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .background import Background, background_rng, check_background, describe_background
 from .canvas import GeneratedCanvases, PatchCanvas, collate_canvases
 from .mnist import SPLITS, load_digits
 
@@ -88,6 +90,7 @@ class _Layout:
     digit_boxes: tuple[Box, ...]
     noise_patterns: tuple[int, ...]
     noise_boxes: tuple[Box, ...]
+    background: Background | None = None  # black
 
 
 class MegapixelMNIST(GeneratedCanvases):
@@ -99,7 +102,9 @@ class MegapixelMNIST(GeneratedCanvases):
     is under its whole box. Item ``i`` is ``(image float32 [1, H, W], label)``, or with ``lazy``
     ``(PatchCanvas, label)``, which ``collate_canvases`` batches into a ``CanvasBatch`` (the
     dataset's ``collate``). Labels: int64 class for majority, max and top; float32 [10]
-    multi-hot for multi. Train and test canvases draw from disjoint digits.
+    multi-hot for multi. Train and test canvases draw from disjoint digits. ``background``
+    "white" paints the same canvases 1 - x, "clutter" paints their ink in black or white over a
+    smooth random field (``data.background.Background``), both drawn per canvas.
     """
 
     def __init__(
@@ -113,7 +118,9 @@ class MegapixelMNIST(GeneratedCanvases):
         source: str = "bundled",
         root: str | Path | None = None,
         lazy: bool = False,
+        background: str = "black",
     ) -> None:
+        check_background(background)
         if task not in MEGAPIXEL_TASKS:
             raise ValueError(f"task must be one of {MEGAPIXEL_TASKS}, got {task!r}")
         if split not in SPLITS:
@@ -125,7 +132,7 @@ class MegapixelMNIST(GeneratedCanvases):
             raise ValueError(f"canvas sides must be at least {MIN_SIDE}, got {height}x{width}")
         self.task, self.n, self.noise, self.split, self.seed = task, n, noise, split, seed
         self.canvas_size = int(height), int(width)
-        self.lazy = lazy
+        self.lazy, self.background = lazy, background
         self.digits, self.digit_labels = load_digits(source, split, root)
         labels = self.digit_labels.numpy()
         self._of_class = [np.flatnonzero(labels == c) for c in range(10)]
@@ -162,6 +169,8 @@ class MegapixelMNIST(GeneratedCanvases):
         patterns = rng.integers(0, NOISE_PATTERNS, size=self.noise)
         noise_y = rng.integers(DIGIT_SIDE, height - DIGIT_SIDE, size=self.noise)
         noise_x = rng.integers(DIGIT_SIDE, width - DIGIT_SIDE, size=self.noise)
+        # Its own generator: the layout is the same on every background.
+        shade = background_rng(self.seed, SPLITS.index(self.split), i)
         return _Layout(
             target,
             tuple(int(k) for k in indices),
@@ -171,16 +180,20 @@ class MegapixelMNIST(GeneratedCanvases):
                 (int(x), int(y), int(x) + DIGIT_SIDE, int(y) + DIGIT_SIDE)
                 for x, y in zip(noise_x, noise_y, strict=True)
             ),
+            Background.draw(self.background, shade),
         )
 
     def _canvas_of(self, layout: _Layout) -> PatchCanvas:
-        """The canvas of a layout: digits, then noise, each replacing what is under it."""
+        """The canvas of a layout: digits, then noise, each replacing what is under it, over
+        the layout's background."""
         digits = self.digits[list(layout.digit_indices)].float() / 255.0
         patches = torch.cat([digits, self.noise_patterns[list(layout.noise_patterns)]])
         boxes = torch.tensor(layout.digit_boxes + layout.noise_boxes, dtype=torch.int64)
         sides = torch.full((len(patches),), DIGIT_SIDE, dtype=torch.int64)
         height, width = self.canvas_size
-        return PatchCanvas(height, width, patches, sides, boxes.view(-1, 4), mode="replace")
+        return PatchCanvas(
+            height, width, patches, sides, boxes.view(-1, 4), "replace", layout.background
+        )
 
     def canvas(self, i: int) -> PatchCanvas:
         """Canvas ``i`` as a lazy PatchCanvas."""
@@ -193,7 +206,7 @@ class MegapixelMNIST(GeneratedCanvases):
     def describe(self, i: int) -> dict:
         """What canvas ``i`` shows: its digits' classes, indices into this split's digits and
         boxes ``(x0, y0, x1, y1)`` (exclusive ends), the target class, the noise boxes and
-        patterns, and the label as text."""
+        patterns, the label as text and the background (``describe_background``)."""
         layout = self._layout(self._index(i))
         digits, _ = self._label(layout)
         return {
@@ -206,6 +219,7 @@ class MegapixelMNIST(GeneratedCanvases):
             "label": megapixel_label_name(
                 self.task, digits, list(layout.digit_boxes), layout.target
             ),
+            "background": describe_background(self.background, layout.background),
         }
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | PatchCanvas, torch.Tensor]:
@@ -218,5 +232,6 @@ class MegapixelMNIST(GeneratedCanvases):
         height, width = self.canvas_size
         return (
             f"{type(self).__name__}(task={self.task!r}, canvas={height}x{width}, n={self.n}, "
-            f"noise={self.noise}, split={self.split!r}, seed={self.seed}, lazy={self.lazy})"
+            f"noise={self.noise}, split={self.split!r}, seed={self.seed}, lazy={self.lazy}, "
+            f"background={self.background!r})"
         )

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from ..config import ConfigMixin
 
 PRECISIONS = ("float32", "bfloat16")
+# data.background.BACKGROUNDS, spelled out: this module imports no torch.
+BACKGROUNDS = ("black", "white", "clutter")
 
 
 @dataclass
@@ -21,6 +23,7 @@ class TrainConfig(ConfigMixin):
     canvas: list[int] = field(default_factory=lambda: [100, 100])  # height, width
     distractors: int = 8
     noise: int = 50  # Megapixel MNIST tasks: line-pair noise boxes per canvas
+    background: str = "black"  # what canvases' ink is painted on: black | white | clutter
     digit_size: int | None = None
     augment: bool = False  # warp every training digit at random (TwoDigitCluttered's augment)
     overlap: float = 0.0  # share of training canvases with one digit over the other
@@ -53,6 +56,10 @@ class TrainConfig(ConfigMixin):
             (0 <= self.overlap <= 1, f"overlap must lie in [0, 1], got {self.overlap}"),
             (self.proxy_noise >= 0, f"proxy_noise must be non-negative, got {self.proxy_noise}"),
             (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
+            (
+                self.background in BACKGROUNDS,
+                f"background must be one of {BACKGROUNDS}, got {self.background!r}",
+            ),
             (
                 self.checkpoint_every >= 0,
                 f"checkpoint_every must be non-negative, got {self.checkpoint_every}",

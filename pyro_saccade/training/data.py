@@ -41,6 +41,7 @@ def canvases(
             seed=config.seed,
             source=config.source,
             lazy=lazy,
+            background=config.background,
         )
     return TwoDigitCluttered(
         task=task,
@@ -54,6 +55,7 @@ def canvases(
         augment=config.augment and training,
         overlap=config.overlap if training else 0.0,
         lazy=lazy,
+        background=config.background,
     )
 
 

@@ -22,8 +22,9 @@ def evaluate(
     noise: float = 0.0,
     progress: bool = False,
     workers: int = 0,
+    seed: int = 0,
 ) -> float:
-    """Accuracy of a SaccadeModel or a baseline on ``dataset`` (``samples``: as
+    """Accuracy of a SaccadeModel or a baseline on ``dataset`` (``samples`` and ``seed``: as
     ``prediction.predict`` takes them). Under torch.distributed every process evaluates its
     share and the counts are summed: call it on every process."""
     device = next(model.parameters()).device
@@ -40,7 +41,7 @@ def evaluate(
     )
     for images, labels in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         images, proxies = prepare(images, device, model.config.proxy, noise)
-        probs = predict(model, images, proxies, samples=samples)
+        probs = predict(model, images, proxies, samples=samples, seed=seed)
         hits += int(correct(probs, labels.to(device), model.config.multilabel).sum())
         total += len(labels)
     hits, total = all_sum([hits, total])

@@ -138,6 +138,8 @@ def _train(
         model = model or SaccadeModel(model_config or default_model_config("identify", tc.photos))
     model, tc, state = resumed(payload, out) if payload else (model, tc, TrainState())
     check_run(model, tc, processes)
+    # What a loaded model's inputs are compared with (familiar.py) describes its starting weights.
+    model.trained_on = model.familiar = None
     if rank == 0:
         start_run_directory(out, model, tc, state.metrics)
 

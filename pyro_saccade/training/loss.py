@@ -33,7 +33,8 @@ class ELBOLoss(nn.Module):
             loss = self.elbo.differentiable_loss(
                 self.saccade.model, self.saccade.guide, images, proxies, labels, annealing, steps
             )
-        return loss / images.shape[0], self.saccade.read(steps).detach()
+        probs = self.saccade.class_probs(self.saccade.read(steps))
+        return loss / images.shape[0], probs.detach()
 
 
 def objective(model: nn.Module) -> nn.Module:

@@ -1,0 +1,125 @@
+"""Probabilities that mean what they say: calibration measures and the temperature that fits.
+
+A model is calibrated when, of the answers it gives with probability about p, a share p is
+right. ``scores`` measures it on labelled images: the negative log-likelihood of the true
+labels, the expected calibration error (ECE: the gap between confidence and accuracy, averaged
+over ten bins of confidence, weighted by their share of answers) and the Brier score. A trained
+model's prediction, the average of its posterior draws' probabilities, is tempered by
+``SaccadeConfig.temperature`` T (p^(1/T), normalised), which keeps every answer;
+``fit_temperature`` finds the T under which it is best calibrated on held-out labels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .model import SaccadeModel
+from .prediction import Prediction, infer, temper
+from .training.batches import collate, prepare
+
+BINS = 10
+
+
+@dataclass
+class Scores:
+    """Negative log-likelihood per image, expected calibration error and Brier score."""
+
+    nll: float
+    ece: float
+    brier: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"nll": self.nll, "ece": self.ece, "brier": self.brier}
+
+
+def confidences(probs: Tensor, labels: Tensor, multilabel: bool) -> tuple[Tensor, Tensor]:
+    """The probability of each answer and whether it is right: the most probable class of each
+    image, or for a multi-label model each of the K yes/no answers."""
+    if multilabel:
+        answers = probs > 0.5
+        return torch.where(answers, probs, 1 - probs).flatten(), (
+            answers == labels.bool()
+        ).flatten()
+    confidence, answer = probs.max(-1)
+    return confidence, answer == labels
+
+
+def reliability(
+    probs: Tensor, labels: Tensor, multilabel: bool, bins: int = BINS
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per bin of confidence (``bins`` equal bins of [0, 1]): the mean confidence, the
+    accuracy (NaN in an empty bin) and the number of answers."""
+    confidence, right = confidences(probs, labels, multilabel)
+    index = (confidence * bins).long().clamp(max=bins - 1)
+    counts = torch.bincount(index, minlength=bins).double()
+    mean = torch.bincount(index, confidence.double(), bins) / counts
+    accuracy = torch.bincount(index, right.double(), bins) / counts
+    return mean, accuracy, counts
+
+
+def scores(probs: Tensor, labels: Tensor, multilabel: bool, bins: int = BINS) -> Scores:
+    """NLL, ECE and Brier score of class probabilities [N, K] for labels [N] (class indices)
+    or, multi-label, [N, K] (0/1)."""
+    probs = probs.double()
+    tiny = torch.finfo(probs.dtype).tiny
+    if multilabel:
+        target = labels.double()
+        likely = torch.where(target > 0.5, probs, 1 - probs)
+        nll = -likely.clamp(min=tiny).log().sum(-1).mean()
+    else:
+        target = torch.nn.functional.one_hot(labels, probs.shape[-1]).double()
+        nll = -probs.gather(-1, labels[:, None]).clamp(min=tiny).log().mean()
+    brier = (probs - target).pow(2).sum(-1).mean()
+    mean, accuracy, counts = reliability(probs, labels, multilabel, bins)
+    held = counts > 0
+    ece = ((mean - accuracy).abs()[held] * counts[held]).sum() / counts.sum()
+    return Scores(float(nll), float(ece), float(brier))
+
+
+def averaged_probs(logits: Tensor, temperature: float | Tensor, multilabel: bool) -> Tensor:
+    """A prediction's probabilities [N, K] from its draws' logits [S, N, K]: the mean over draws
+    of each draw's probabilities, tempered by ``temperature`` (``prediction.temper``)."""
+    probs = torch.sigmoid(logits) if multilabel else logits.softmax(-1)
+    return temper(probs.mean(0), temperature, multilabel)
+
+
+def fit_temperature(logits: Tensor, labels: Tensor, multilabel: bool) -> float:
+    """The temperature T whose probabilities ``averaged_probs(logits, T)`` have the least
+    expected calibration error on ``labels``, the smallest negative log-likelihood among those
+    within 1e-4 of it; ``logits`` [S, N, K] at temperature 1. T is searched on a grid of 400
+    values from 0.02 to 50: around its optimum the likelihood is nearly flat where the
+    calibration error is not (docs/results.md, "Calibration")."""
+    logits = logits.double()
+    grid = torch.logspace(math.log10(0.02), math.log10(50.0), 400, dtype=torch.float64)
+    measured = [scores(averaged_probs(logits, t, multilabel), labels, multilabel) for t in grid]
+    ece = torch.tensor([m.ece for m in measured])
+    nll = torch.tensor([m.nll for m in measured])
+    near = ece <= ece.min() + 1e-4
+    return float(grid[near][nll[near].argmin()])
+
+
+@torch.no_grad()
+def held_out(
+    model: SaccadeModel, dataset: Dataset, batch_size: int = 50, seed: int = 0
+) -> tuple[Tensor, Prediction, Tensor]:
+    """The proxies [N, C, J, J], the prediction (``prediction.infer`` with the model's own
+    draws and ``seed``) and the labels of every image of a labelled ``dataset``."""
+    device = next(model.parameters()).device
+    batches = DataLoader(dataset, batch_size=batch_size, collate_fn=collate(dataset))
+    proxies, parts, labels = [], [], []
+    for images, answers in tqdm(batches, desc="held-out", leave=False, disable=None):
+        images, batch_proxies = prepare(images, device, model.config.proxy)
+        parts.append(infer(model, images, batch_proxies, seed=seed, warn=False))
+        proxies.append(batch_proxies.cpu())
+        labels.append(answers)
+    fields = {}
+    for name in ("probs", "logits", "z", "features", "centres"):
+        values = [getattr(part, name) for part in parts]
+        fields[name] = None if values[0] is None else torch.cat(values, 0 if name == "probs" else 1)
+    return torch.cat(proxies), Prediction(**fields), torch.cat(labels)
