@@ -15,11 +15,10 @@ from PIL import Image
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel, load
-from pyro_saccade.checkpoint import pretrained_names, save_checkpoint
+from pyro_saccade.checkpoint import pretrained_names
 from pyro_saccade.cli import PRETRAINED_NAMES, _unique_stems, main
 from pyro_saccade.data import class_names
 from pyro_saccade.prediction import labels, predict
-from pyro_saccade.training import TrainConfig
 
 
 def commands(group: click.Group = main, prefix: tuple[str, ...] = ()) -> dict:
@@ -31,15 +30,6 @@ def commands(group: click.Group = main, prefix: tuple[str, ...] = ()) -> dict:
         else:
             found[(*prefix, name)] = command
     return found
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny model saved as trained on 40x40 canvases."""
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    model = SaccadeModel(SaccadeConfig(classes=class_names("identify"), **TINY))
-    save_checkpoint(path, model, TrainConfig(canvas=[40, 40]))
-    return path
 
 
 def gray(path: Path, height: int = 40, width: int = 40, channels: int = 1) -> Path:

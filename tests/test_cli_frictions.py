@@ -9,23 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny import TINY
 
-from pyro_saccade import SaccadeConfig, SaccadeModel
-from pyro_saccade.checkpoint import save_checkpoint
 from pyro_saccade.cli import main
-from pyro_saccade.data import class_names, save_image
-from pyro_saccade.training import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained tiny model saved as trained on 40x40 canvases."""
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    model = SaccadeModel(SaccadeConfig(classes=class_names("identify"), **TINY))
-    save_checkpoint(path, model, TrainConfig(canvas=[40, 40]))
-    return path
-
+from pyro_saccade.data import save_image
 
 # -- saccade demo, then saccade demo --train --------------------------------------------------
 
