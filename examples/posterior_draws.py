@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         means.append(predict(model, images, proxies))
         # One draw per call, so that every prefix of the draws is an S-draw average.
         draws.append(
-            torch.stack([predict(model, images, proxies, samples=1, seed=s) for s in range(args.samples)])
+            torch.stack(
+                [predict(model, images, proxies, samples=1, seed=s) for s in range(args.samples)]
+            )
         )
     target, draws = torch.cat(labels), torch.cat(draws, 1)  # draws: [S, N, K]
 
