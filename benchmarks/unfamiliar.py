@@ -42,10 +42,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyro_saccade import familiar
+from pyro_saccade.calibration import held_out
 from pyro_saccade.checkpoint import model_from_checkpoint, read_checkpoint, trained_config
 from pyro_saccade.data import MEGAPIXEL_TASKS, Photo, as_batch, synthetic_photo
-from pyro_saccade.prediction import Prediction, infer
-from pyro_saccade.training.batches import collate, prepare
+from pyro_saccade.prediction import infer
+from pyro_saccade.training.batches import collate, correct, prepare
 from pyro_saccade.training.data import canvases
 
 BATCH = 10
@@ -113,7 +114,7 @@ def measure(model: object, batches: Iterator[Batch]) -> dict:
             warned += bool(own)
             reasons.update({kind(reason) for reason in own})
         if labels is not None:
-            hits += int((prediction.probs.argmax(-1) == labels).sum())
+            hits += int(correct(prediction.probs, labels, model.config.multilabel).sum())
             labelled += len(labels)
         confidence += float(prediction.probs.max(-1).values.sum())
         n += len(prediction.probs)
@@ -141,23 +142,14 @@ def row(model_name: str, what: str, result: dict) -> str:
 
 
 def profiled(name: str, n: int, seed: int) -> tuple[object, object]:
-    """A model and its training config, with the profile of ``n`` held-out canvases drawn with
-    ``seed`` attached (``familiar.profile``)."""
+    """A model and its training config, with the profile (``familiar.profile``) of ``n``
+    held-out canvases drawn with ``seed`` attached, their posterior draws made with seed 0."""
     payload = read_checkpoint(name)
     model = model_from_checkpoint(payload, name).eval()
     trained = trained_config(payload)
-    proxies, predictions = [], []
-    for images, _ in canvas_batches(trained, model.config.task, seed, n):
-        images, own = prepare(images, torch.device("cpu"), model.config.proxy)
-        predictions.append(infer(model, images, own, warn=False))
-        proxies.append(own)
-    held = Prediction(
-        **{
-            f: torch.cat([getattr(p, f) for p in predictions], 0 if f == "probs" else 1)
-            for f in ("probs", "logits", "z", "features")
-        }
-    )
-    model.familiar = familiar.profile(model, torch.cat(proxies), held)
+    data = canvases(dataclasses.replace(trained, seed=seed), model.config.task, "test", n)
+    proxies, held, _ = held_out(model, data, BATCH, 0)
+    model.familiar = familiar.profile(model, proxies, held)
     return model, trained
 
 
@@ -169,17 +161,17 @@ def cases(
     height, width = trained.canvas
     noise = torch.Generator().manual_seed(args.seed)
 
-    def held_out(n: int, transform: Callable | None = None, **changes) -> Iterator[Batch]:
+    def test_canvases(n: int, transform: Callable | None = None, **changes) -> Iterator[Batch]:
         return canvas_batches(trained, task, args.seed, n, transform, **changes)
 
-    yield f"held-out canvas as trained ({height}x{width})", held_out(args.held_out_n)
+    yield f"held-out canvas as trained ({height}x{width})", test_canvases(args.held_out_n)
     if trained.digit_size or task in MEGAPIXEL_TASKS:  # objects of a fixed pixel size
         double = [2 * height, 2 * width]
-        yield f"{double[0]}x{double[1]} canvas", held_out(args.n, canvas=double)
+        yield f"{double[0]}x{double[1]} canvas", test_canvases(args.n, canvas=double)
     if trained.digit_size:
-        yield f"{height}x{width} canvas of large digits", held_out(args.n, digit_size=None)
-    yield "white background (1 - x)", held_out(args.n, lambda x: 1 - x)
-    yield "smooth random background", held_out(args.n, lambda x: smooth_background(x, noise))
+        yield f"{height}x{width} canvas of large digits", test_canvases(args.n, digit_size=None)
+    yield "white background (1 - x)", test_canvases(args.n, background="white")
+    yield "smooth random background", test_canvases(args.n, lambda x: smooth_background(x, noise))
     yield (
         "640x480 colour photo",
         photo_batches(folder, args.unlabelled_n, channels, model.config.proxy),

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .model import SaccadeModel
-from .prediction import Prediction, infer, temper
+from .prediction import Prediction, infer, joined, temper
 from .training.batches import collate, prepare
 
 BINS = 10
@@ -76,10 +76,15 @@ def scores(probs: Tensor, labels: Tensor, multilabel: bool, bins: int = BINS) ->
         target = torch.nn.functional.one_hot(labels, probs.shape[-1]).double()
         nll = -probs.gather(-1, labels[:, None]).clamp(min=tiny).log().mean()
     brier = (probs - target).pow(2).sum(-1).mean()
-    mean, accuracy, counts = reliability(probs, labels, multilabel, bins)
+    ece = calibration_error(*reliability(probs, labels, multilabel, bins))
+    return Scores(float(nll), ece, float(brier))
+
+
+def calibration_error(mean: Tensor, accuracy: Tensor, counts: Tensor) -> float:
+    """The expected calibration error of a reliability diagram (``reliability``): the gap
+    between mean confidence and accuracy, averaged over the bins weighted by their answers."""
     held = counts > 0
-    ece = ((mean - accuracy).abs()[held] * counts[held]).sum() / counts.sum()
-    return Scores(float(nll), float(ece), float(brier))
+    return float(((mean - accuracy).abs()[held] * counts[held]).sum() / counts.sum())
 
 
 def averaged_probs(logits: Tensor, temperature: float | Tensor, multilabel: bool) -> Tensor:
@@ -118,8 +123,4 @@ def held_out(
         parts.append(infer(model, images, batch_proxies, seed=seed, warn=False))
         proxies.append(batch_proxies.cpu())
         labels.append(answers)
-    fields = {}
-    for name in ("probs", "logits", "z", "features", "centres"):
-        values = [getattr(part, name) for part in parts]
-        fields[name] = None if values[0] is None else torch.cat(values, 0 if name == "probs" else 1)
-    return torch.cat(proxies), Prediction(**fields), torch.cat(labels)
+    return torch.cat(proxies), joined(parts), torch.cat(labels)

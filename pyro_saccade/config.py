@@ -260,14 +260,9 @@ def updated(config: SaccadeConfig, settings: dict) -> SaccadeConfig:
     section unless the kind changes. ValueError for a field the config does not have."""
     values = config.to_dict()
     for key, value in settings.items():
-        if (
-            key == "where"
-            and isinstance(value, dict)
-            and value.get("kind") in (None, values[key]["kind"])
-        ):
-            values[key] = {**values[key], **value}
-        elif key == "where" and isinstance(value, str):
-            values[key] = value if value != values[key]["kind"] else values[key]
-        else:
-            values[key] = value
+        if key == "where" and isinstance(value, (str, dict)):
+            value = {"kind": value} if isinstance(value, str) else value
+            if value.get("kind") in (None, values[key]["kind"]):  # the same kind: merged
+                value = {**values[key], **value}
+        values[key] = value
     return SaccadeConfig.from_dict(values)

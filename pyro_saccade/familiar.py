@@ -49,8 +49,8 @@ BINS = 16  # of the proxy's intensity histogram over [0, 1]
 LEVELS = 4  # of the Laplacian pyramid whose energies describe the proxy's detail
 # The least standard deviation of a statistic in the profile (the statistics of intensity and
 # detail are logs: 0.5 is a factor of 1.6). Megapixel canvases all hold 55 objects, so that their
-# mean intensity varies by 3%: with no floor, most canvases 1.17 times larger or smaller than
-# the trained side had intensities unlike the training proxies', a few with this one.
+# mean intensity varies by 3%: without a floor, most canvases 1.17 times larger or smaller than
+# the trained side would be flagged for their intensities; with this one, few are.
 STD_FLOOR = {"intensity": 0.5, "detail": 0.1, "glimpses": 0.05}
 PROFILE_VERSION = 1
 

@@ -181,6 +181,11 @@ def glimpse_boxes(z: Tensor, height: int, width: int, scale_min: float, scale_ma
     return pixel_boxes(normalised_box(z, height, width, scale_min, scale_max), height, width)
 
 
+def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
+    """Pixel boxes (x0, y0, x1, y1) [..., 4] cut to the image [0, width] x [0, height]."""
+    return torch.minimum(boxes.clamp(min=0), boxes.new_tensor([width, height, width, height]))
+
+
 def box_scale(boxes: Tensor, height: int, width: int) -> Tensor:
     """The scale of crop boxes [..., 4] (x0, y0, x1, y1): crops are square in pixels, so their
     side over the image's shorter side, the inverse of the scale convention above."""

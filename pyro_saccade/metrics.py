@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .calibration import reliability, scores
 from .data import MEGAPIXEL_TASKS, TASKS, proxies_of
+from .glimpse import clip_boxes
 from .model import SaccadeModel
 from .prediction import boxes, infer, predict
 from .training.batches import collate, correct, prepare
@@ -89,9 +90,7 @@ def union_area(boxes: Tensor, height: int, width: int) -> float:
     """The area of the union of boxes [N, 4] (x0, y0, x1, y1) clipped to a ``height`` x
     ``width`` image, exactly: on the grid of the boxes' own coordinates (at most 2N x 2N cells,
     whatever the image's size), each cell is wholly inside a box or wholly outside."""
-    boxes = boxes.detach().double().reshape(-1, 4).cpu()
-    limits = boxes.new_tensor([width, height, width, height])
-    boxes = torch.minimum(boxes.clamp(min=0), limits)
+    boxes = clip_boxes(boxes.detach().double().reshape(-1, 4).cpu(), height, width)
     xs = torch.unique(boxes[:, [0, 2]])
     ys = torch.unique(boxes[:, [1, 3]])
     if len(xs) < 2 or len(ys) < 2:
@@ -226,8 +225,7 @@ def evaluate_glimpses(
         labels = labels.to(device)
         if saccade:
             out = infer(model, images, proxies, samples, seed=seed, warn=False)
-            hits += int(correct(out.probs, labels, multilabel).sum())
-            answers.append((out.probs.cpu(), labels.cpu()))
+            probs = out.probs
             height, width = images.shape[-2:]
             placed = boxes(model, out.z, height, width, out.centres)
             digits = None
@@ -244,8 +242,8 @@ def evaluate_glimpses(
                 random_tally.add(placed, height, width, digits)
         else:
             probs = predict(model, images, proxies, samples=samples)
-            hits += int(correct(probs, labels, multilabel).sum())
-            answers.append((probs.cpu(), labels.cpu()))
+        hits += int(correct(probs, labels, multilabel).sum())
+        answers.append((probs.cpu(), labels.cpu()))
         if proxy_baseline is not None:
             with baseline_stream.active():
                 side = proxy_baseline.config.proxy

@@ -34,7 +34,7 @@ from .data import Photo, as_batch
 from .familiar import warn_unfamiliar
 from .labels import label_name, predicted
 from .model import SaccadeConfig, SaccadeModel
-from .prediction import ImageNoise, check_finite, check_images
+from .prediction import ImageNoise, checked_proxies
 from .training.batches import prepare
 from .where import Cells
 from .where import boxes as glimpse_boxes
@@ -190,7 +190,7 @@ def draw(
         num_samples=samples,
         return_sites=latents + centres + ["probs", label],
     )
-    with ImageNoise(seed, 1, "posterior" if posterior else "prior"):
+    with ImageNoise(seed, "posterior" if posterior else "prior"):
         out = predictive(image, proxy)
     return Draws(
         torch.stack([out[s] for s in latents], -2),
@@ -230,9 +230,7 @@ def sample_posterior(
     try:
         for image in images:
             batch, proxies = prepare(as_batch([image], proxy), device, proxy)
-            if isinstance(batch, Tensor):  # photos on disk were checked when opened
-                check_images(model, batch)
-            check_finite(proxies, "images")
+            proxies = checked_proxies(model, batch, proxies)
             # As infer warns, but for the glimpses: these draws keep no crop features.
             warn_unfamiliar(model, batch, proxies)
             posterior.append(draw(model, batch, proxies, samples, seed=seed))

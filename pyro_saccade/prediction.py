@@ -6,8 +6,8 @@ predictive). The probabilities are the model's ``probs`` site for those glimpses
 guide's own crops and states; replaying the model would add only its prior and proxy decoder,
 which do not change them.
 
-The draws take their randomness from ``ImageNoise``: the noise of draw s at a site depends on
-the seed, the site and s alone, the same for every image of a batch, so that a prediction is a
+Images are read one at a time, and the draws take their randomness from ``ImageNoise``: the
+noise of draw s at a site depends on the seed, the site and s alone, so that a prediction is a
 function of the model, the image and the seed, whatever else is in the batch.
 """
 
@@ -50,32 +50,31 @@ class Prediction:
 
 
 class ImageNoise(Messenger):
-    """Draw every unobserved sample site from noise of its own: for draw s of a site, a stream
-    seeded by (``seed``, ``stream``, the site's name, s), shared by the ``images`` images of the
-    batch (rows s * B + b, as ``SaccadeModel.guide`` lays out its draws). Each draw keeps its
-    distribution: a Normal is loc + scale * eps, a Uniform low + (high - low) * u, a Categorical
-    the argmax of its logits plus Gumbel noise, a Bernoulli u < p."""
+    """Draw every unobserved sample site of one image's draws (one row each, as
+    ``SaccadeModel.guide`` lays them out) from noise of its own: draw s of a site from a stream
+    seeded by (``seed``, ``stream``, the site's name, s). Each draw keeps its distribution: a
+    Normal is loc + scale * eps, a Uniform low + (high - low) * u, a Categorical the argmax of
+    its logits plus Gumbel noise, a Bernoulli u < p."""
 
-    def __init__(self, seed: int, images: int, stream: str = "posterior") -> None:
+    def __init__(self, seed: int, stream: str = "posterior") -> None:
         super().__init__()
-        self.key, self.images = f"{seed}/{stream}", images
+        self.key = f"{seed}/{stream}"
         self.drawn: Counter[str] = Counter()  # draws taken so far at each site (Predictive)
 
-    def noise(self, name: str, shape: torch.Size, like: Tensor, normal: bool) -> Tensor:
-        """Standard normal or uniform noise [S * B, *shape] for the next S draws of a site."""
-        draws = like.shape[0] // self.images
+    def noise(self, name: str, like: Tensor, normal: bool) -> Tensor:
+        """Standard normal or uniform noise shaped as ``like`` [S, ...], for the next S draws
+        of a site."""
         first = self.drawn[name]
-        self.drawn[name] += draws
-        parts = []
-        for s in range(first, first + draws):
-            stream = torch.Generator().manual_seed(zlib.crc32(f"{self.key}/{name}/{s}".encode()))
-            parts.append(
-                torch.randn(shape, generator=stream)
-                if normal
-                else torch.rand(shape, generator=stream)
-            )
-        noise = torch.stack(parts).unsqueeze(1).expand(draws, self.images, *shape)
-        return noise.reshape(like.shape[0], *shape).to(like.device, like.dtype)
+        self.drawn[name] += len(like)
+        draw = torch.randn if normal else torch.rand
+        noise = [
+            draw(like.shape[1:], generator=torch.Generator().manual_seed(self.seed_of(name, s)))
+            for s in range(first, first + len(like))
+        ]
+        return torch.stack(noise).to(like.device, like.dtype)
+
+    def seed_of(self, name: str, draw: int) -> int:
+        return zlib.crc32(f"{self.key}/{name}/{draw}".encode())
 
     def _pyro_sample(self, msg: Message) -> None:
         if msg["is_observed"] or msg["value"] is not None:
@@ -86,18 +85,18 @@ class ImageNoise(Messenger):
             return
         if isinstance(base, dist.Normal):
             loc, scale = base.loc.expand(fn.shape()), base.scale.expand(fn.shape())
-            value = loc + scale * self.noise(name, loc.shape[1:], loc, normal=True)
+            value = loc + scale * self.noise(name, loc, normal=True)
         elif isinstance(base, dist.Uniform):
             low, high = base.low.expand(fn.shape()), base.high.expand(fn.shape())
-            value = low + (high - low) * self.noise(name, low.shape[1:], low, normal=False)
+            value = low + (high - low) * self.noise(name, low, normal=False)
         elif isinstance(base, dist.Categorical):
             logits = base.logits
-            u = self.noise(name, logits.shape[1:], logits, normal=False)
+            u = self.noise(name, logits, normal=False)
             gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
             value = (logits + gumbel).argmax(-1)
         elif isinstance(base, dist.Bernoulli):
             probs = base.probs.expand(fn.shape())
-            value = (self.noise(name, probs.shape[1:], probs, normal=False) < probs).to(probs)
+            value = (self.noise(name, probs, normal=False) < probs).to(probs)
         else:
             raise NotImplementedError(f"{name}: no per-image noise for {type(base).__name__}")
         msg["value"] = value
@@ -117,6 +116,18 @@ def check_images(model: SaccadeModel, images: Tensor) -> None:
 def check_finite(values: Tensor, what: str) -> None:
     if not torch.isfinite(values).all():
         raise ValueError(f"{what} contain NaN or infinite values")
+
+
+def checked_proxies(model: SaccadeModel, images: Tensor, proxies: Tensor | None = None) -> Tensor:
+    """The images' proxies (``proxies_of``), once the images are checked to suit the model and
+    to hold finite values; ValueError otherwise."""
+    if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
+        check_images(model, images)
+    proxies = proxies_of(model, images, proxies)
+    # An area average is NaN or infinite whenever a pixel is: checking the small proxy
+    # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
+    check_finite(proxies, "images")
+    return proxies
 
 
 def proxies_of(model: SaccadeModel, images: Tensor, proxies: Tensor | None = None) -> Tensor:
@@ -146,16 +157,11 @@ def infer(
     ``images`` is a tensor [B, C, H, W], photos on disk (``data.as_batch``) or canvases
     drawn from their patches (``data.CanvasBatch``). With ``warn``, a warning lists every
     reason an image is unlike the training images (``familiar.warn_unfamiliar``)."""
-    if isinstance(images, Tensor):  # photos on disk (PhotoBatch) are checked when opened
-        check_images(model, images)
-    proxies = proxies_of(model, images, proxies)
-    # An area average is NaN or infinite whenever a pixel is: checking the small proxy
-    # costs nothing, where checking a 2528x2528 image costs twice the whole prediction.
-    check_finite(proxies, "images")
+    proxies = checked_proxies(model, images, proxies)
     was_training = model.training
     model.eval()
-    draws = max(samples_for(model, samples), 1)
-    mean = samples_for(model, samples) <= 0
+    samples = samples_for(model, samples)
+    draws, mean = max(samples, 1), samples <= 0
     try:
         # Image by image: a matrix product's rounding depends on how many rows it multiplies,
         # so that a batch would change an image's probabilities in their last bits.
@@ -165,16 +171,21 @@ def infer(
         ]
     finally:
         model.train(was_training)
-    probs = torch.cat([part.probs for part in parts])
-    check_finite(probs, "the glimpsed parts of the images")
-    drawn = [
-        torch.cat([getattr(part, f) for part in parts], 1) for f in ("logits", "z", "features")
-    ]
-    centres = None if parts[0].centres is None else torch.cat([p.centres for p in parts], 1)
-    prediction = Prediction(probs, *drawn, centres)
+    prediction = joined(parts)
+    check_finite(prediction.probs, "the glimpsed parts of the images")
     if warn:  # random glimpses are not the model's: what they found says nothing of the image
         warn_unfamiliar(model, images, proxies, None if random else prediction)
     return prediction
+
+
+def joined(parts: list[Prediction]) -> Prediction:
+    """The predictions of consecutive batches as one: images along the batch dimension."""
+    fields = {}
+    for name in ("probs", "logits", "z", "features", "centres"):
+        values = [getattr(part, name) for part in parts]
+        batch = 0 if name == "probs" else 1  # the others are per draw: [S, B, ...]
+        fields[name] = None if values[0] is None else torch.cat(values, batch)
+    return Prediction(**fields)
 
 
 def one_image(
@@ -192,7 +203,7 @@ def one_image(
     # about 3-10% to a prediction's CPU time.
     # Random glimpses draw from a stream of their own: the posterior's noise would tie them to
     # the places the guide chose.
-    noise = ImageNoise(seed, 1, "random" if random else "posterior")
+    noise = ImageNoise(seed, "random" if random else "posterior")
     with pyro.validation_enabled(False), noise:
         model.guide(image, proxy, steps=steps, mean=mean, random=random, draws=draws)
     logits = model.read(steps)  # [S, K]

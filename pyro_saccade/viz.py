@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from .calibration import calibration_error
 from .data import Photo, as_batch
 from .data.photo import reduction_for
 from .labels import predicted
@@ -389,9 +390,8 @@ def reliability_figure(diagrams: dict[str, Sequence[Sequence[float]]], out: str 
         ax = figure.add_subplot(1, len(diagrams), i + 1)
         bins = torch.tensor(rows, dtype=torch.float64)
         confidence, accuracy, answers = bins.unbind(-1)
-        held = answers > 0
-        share = answers / answers.sum()
-        ece = float(((confidence - accuracy).abs() * share)[held].sum())
+        held, share = answers > 0, answers / answers.sum()
+        ece = calibration_error(confidence, accuracy, answers)
         edges = torch.linspace(0, 1, len(bins) + 1)
         width = 1 / len(bins)
         ax.bar(

@@ -41,10 +41,6 @@ from .glimpse import (
 from .networks import GaussianHead, SaliencyHead, conv_block
 from .priors import LATENT
 
-# How a step chooses where_t: "prior" in the model, "posterior" in the guide, "mean" the
-# guide's mode, "random" a place drawn uniformly (the baseline that shows what the policy adds).
-MODES = ("prior", "posterior", "mean", "random")
-
 
 class Aim(NamedTuple):
     """The cell a glimpse chose (where_t) [B], the point it aims at [B, 2] in normalised

@@ -1,5 +1,5 @@
-"""Backgrounds of generated canvases: black as it was, white, and clutter, alike on dense and on
-lazy canvases, and from the command line."""
+"""Backgrounds of generated canvases: black (no background), white, and clutter, alike on dense
+and on lazy canvases, and from the command line."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def boxes_mask(about: dict, shape: torch.Size) -> torch.Tensor:
     return mask
 
 
-def test_black_is_the_canvas_as_it_was_and_white_its_inverse() -> None:
+def test_black_is_ink_on_zero_and_white_its_inverse() -> None:
     black, white, clutter = (megapixel(kind) for kind in BACKGROUNDS)
     assert MegapixelMNIST(canvas=200, n=1).background == "black"
     assert black.canvas(0).background is None and white.canvas(0).background == Background(1.0)
@@ -158,8 +158,8 @@ def test_clutter_hides_the_objects_from_brightness_but_not_from_a_reader() -> No
         about = clutter.describe(i)
         strokes = boxes_mask(about, ink.shape) & (ink > 0.5)
         visible.append(float((image - field)[strokes].abs().mean()))
-        # Where the digits are among a 32 x 32 proxy's cells: the brightest tenth of them on
-        # black; on clutter, no more among the brightest or the darkest than chance has it.
+        # The proxy cells (32 x 32) of the digits: among the brightest tenth on black; on
+        # clutter, among the brightest or the darkest tenth about as often as any cell.
         centres = [
             ((y0 + y1) // 2 * 32 // side) * 32 + (x0 + x1) // 2 * 32 // side
             for x0, y0, x1, y1 in about["boxes"]

@@ -1,7 +1,6 @@
 """Glimpses placed in cells of the proxy (``SaccadeConfig(where="cells")``): they zoom to small
 objects on large canvases at any size, and every tool that shows glimpses takes them."""
 
-import pyro
 import pytest
 import torch
 from tiny import TINY
@@ -53,7 +52,6 @@ def test_untrained_first_glimpse_aims_at_the_only_ink_with_a_box_in_pixels(side:
 def test_random_glimpses_go_elsewhere_with_the_same_sizes() -> None:
     model = cells_model()
     images = one_blob(600, 200, 300)
-    torch.manual_seed(1)
     aimed = infer(model, images)
     scattered = infer(model, images, random=True)
     assert not torch.allclose(aimed.centres, scattered.centres)
@@ -106,12 +104,10 @@ def test_repeated_images_crop_as_copies_of_them(source: str) -> None:
 def test_predict_samples_sets_the_draws_a_prediction_averages() -> None:
     model = cells_model(predict_samples=3)
     images = two_blobs()
-    pyro.set_rng_seed(0)
     drawn = infer(model, images)
     assert drawn.z.shape == (3, 2, model.config.glimpses, 3)
     assert infer(model, images, samples=0).z.shape == (1, 2, model.config.glimpses, 3)
     # The draws are one pass over copies of the images, whatever holds them.
-    pyro.set_rng_seed(0)
     dense = infer(model, images.dense())
     torch.testing.assert_close(dense.probs, drawn.probs, atol=1e-5, rtol=0)
     torch.testing.assert_close(dense.centres, drawn.centres)
@@ -139,11 +135,9 @@ def test_each_draw_reads_its_own_images_proxy() -> None:
 def test_predict_reports_the_mean_glimpses_of_a_model_that_averages_draws() -> None:
     model = cells_model(predict_samples=4)
     image = one_blob(600, 200, 300).dense()[0]
-    pyro.set_rng_seed(0)
     averaged = describe_prediction(model, image)
     mean = describe_prediction(model, image, samples=0)
     assert averaged["glimpses"] == mean["glimpses"]
-    pyro.set_rng_seed(0)
     probs = predict(model, image[None])[0]
     assert averaged["probability"] == pytest.approx(float(probs.max()))
 

@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny import TINY
 
-from pyro_saccade import SaccadeConfig, SaccadeModel
-from pyro_saccade.checkpoint import save_checkpoint
 from pyro_saccade.cli import main
-from pyro_saccade.data import class_names, save_image
-from pyro_saccade.training import TrainConfig
+from pyro_saccade.data import save_image
 
 COMMANDS = ["predict", "evaluate", "visualize", "posterior", "demo"]
 
@@ -27,12 +23,10 @@ def test_every_command_that_runs_a_model_takes_threads(command: str) -> None:
 
 
 @pytest.fixture
-def predict(tmp_path: Path) -> list[str]:
+def predict(checkpoint: Path, tmp_path: Path) -> list[str]:
     """``saccade predict`` of a tiny model on one image."""
-    model = SaccadeModel(SaccadeConfig(classes=class_names("identify"), **TINY))
-    save_checkpoint(tmp_path / "model.pt", model, TrainConfig(canvas=[40, 40]))
     save_image(torch.rand(1, 40, 40), tmp_path / "image.png")
-    return ["predict", str(tmp_path / "model.pt"), str(tmp_path / "image.png")]
+    return ["predict", str(checkpoint), str(tmp_path / "image.png")]
 
 
 def test_threads_sets_torch_threads_unless_zero(

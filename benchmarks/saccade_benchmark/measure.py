@@ -246,9 +246,9 @@ def measure(spec: dict) -> dict:
     """Measure one phase of one (subject, canvas, batch) cell; runs in a fresh process."""
     torch.manual_seed(spec["seed"])
     torch.set_num_threads(spec["threads"])
-    # The warm-up's tiny canvas is unlike the model's training images: the check still runs
-    # (and is timed), its warning is noise here.
-    warnings.filterwarnings("ignore", message=".*its answer may be unreliable")
+    # The warm-up's tiny canvas and the random canvases are unlike the model's training images:
+    # the check still runs (and is timed), its warning is noise here.
+    warnings.filterwarnings("ignore", message="unlike the training images")
     device = torch.device(spec["device"])
     model = build(spec["subject"], spec["checkpoint"]).to(device).eval()
     params = sum(p.numel() for p in model.parameters())

@@ -154,7 +154,7 @@ def library_option(source: type | str, *decls: str, **attrs: Any) -> Callable:
     return click.option(*decls, cls=LibraryOption, source=source, **attrs)
 
 
-def given_fields(ctx: click.Context, source: str) -> dict[str, object]:
+def given_fields(ctx: click.Context, source: type) -> dict[str, object]:
     """The fields of ``source`` (MODEL, TRAINING) as the options of ``ctx``'s command set
     them, given or by default."""
     values: dict[str, object] = {}

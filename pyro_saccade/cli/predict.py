@@ -51,12 +51,9 @@ def predict_command(
     """
     import json
 
-    import pyro
-
     use_threads(threads)
     model = _saccade_model(checkpoint, device)
     photos = [_open_image(path, model) for path in images]
-    pyro.set_rng_seed(seed)
     for path, image in zip(images, photos, strict=True):
         result = describe_prediction(model, image, samples, seed)
         if as_json:
@@ -71,7 +68,7 @@ def describe_prediction(
     """Label and probability (``samples`` and ``seed`` as ``prediction.infer`` takes them) and the
     posterior-mean glimpses (z and pixel boxes) of one image [C, H, W] or Photo."""
     from ..data import as_batch
-    from ..glimpse import box_scale
+    from ..glimpse import box_scale, clip_boxes
     from ..labels import predicted
     from ..prediction import boxes, shown
     from ..training.batches import prepare
@@ -104,15 +101,6 @@ def describe_prediction(
             for t, box in enumerate(placed)
         ],
     }
-
-
-def clip_boxes(boxes: object, height: int, width: int) -> object:
-    """Pixel boxes (x0, y0, x1, y1) [..., 4] cut to the image [0, width] x [0, height]."""
-    import torch
-
-    low = boxes.new_zeros(4)
-    high = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
-    return torch.minimum(torch.maximum(boxes, low), high)
 
 
 def _saccade_model(checkpoint: str, device: str) -> object:
@@ -244,8 +232,6 @@ def visualize_command(
     each one's neighbourhood enlarged), and the label predict gives, with the true one when a
     labels.csv (file,label) sits beside the images. Large images are shown downsampled.
     """
-    import pyro
-
     from ..labels import checked_labels, labels_beside
     from ..viz import glimpse_figure
 
@@ -254,7 +240,6 @@ def visualize_command(
     labels = labels_beside(images)
     checked_labels(images, model.config.classes, model.config.multilabel, labels)
     out.mkdir(parents=True, exist_ok=True)
-    pyro.set_rng_seed(seed)
     names = _unique_stems(images)
     for path, label, name in zip(images, labels, names, strict=True):
         image = _open_image(path, model)

@@ -424,10 +424,12 @@ def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
     payload = read_checkpoint(out / CHECKPOINT)
     kind = payload.get("kind", "saccade")
     text, model = payload.get("train_config"), json.loads(payload["config"])
+    parsed = None  # the run's SaccadeConfig; None for a baseline
     try:  # in the fields of this version
         trained = trained_config(payload) if text else None
         if kind == "saccade":
-            model = SaccadeConfig.from_dict(model).to_dict()
+            parsed = SaccadeConfig.from_dict(model)
+            model = parsed.to_dict()
     except ValueError as error:
         raise CheckpointError(
             f"{out / CHECKPOINT}: a config that this version cannot read ({error})"
@@ -442,7 +444,7 @@ def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
             continue
         if name == "settings":  # --set KEY=VALUE: each must repeat the run's model config
             for key, setting in ctx.params[name].items():
-                if not _repeats(model, key, setting):
+                if not _repeats(parsed, model, key, setting):
                     was = _run_value(key, setting, saved.get(key))
                     raise _not_as_configured(out, was, ctx, param)
             continue
@@ -453,16 +455,18 @@ def _check_resume(ctx: click.Context, out: Path) -> tuple[object, dict | None]:
     return trained, payload.get("train_state")
 
 
-def _repeats(config: dict, key: str, setting: object) -> bool:
-    """Whether --set KEY=SETTING leaves a run's saved model ``config`` as it is, applied as
-    ``config.updated`` applies it: a section merged into the run's own."""
-    from ..config import SaccadeConfig, updated
+def _repeats(parsed: object, config: dict, key: str, setting: object) -> bool:
+    """Whether --set KEY=SETTING leaves a run's saved model ``config`` (``parsed``: as a
+    SaccadeConfig, None for a baseline's) as it is, applied as ``config.updated`` applies it: a
+    section merged into the run's own."""
+    from ..config import updated
 
-    try:
-        saved = SaccadeConfig.from_dict(config)
-        return updated(saved, {key: setting}) == saved
-    except (TypeError, ValueError):  # a field SaccadeConfig lacks, or a baseline's config
-        return config.get(key, _MISSING) == setting
+    if parsed is not None:
+        try:
+            return updated(parsed, {key: setting}) == parsed
+        except (TypeError, ValueError):  # a field SaccadeConfig lacks
+            pass
+    return config.get(key, _MISSING) == setting
 
 
 def _run_value(key: str, setting: object, was: object) -> str:

@@ -41,9 +41,13 @@ _RUN_NODES = 64
 _STAT_POINTS = 64
 
 
-def background_rng(seed: int, split_index: int, index: int) -> np.random.Generator:
-    """The generator of the background of canvas ``index`` of a split."""
-    return np.random.default_rng([seed, split_index, index, _BACKGROUND_KEY])
+def canvas_background(kind: str, seed: int, split_index: int, index: int) -> Background | None:
+    """The background of ``kind`` of canvas ``index`` of a split: None for black, else
+    ``Background.draw`` from the canvas's own generator, apart from its layout's, so that the
+    layout is the same on every background."""
+    if kind == "black":
+        return None
+    return Background.draw(kind, np.random.default_rng([seed, split_index, index, _BACKGROUND_KEY]))
 
 
 def check_background(kind: str) -> None:
@@ -75,7 +79,6 @@ class Background:
     def draw(cls, kind: str, rng: np.random.Generator) -> Background | None:
         """The background of one canvas: None (black), white, or a clutter field with its level,
         contrast, ink colour (black or white, even odds) and key drawn from ``rng``."""
-        check_background(kind)
         if kind == "black":
             return None
         if kind == "white":
@@ -161,28 +164,20 @@ class Backgrounds:
     """The backgrounds of canvases of one size (None: black), evaluated together at points or on
     grids of pixel coordinates (x, y), tensors whose first dimension is the canvas."""
 
-    def __init__(
-        self,
-        backgrounds: Sequence[Background | None],
-        height: int,
-        width: int,
-        device: str | torch.device = "cpu",
-    ) -> None:
+    def __init__(self, backgrounds: Sequence[Background | None], height: int, width: int) -> None:
         chosen = [background or BLACK for background in backgrounds]
-        self.height, self.width = height, width
         self.textured = any(b.contrast > 0 for b in chosen)
         octaves = 1 + max(0, math.ceil(math.log2(max(height, width) / FINEST)))
-        self.spacings = [FINEST * 2**k for k in range(octaves)]
         self.level = torch.tensor([b.level for b in chosen])
         self.contrast = torch.tensor([b.contrast for b in chosen])
         self.colour = torch.tensor([b.colour for b in chosen])
         key = torch.tensor([b.key for b in chosen], dtype=torch.int64)
         octave = torch.arange(octaves, dtype=torch.int64)
         self.keys = _mix((key[:, None] + octave * _OCTAVE) & _MASK)  # [B, octaves]
-        self.spacing = torch.tensor(self.spacings, dtype=torch.float64)
+        self.spacing = torch.tensor([FINEST * 2**k for k in range(octaves)], dtype=torch.float64)
         self.offset_x = _mix(self.keys ^ _OFFSET_X).double() / 2**32 * self.spacing
         self.offset_y = _mix(self.keys ^ _OFFSET_Y).double() / 2**32 * self.spacing
-        self._place(torch.device(device))
+        self._place(torch.device("cpu"))
         if self.textured:
             # Each canvas's sum of octaves standardised by its own mean and spread, so that its
             # field has about the level for mean and the contrast for extent whatever the
@@ -196,16 +191,12 @@ class Backgrounds:
 
     @classmethod
     def of(
-        cls,
-        backgrounds: Sequence[Background | None],
-        height: int,
-        width: int,
-        device: str | torch.device = "cpu",
+        cls, backgrounds: Sequence[Background | None], height: int, width: int
     ) -> Backgrounds | None:
         """The backgrounds, or None when all are black."""
         if all(b is None for b in backgrounds):
             return None
-        return cls(backgrounds, height, width, device)
+        return cls(backgrounds, height, width)
 
     def _place(self, device: torch.device) -> None:
         self.device = device
@@ -218,9 +209,6 @@ class Backgrounds:
         moved.__dict__.update(self.__dict__)
         moved._place(torch.device(device))
         return moved
-
-    def __len__(self) -> int:
-        return len(self.level)
 
     @staticmethod
     def _per_canvas(values: Tensor, dims: int) -> Tensor:
@@ -245,7 +233,7 @@ class Backgrounds:
         y [B, ..., Ny] at once: columns and their weights [B, ..., K, Nx, 4], rows and theirs
         [B, ..., K, Ny, 4]."""
         batch, count, dims = x.shape[0], x.shape[-1], x.dim()
-        octaves = len(self.spacings)
+        octaves = len(self.spacing)
         offsets = torch.cat(
             [
                 self.offset_x[..., None].expand(-1, -1, count),
@@ -286,7 +274,7 @@ class Backgrounds:
         """The sum of the octaves on the grid of columns ``xs`` and rows ``ys``. The octaves that
         read few lattice nodes a side (all but the finest ones of a grid much wider than their
         spacing) are evaluated together by two matrix products."""
-        dims, octaves = xs.dim(), len(self.spacings)
+        dims, octaves = xs.dim(), len(self.spacing)
         cols, wx, rows, wy = self._axes(xs, ys)
         col_low, row_low = cols.amin((-2, -1)), rows.amin((-2, -1))  # [B, ..., K]
         spans = torch.stack([cols.amax((-2, -1)) - col_low, rows.amax((-2, -1)) - row_low])

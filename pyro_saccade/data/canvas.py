@@ -453,7 +453,8 @@ class CanvasBatch:
 
     def _field_means(self, rows: int, cols: int) -> Tensor:
         """The backgrounds' field averaged over each proxy bin: float64 [B, rows, cols], exact
-        for bins of at most ``AREA_SAMPLES`` pixels a side, else by the midpoint rule."""
+        where ``_area_points`` takes every pixel (a side of at most ``AREA_PIXELS`` pixels), else
+        by the midpoint rule."""
         ys = _area_points(self.height, rows, self.device)
         xs = _area_points(self.width, cols, self.device)
         field = self.backgrounds.grid(xs.expand(len(self), -1), ys.expand(len(self), -1))
@@ -559,12 +560,15 @@ class CanvasBatch:
         )
 
 
+def _bin_edges(bins: Tensor, length: int, count: int) -> tuple[Tensor, Tensor]:
+    """The first pixel and the end (exclusive) of bins [...] of adaptive_avg_pool2d's ``count``
+    bins along a side of ``length`` pixels: bin i spans floor(i L / J) to ceil((i + 1) L / J)."""
+    return bins * length // count, -(-(bins + 1) * length // count)
+
+
 def _bin_lengths(length: int, bins: int, device: torch.device) -> Tensor:
-    """Pixels in each of adaptive_avg_pool2d's ``bins`` along a side of ``length`` pixels:
-    bin i spans floor(i L / J) to ceil((i + 1) L / J)."""
-    i = torch.arange(bins, device=device, dtype=torch.int64)
-    start = i * length // bins
-    end = -(-(i + 1) * length // bins)
+    """Pixels in each of adaptive_avg_pool2d's ``bins`` along a side of ``length`` pixels."""
+    start, end = _bin_edges(torch.arange(bins, device=device, dtype=torch.int64), length, bins)
     return (end - start).to(torch.float64)
 
 
@@ -573,9 +577,7 @@ def _area_points(length: int, bins: int, device: torch.device) -> Tensor:
     adaptive_avg_pool2d's ``bins`` stand for the bins' means: every pixel of a short side, or
     when they are fewer, the centres of the equal parts of each bin, at most ``AREA_STEP``
     pixels apart and at most ``AREA_SAMPLES``, the same number in every bin."""
-    i = torch.arange(bins, device=device, dtype=torch.int64)
-    start = i * length // bins
-    end = -(-(i + 1) * length // bins)
+    start, end = _bin_edges(torch.arange(bins, device=device, dtype=torch.int64), length, bins)
     samples = min(AREA_SAMPLES, -(-int((end - start).max()) // AREA_STEP))
     if length <= max(AREA_PIXELS, bins * samples):
         return torch.arange(length, device=device, dtype=torch.float64)
@@ -586,8 +588,7 @@ def _area_points(length: int, bins: int, device: torch.device) -> Tensor:
 def _membership(bins: Tensor, pixels: Tensor, length: int, count: int) -> Tensor:
     """[..., r, S] float64: whether each pixel [..., S] lies in each bin [..., r] of
     adaptive_avg_pool2d's ``count`` bins along a side of ``length``."""
-    start = (bins * length // count)[..., :, None]
-    end = (-(-(bins + 1) * length // count))[..., :, None]
+    start, end = _bin_edges(bins[..., :, None], length, count)
     pixels = pixels[..., None, :]
     return ((pixels >= start) & (pixels < end)).to(torch.float64)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .background import Background, background_rng, check_background, describe_background
+from .background import Background, canvas_background, check_background, describe_background
 from .canvas import GeneratedCanvases, PatchCanvas, collate_canvases
 from .mnist import SPLITS, load_digits
 
@@ -238,9 +238,7 @@ class TwoDigitCluttered(GeneratedCanvases):
         )
         if self.overlap and rng.random() < self.overlap:
             digit_boxes = (digit_boxes[0], _place_over(rng, digit_boxes[0], height, width))
-        # Its own generator: the layout is the same on every background.
-        shade = background_rng(self.seed, SPLITS.index(self.split), i)
-        background = Background.draw(self.background, shade)
+        background = canvas_background(self.background, self.seed, SPLITS.index(self.split), i)
         return _Layout(digit_indices, digit_boxes, tuple(sources), tuple(boxes), warps, background)
 
     def describe(self, i: int) -> dict:

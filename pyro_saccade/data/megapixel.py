@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .background import Background, background_rng, check_background, describe_background
+from .background import Background, canvas_background, check_background, describe_background
 from .canvas import GeneratedCanvases, PatchCanvas, collate_canvases
 from .mnist import SPLITS, load_digits
 
@@ -169,8 +169,6 @@ class MegapixelMNIST(GeneratedCanvases):
         patterns = rng.integers(0, NOISE_PATTERNS, size=self.noise)
         noise_y = rng.integers(DIGIT_SIDE, height - DIGIT_SIDE, size=self.noise)
         noise_x = rng.integers(DIGIT_SIDE, width - DIGIT_SIDE, size=self.noise)
-        # Its own generator: the layout is the same on every background.
-        shade = background_rng(self.seed, SPLITS.index(self.split), i)
         return _Layout(
             target,
             tuple(int(k) for k in indices),
@@ -180,7 +178,7 @@ class MegapixelMNIST(GeneratedCanvases):
                 (int(x), int(y), int(x) + DIGIT_SIDE, int(y) + DIGIT_SIDE)
                 for x, y in zip(noise_x, noise_y, strict=True)
             ),
-            Background.draw(self.background, shade),
+            canvas_background(self.background, self.seed, SPLITS.index(self.split), i),
         )
 
     def _canvas_of(self, layout: _Layout) -> PatchCanvas:

@@ -133,10 +133,13 @@ def _train(
     progress = progress and rank == 0
     # Start: the model, configuration and state of the checkpoint in `out`, or a new run.
     payload = checkpoint_to_resume(out) if resume else None
-    if payload is None:
+    if payload is not None:
+        model, tc, state = resumed(payload, out)
+    else:
         pyro.set_rng_seed(tc.seed + rank)  # DDP gives all rank 0's weights; the noise differs
-        model = model or SaccadeModel(model_config or default_model_config("identify", tc.photos))
-    model, tc, state = resumed(payload, out) if payload else (model, tc, TrainState())
+        if model is None:
+            model = SaccadeModel(model_config or default_model_config("identify", tc.photos))
+        state = TrainState()
     check_run(model, tc, processes)
     # What a loaded model's inputs are compared with (familiar.py) describes its starting weights.
     model.trained_on = model.familiar = None
@@ -155,7 +158,7 @@ def _train(
     total = steps * tc.epochs
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
     schedule = LambdaLR(optimizer, lambda step: cosine(step, total, tc.lr_final))
-    if payload:
+    if payload is not None:
         restore(payload, optimizer, schedule, tc.seed)
 
     def save() -> None:  # collective: every process calls it at the same step
@@ -189,13 +192,22 @@ def _train(
                     # Update.
                     optimizer.step()
                     schedule.step()
-                    # Running sums over all processes' canvases.
+                    # Running sums over all processes' canvases, in one all-reduce with whether
+                    # any process was signalled, so that all stop at the same step.
                     hits = correct(probs, labels, model.config.multilabel).sum()
-                    state.add(*all_sum([loss.item() * len(labels), float(hits), len(labels)]))
+                    *sums, stop = all_sum(
+                        [
+                            loss.item() * len(labels),
+                            float(hits),
+                            len(labels),
+                            float(interrupt.signalled),
+                        ]
+                    )
+                    state.add(*sums)
                     bar.set_postfix(state.running())
                     # Stop or save, at the same step on every process. The last step of an epoch
                     # is left to the epoch's own checkpoint, written after its evaluation.
-                    if interrupt.requested():
+                    if stop:
                         save()
                         raise KeyboardInterrupt(f"interrupted; checkpoint saved in {out}")
                     every = tc.checkpoint_every
@@ -359,11 +371,6 @@ class Interrupt:
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.signalled = True
-
-    def requested(self) -> bool:
-        """Whether any process was signalled, so that all stop at the same step (collective:
-        every process asks after every step)."""
-        return all_sum([float(self.signalled)])[0] > 0
 
 
 # -- steps, schedules, evaluation and reports -------------------------------------------------
