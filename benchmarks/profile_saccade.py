@@ -16,7 +16,6 @@ import torch
 
 from pyro_saccade import SaccadeConfig, SaccadeModel
 from pyro_saccade.data import make_proxy
-from pyro_saccade.glimpse import extract_glimpse
 from pyro_saccade.prediction import predict
 
 
@@ -51,24 +50,29 @@ def main() -> None:
         return poutine.replay(model.model, trace)(images, proxies)
 
     z = torch.zeros(args.batch, 3)
-    h = torch.zeros(args.batch, c.hidden)
-    features, maps = model.proxy_encoder.encode(proxies)
-    state = model.rnn.initial(args.batch, features)
-    crops = extract_glimpse(images, z, c.crop, c.where.scale_min, c.where.scale_max)
+    h, state = model.initial(args.batch, proxies)
+    background, contrast = model.contrast(proxies)
+    features, maps = model.proxy_encoder.encode(contrast)
+    crops, placed = model.where.glimpse(images, z, None, background)
+    lstm_input = crops.new_zeros(args.batch, model.rnn.input_size)
     rows = [
         ("make_proxy (from the full image)", lambda: make_proxy(images, c.proxy)),
         ("predict(model, images, proxies)", lambda: predict(model, images, proxies)),
         ("guide (posterior mean) + model replayed on it", guide_then_model),
         ("guide alone", lambda: model.guide(images, proxies, mean=True)),
-        ("  proxy encoder", lambda: model.proxy_encoder.encode(proxies)),
-        ("  one step: crop, crop encoder, LSTM", lambda: model.step(images, z, features, state)),
+        ("  background and contrast of the proxy", lambda: model.contrast(proxies)),
+        ("  proxy encoder", lambda: model.proxy_encoder.encode(contrast)),
         (
-            "    extract_glimpse",
-            lambda: extract_glimpse(images, z, c.crop, c.where.scale_min, c.where.scale_max),
+            "  one step: crop, crop encoder, LSTM",
+            lambda: model.step(images, z, None, features, state, background),
+        ),
+        (
+            "    crop against its background",
+            lambda: model.where.glimpse(images, z, None, background),
         ),
         ("    crop encoder", lambda: model.crop_encoder(crops)),
-        ("    LSTM", lambda: model.rnn(torch.zeros(args.batch, model.rnn.lstm.input_size), state)),
-        ("  posterior head", lambda: model.posterior(features, maps, h)),
+        ("    LSTM", lambda: model.rnn(lstm_input, state)),
+        ("  posterior head", lambda: model.where.posterior(0, features, maps, h, None, False)),
         ("  proxy decoder (model only)", lambda: model.proxy_decoder(z, h)),
     ]
     print(f"{args.size}x{args.size}, batch {args.batch}, {args.threads} thread(s), T={c.glimpses}")

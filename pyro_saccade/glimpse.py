@@ -30,11 +30,12 @@ def squash(z: Tensor, scale_min: float, scale_max: float) -> tuple[Tensor, Tenso
 
 
 def normalised_box(
-    z: Tensor, height: int, width: int, scale_min: float, scale_max: float
+    z: Tensor, height: int | Tensor, width: int | Tensor, scale_min: float, scale_max: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Half-sides (sx, sy) and centre (cx, cy) of the crop in normalised [-1, 1] coordinates."""
     scale, x, y = squash(z, scale_min, scale_max)
-    short = min(height, width)
+    # Photos of different sizes give their sides as tensors [B].
+    short = torch.minimum(height, width) if isinstance(height, Tensor) else min(height, width)
     sx = scale * (short / width)
     sy = scale * (short / height)
     # The centre may move only as far as keeps the whole crop inside the image.
@@ -78,14 +79,17 @@ def sample_box(
 ) -> Tensor:
     """Crops [B, C, size, size] of the boxes (sx, sy, cx, cy), half-sides and centres in
     normalised coordinates, bilinearly sampled from a tensor or a lazy ``sample(grid)`` source."""
-    side = size * antialias
-    batch, channels = images.shape[:2]
+    crops = sample_grid(images, box_grid(box, size * antialias))
+    return crops if antialias == 1 else F.avg_pool2d(crops, antialias)
+
+
+def box_grid(box: tuple[Tensor, Tensor, Tensor, Tensor], side: int) -> Tensor:
+    """The normalised points [B, side, side, 2] at which a crop of the boxes (sx, sy, cx, cy)
+    samples its image."""
     sx, sy, cx, cy = box
     zeros = torch.zeros_like(sx)
     theta = torch.stack([torch.stack([sx, zeros, cx], -1), torch.stack([zeros, sy, cy], -1)], -2)
-    grid = F.affine_grid(theta, [batch, channels, side, side], align_corners=ALIGN_CORNERS)
-    crops = sample_grid(images, grid)
-    return crops if antialias == 1 else F.avg_pool2d(crops, antialias)
+    return F.affine_grid(theta, [len(theta), 1, side, side], align_corners=ALIGN_CORNERS)
 
 
 def sample_grid(images: Tensor, grid: Tensor) -> Tensor:

@@ -44,6 +44,7 @@ from pyro import poutine
 from torch import Tensor, nn
 
 from .config import DECODED_PROXY, CellsWhere, SaccadeConfig
+from .contrast import against, local_background, window_of
 from .data.megapixel import TARGET_SHARE
 from .glimpse import repeat_images
 from .networks import CropEncoder, DigitPairHead, LinearHead, ProxyDecoder, ProxyEncoder
@@ -106,11 +107,12 @@ class SaccadeModel(nn.Module):
         aim: Aim | None,
         proxy_features: Tensor,
         state: tuple[Tensor, Tensor],
+        background: Tensor,
     ) -> Step:
-        """Crop the image at z_t (near the aim of cell where_t), encode the crop and update the
-        recurrent state to h_t."""
+        """Crop the image at z_t (near the aim of cell where_t) against its ``background``,
+        encode the crop and update the recurrent state to h_t."""
         centre = None if aim is None else aim.centre
-        crops, placed = self.where.glimpse(images, z, centre)
+        crops, placed = self.where.glimpse(images, z, centre, background)
         features = self.where.weighted(self.crop_encoder(crops), aim)
         h, c = self.rnn(torch.cat([features, self.z_embed(placed), proxy_features], -1), state)
         return Step(z, h, (h, c), features, centre)
@@ -164,6 +166,12 @@ class SaccadeModel(nn.Module):
             warnings.filterwarnings("ignore", message=".*not registered in the param store")
             pyro.module("saccade", self)
 
+    def contrast(self, proxies: Tensor) -> tuple[Tensor, Tensor]:
+        """The proxies' local background [B, C, J, J] and their contrast against it, what the
+        model reads of them (contrast.py)."""
+        background = local_background(proxies, window_of(self.config))
+        return background, against(proxies, background)
+
     # -- the probabilistic program ------------------------------------------------------------
 
     def model(
@@ -179,6 +187,7 @@ class SaccadeModel(nn.Module):
         self.register()
         cfg = self.config
         batch = images.shape[0]
+        background, proxies = self.contrast(proxies)
         proxy_features, maps = self.proxy_encoder.encode(proxies)
         view = self.where.start(images, proxies, maps)
         decoded = F.adaptive_avg_pool2d(proxies, min(cfg.proxy, DECODED_PROXY))
@@ -196,7 +205,7 @@ class SaccadeModel(nn.Module):
                     pyro.sample(f"c_{t}", self.proxy_distribution(z, h), obs=decoded)
                 # o_t = f(x, z_t, w_t) and h_t
                 step = self.replayed(steps, t, z) or self.step(
-                    images, z, aim, proxy_features, state
+                    images, z, aim, proxy_features, state, background
                 )
                 h, state = step.h, step.state
                 total = self.evidence(step, total)
@@ -228,10 +237,12 @@ class SaccadeModel(nn.Module):
         many times in one batch, draw s of image b at row s * B + b."""
         self.register()
         cfg = self.config
+        background, proxies = self.contrast(proxies)
         proxy_features, maps = self.proxy_encoder.encode(proxies)
         view = self.where.start(images, proxies, maps)
         if draws > 1:  # the proxy is encoded once, whatever the number of draws
             images = repeat_images(images, draws)
+            background = background.repeat(draws, 1, 1, 1)
             proxy_features = proxy_features.repeat(draws, 1)
             view = self.where.repeat(view, draws)
         batch = images.shape[0]
@@ -246,7 +257,7 @@ class SaccadeModel(nn.Module):
                 q = dist.Delta(loc) if mean else dist.Normal(loc, scale)
                 with poutine.scale(scale=annealing * cfg.kl_weight):
                     z = pyro.sample(f"z_{t}", q.to_event(1))
-                step = self.step(images, z, aim, proxy_features, state)
+                step = self.step(images, z, aim, proxy_features, state, background)
                 h, state = step.h, step.state
                 if steps is not None:
                     steps.append(step)

@@ -280,10 +280,11 @@ def glimpse_figure(
     probs, prediction = shown(model, batch, proxies, samples, seed=seed)
     z = prediction.z[0, 0]  # [T, 3]
     centres = None if prediction.centres is None else prediction.centres[0, 0]  # [T, 2]
+    background, _ = model.contrast(proxies)  # the crops as the model reads them
     crops = torch.cat(
         [
             model.where.glimpse(
-                batch, z[t : t + 1], None if centres is None else centres[t : t + 1]
+                batch, z[t : t + 1], None if centres is None else centres[t : t + 1], background
             )[0]
             for t in range(c.glimpses)
         ]

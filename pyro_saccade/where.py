@@ -30,10 +30,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import CELL, CellsWhere, FreeWhere, SaccadeConfig
+from .contrast import against, background_crops
 from .glimpse import (
     extract_glimpse,
     glimpse_boxes,
     image_sides,
+    normalised_box,
     pixel_boxes,
     sample_box,
     z_at,
@@ -144,14 +146,20 @@ class Free(nn.Module):
             loc = torch.cat([loc[..., :1], torch.atanh(uniform * 0.999)], -1)
         return loc, scale
 
-    def glimpse(self, images: Tensor, z: Tensor, centre: None = None) -> tuple[Tensor, Tensor]:
-        """The crops [B, C, L, L] at z [B, 3], and z itself for the recurrent state."""
+    def glimpse(
+        self, images: Tensor, z: Tensor, centre: None, background: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The crops [B, C, L, L] at z [B, 3] against their ``background`` (a map [B, C, J, J],
+        contrast.py), and z itself for the recurrent state."""
         cfg = self.config
         where = cfg.where
         crops = extract_glimpse(
             images, z, cfg.crop, where.scale_min, where.scale_max, cfg.antialias
         )
-        return crops, z
+        sides = image_sides(images)
+        box = normalised_box(z, *sides, where.scale_min, where.scale_max)
+        under = background_crops(background, box, cfg.crop, cfg.antialias, *sides)
+        return against(crops, under), z
 
     @staticmethod
     def weighted(features: Tensor, aim: None) -> Tensor:
@@ -246,7 +254,8 @@ class Cells(nn.Module):
     def start(self, images: Tensor, proxies: Tensor, maps: Tensor) -> Look:
         """The attention's view of the proxy before the first glimpse.
 
-        Each cell's ink is the proxy's mean over a window of twice the cell's side around it,
+        ``proxies`` are the proxies' contrast against their background (contrast.py): its
+        ink. Each cell's ink is the mean over a window of twice the cell's side around it,
         so that an object across a cell border counts whole in the cell nearest its centre, and
         a glimpse in the cell aims at the centroid of that window's ink (the cell's centre where
         there is none): z_t then refines an aim that is already on the object.
@@ -323,14 +332,18 @@ class Cells(nn.Module):
         image = torch.arange(aim.cell.shape[0], device=aim.cell.device) % cells.shape[0]
         return self.posterior_net(torch.cat([features, h, cells[image, :, aim.cell]], -1))
 
-    def glimpse(self, images: Tensor, z: Tensor, centre: Tensor) -> tuple[Tensor, Tensor]:
+    def glimpse(
+        self, images: Tensor, z: Tensor, centre: Tensor, background: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """The crops [B, C, L, L] of the box z places near ``centre`` [B, 2], the aim of cell
-        where_t, and what the recurrent state learns of it: the box side over ``box_max``, and
-        its centre."""
+        where_t, against their ``background`` (a map [B, C, J, J], contrast.py), and what the
+        recurrent state learns of it: the box side over ``box_max``, and its centre."""
         cfg = self.config
         _, width = sides = image_sides(images)
         box = cell_box(z, centre, cfg.cells, *sides, cfg.where)
         crops = sample_box(images, box, cfg.crop, cfg.antialias)
+        under = background_crops(background, box, cfg.crop, cfg.antialias, *sides)
+        crops = against(crops, under)
         sx, _, cx, cy = box
         return crops, torch.stack([sx * (width / cfg.where.box_max), cx, cy], -1)
 

@@ -1,0 +1,69 @@
+"""The model reads contrast against the local background (contrast.py): bright marks on black
+as before, dark marks on white as the same marks on black, and marks on a smooth field."""
+
+import pytest
+import torch
+from tiny import TINY
+
+from pyro_saccade import SaccadeConfig, SaccadeModel
+from pyro_saccade.contrast import against, local_background
+from pyro_saccade.prediction import boxes, infer
+
+CLASSES = [str(k) for k in range(10)]
+
+
+def model_of(where: str) -> SaccadeModel:
+    torch.manual_seed(0)
+    if where == "cells":
+        config = dict(TINY, proxy=64, where=dict(kind="cells", box_min=16, box_max=48))
+        return SaccadeModel(SaccadeConfig(classes=CLASSES, evidence="crops", **config))
+    return SaccadeModel(SaccadeConfig(classes=CLASSES, **TINY))
+
+
+def marks(side: int, count: int, seed: int = 0) -> torch.Tensor:
+    """A black image [1, 1, side, side] with ``count`` bright squares of side / 20."""
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.zeros(1, 1, side, side)
+    mark = side // 20
+    for x, y in torch.randint(0, side - mark, (count, 2), generator=generator).tolist():
+        image[..., y : y + mark, x : x + mark] = torch.rand(1, generator=generator) * 0.5 + 0.5
+    return image
+
+
+@pytest.mark.parametrize("window", [12, None])
+def test_sparse_marks_on_black_have_no_background_and_read_as_they_are(window: int | None) -> None:
+    proxies = marks(64, 6)
+    background = local_background(proxies, window)
+    assert torch.equal(background, torch.zeros_like(proxies))
+    assert torch.equal(against(proxies, background), proxies)
+
+
+def test_a_smooth_field_is_the_background_and_a_mark_stands_out_of_it() -> None:
+    ramp = torch.linspace(0.2, 0.8, 64).expand(1, 1, 64, 64).clone()
+    image = ramp.clone()
+    image[..., 30:34, 40:44] = 0.0  # a dark mark
+    contrast = against(image, local_background(image, 12))
+    assert contrast[..., 30:34, 40:44].min() > 0.4
+    outside = torch.ones_like(contrast, dtype=torch.bool)
+    outside[..., 26:38, 36:48] = False
+    assert contrast[outside].max() < 0.05
+
+
+@pytest.mark.parametrize("where", ["cells", "free"])
+def test_dark_marks_on_white_read_as_the_same_marks_on_black(where: str) -> None:
+    model = model_of(where)
+    black = marks(320, 5)
+    on_black, on_white = (infer(model, image, samples=2, seed=3) for image in (black, 1 - black))
+    assert torch.allclose(on_black.probs, on_white.probs, atol=1e-5)
+    assert torch.allclose(on_black.z, on_white.z, atol=1e-4)
+
+
+def test_the_first_glimpse_finds_a_dark_mark_on_a_smooth_field() -> None:
+    model = model_of("cells")
+    side, x0, y0 = 640, 400, 200
+    field = torch.linspace(0.3, 0.7, side).expand(1, 1, side, side).clone()
+    field[..., y0 : y0 + 28, x0 : x0 + 28] = 0.0
+    out = infer(model, field, samples=0)
+    box = boxes(model, out.z[0, 0], side, side, out.centres[0, 0])[0]
+    centre = torch.stack([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+    assert (centre - torch.tensor([x0 + 14.0, y0 + 14.0])).abs().max() <= side / 64
