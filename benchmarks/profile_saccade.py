@@ -51,7 +51,7 @@ def main() -> None:
 
     z = torch.zeros(args.batch, 3)
     h, state = model.initial(args.batch, proxies)
-    background, contrast = model.contrast(proxies)
+    background, contrast = model.contrast(images, proxies)
     features, maps = model.proxy_encoder.encode(contrast)
     crops, placed = model.where.glimpse(images, z, None, background)
     lstm_input = crops.new_zeros(args.batch, model.rnn.input_size)
@@ -60,7 +60,7 @@ def main() -> None:
         ("predict(model, images, proxies)", lambda: predict(model, images, proxies)),
         ("guide (posterior mean) + model replayed on it", guide_then_model),
         ("guide alone", lambda: model.guide(images, proxies, mean=True)),
-        ("  background and contrast of the proxy", lambda: model.contrast(proxies)),
+        ("  background and contrast of the proxy", lambda: model.contrast(images, proxies)),
         ("  proxy encoder", lambda: model.proxy_encoder.encode(contrast)),
         (
             "  one step: crop, crop encoder, LSTM",

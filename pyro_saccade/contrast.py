@@ -7,8 +7,9 @@ attention and the proxy decoder see) and in every crop, so that one model reads 
 black, dark marks on white and either on a smooth textured field alike.
 
 The background is estimated on the proxy, where it is cheap at any image size: the median of
-windows a few objects wide, one per cell of the proxy's feature map (a model that aims at cells,
-``where.Cells``), or of the whole proxy (``where.Free``, whose objects span a large part of the
+windows three objects (of ``where.object_size`` pixels) and at least three cells wide, one per
+cell of the proxy's feature map (a model that aims at cells, ``where.Cells``), or of the whole
+proxy (``where.Free``, whose objects span a large part of the
 image), interpolated bilinearly between the windows' centres. A median ignores what covers less
 than half of its window, so that objects do not lift their own background; on a black canvas
 whose marks cover less than half of every window the background is exactly zero and the
@@ -19,6 +20,8 @@ its background, so that the world beyond the border reads as background, not as 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,15 +29,22 @@ from torch import Tensor
 from .config import CELL, CellsWhere, SaccadeConfig
 from .glimpse import ALIGN_CORNERS, box_grid
 
-# A window spans this many cells a side: about three objects the size of a cell, so that a mark
-# lifts its window's median only where marks crowd more than half of it.
-WINDOW_CELLS = 3
+# A window spans at least this many objects (and cells) a side, so that a mark lifts its
+# window's median only where marks crowd more than half of it.
+WINDOW_OBJECTS = 3
 
 
-def window_of(config: SaccadeConfig) -> int | None:
-    """The side in proxy pixels of the windows whose median is the background, one per cell;
-    None for one window over the whole proxy."""
-    return WINDOW_CELLS * CELL if isinstance(config.where, CellsWhere) else None
+def window_of(config: SaccadeConfig, shortest_side: int | float) -> int | None:
+    """The side in proxy pixels of the windows whose median is the background, one per cell, on
+    images whose shortest side is ``shortest_side`` pixels: three cells, or an odd number of
+    cells spanning three objects of ``where.object_size`` pixels if that is more; None for one
+    window over the whole proxy."""
+    where = config.where
+    if not isinstance(where, CellsWhere):
+        return None
+    objects = WINDOW_OBJECTS * where.object_size * config.proxy / shortest_side  # proxy pixels
+    cells = max(WINDOW_OBJECTS, math.ceil(objects / CELL))
+    return CELL * (cells + 1 - cells % 2)  # odd, so that a window centres on its cell
 
 
 def local_background(proxies: Tensor, window: int | None) -> Tensor:

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from .config import DECODED_PROXY, CellsWhere, SaccadeConfig
 from .contrast import against, local_background, window_of
 from .data.megapixel import TARGET_SHARE
-from .glimpse import repeat_images
+from .glimpse import image_sides, repeat_images
 from .networks import CropEncoder, DigitPairHead, LinearHead, ProxyDecoder, ProxyEncoder
 from .priors import LATENT, GlimpsePrior, make_prior
 from .where import Aim, make_where
@@ -166,10 +166,11 @@ class SaccadeModel(nn.Module):
             warnings.filterwarnings("ignore", message=".*not registered in the param store")
             pyro.module("saccade", self)
 
-    def contrast(self, proxies: Tensor) -> tuple[Tensor, Tensor]:
-        """The proxies' local background [B, C, J, J] and their contrast against it, what the
-        model reads of them (contrast.py)."""
-        background = local_background(proxies, window_of(self.config))
+    def contrast(self, images: Tensor, proxies: Tensor) -> tuple[Tensor, Tensor]:
+        """The local background [B, C, J, J] of the images' proxies and the proxies' contrast
+        against it, what the model reads of them (contrast.py)."""
+        shortest = min(float(torch.as_tensor(side).min()) for side in image_sides(images))
+        background = local_background(proxies, window_of(self.config, shortest))
         return background, against(proxies, background)
 
     # -- the probabilistic program ------------------------------------------------------------
@@ -187,7 +188,7 @@ class SaccadeModel(nn.Module):
         self.register()
         cfg = self.config
         batch = images.shape[0]
-        background, proxies = self.contrast(proxies)
+        background, proxies = self.contrast(images, proxies)
         proxy_features, maps = self.proxy_encoder.encode(proxies)
         view = self.where.start(images, proxies, maps)
         decoded = F.adaptive_avg_pool2d(proxies, min(cfg.proxy, DECODED_PROXY))
@@ -237,7 +238,7 @@ class SaccadeModel(nn.Module):
         many times in one batch, draw s of image b at row s * B + b."""
         self.register()
         cfg = self.config
-        background, proxies = self.contrast(proxies)
+        background, proxies = self.contrast(images, proxies)
         proxy_features, maps = self.proxy_encoder.encode(proxies)
         view = self.where.start(images, proxies, maps)
         if draws > 1:  # the proxy is encoded once, whatever the number of draws

@@ -280,7 +280,7 @@ def glimpse_figure(
     probs, prediction = shown(model, batch, proxies, samples, seed=seed)
     z = prediction.z[0, 0]  # [T, 3]
     centres = None if prediction.centres is None else prediction.centres[0, 0]  # [T, 2]
-    background, _ = model.contrast(proxies)  # the crops as the model reads them
+    background, _ = model.contrast(batch, proxies)  # the crops as the model reads them
     crops = torch.cat(
         [
             model.where.glimpse(

@@ -6,7 +6,8 @@ import torch
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel
-from pyro_saccade.contrast import against, local_background
+from pyro_saccade.config import updated
+from pyro_saccade.contrast import against, local_background, window_of
 from pyro_saccade.prediction import boxes, infer
 
 CLASSES = [str(k) for k in range(10)]
@@ -67,3 +68,15 @@ def test_the_first_glimpse_finds_a_dark_mark_on_a_smooth_field() -> None:
     box = boxes(model, out.z[0, 0], side, side, out.centres[0, 0])[0]
     centre = torch.stack([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
     assert (centre - torch.tensor([x0 + 14.0, y0 + 14.0])).abs().max() <= side / 64
+
+
+def test_the_window_spans_three_objects_so_that_a_large_object_keeps_its_contrast() -> None:
+    config = model_of("cells").config  # a 64-pixel proxy, objects of 28 px
+    assert window_of(config, 600) == 12  # three cells hold three 3-pixel objects
+    large = updated(config, {"where": {"object_size": 200}})
+    window = window_of(large, 640)  # objects 20 proxy pixels wide
+    assert window >= 60 and (window // 4) % 2 == 1
+    image = torch.zeros(1, 1, 64, 64)
+    image[..., 20:40, 20:40] = 1.0
+    assert torch.equal(against(image, local_background(image, window)), image)
+    assert against(image, local_background(image, 12))[..., 28:32, 28:32].max() == 0  # erased
