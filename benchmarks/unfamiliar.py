@@ -6,9 +6,14 @@ training images").
         megapixel-majority identify-2528-28px identify-100
 
 For each model, a profile of ``--profile-n`` held-out canvases of its task drawn with
-``--profile-seed`` (``familiar.profile``, what ``saccade calibrate`` stores) is attached to it;
-then the model predicts, as ``saccade predict`` does (its own ``predict_samples``), each kind of
-input:
+``--profile-seed`` (``familiar.profile``, what ``saccade calibrate`` stores) is attached to it,
+or with ``--profile-n 0`` the checkpoint keeps its own; then the model predicts, as ``saccade
+predict`` does (its own ``predict_samples``), each kind of input. Each row gives the mean
+probability of the answers, as the model gives them (tempered and mixed with the uniform by the
+probability that its glimpses read something familiar, ``familiar.read_probability``) and as
+the model alone would (tempered only), and the accuracy on the labelled inputs whose glimpses
+warned, where the mixture's probabilities are near the uniform's; an answer the mixture changed
+(a rounding tie) is reported on stderr. The inputs:
 
 - held-out canvases as trained (seed ``--seed``, other canvases than the profile's): the
   warnings there are false alarms;
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -42,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pyro_saccade import familiar
-from pyro_saccade.calibration import held_out
+from pyro_saccade.calibration import averaged_probs, held_out
 from pyro_saccade.checkpoint import model_from_checkpoint, read_checkpoint, trained_config
 from pyro_saccade.data import MEGAPIXEL_TASKS, Photo, as_batch, synthetic_photo
 from pyro_saccade.prediction import infer
@@ -105,18 +111,29 @@ def measure(model: object, batches: Iterator[Batch]) -> dict:
     """The share of images warned about and of each reason, the accuracy (where labelled) and
     the mean probability of the answers."""
     reasons: Counter[str] = Counter()
-    warned = hits = labelled = n = 0
-    confidence = 0.0
+    warned = hits = labelled = changed = unread = unread_hits = n = 0
+    confidence = alone = 0.0
+    cfg = model.config
     for images, labels in batches:
-        images, proxies = prepare(images, torch.device("cpu"), model.config.proxy)
+        images, proxies = prepare(images, torch.device("cpu"), cfg.proxy)
         prediction = infer(model, images, proxies, warn=False)
-        for own in familiar.reasons_for(model, images, proxies, prediction):
+        found = familiar.reasons_for(model, images, proxies, prediction)
+        for own in found:
             warned += bool(own)
             reasons.update({kind(reason) for reason in own})
         if labels is not None:
-            hits += int(correct(prediction.probs, labels, model.config.multilabel).sum())
+            right = correct(prediction.probs, labels, cfg.multilabel)
+            hits += int(right.sum())
             labelled += len(labels)
+            # Where the glimpses warned, the mixture's probabilities are near the uniform's.
+            for own, hit in zip(found, right.tolist(), strict=True):
+                if any(kind(reason) == "glimpses" for reason in own):
+                    unread += 1
+                    unread_hits += hit
         confidence += float(prediction.probs.max(-1).values.sum())
+        tempered = averaged_probs(prediction.logits, cfg.temperature, cfg.multilabel)
+        alone += float(tempered.max(-1).values.sum())
+        changed += int((prediction.probs.argmax(-1) != tempered.argmax(-1)).sum())
         n += len(prediction.probs)
     return {
         "n": n,
@@ -125,7 +142,10 @@ def measure(model: object, batches: Iterator[Batch]) -> dict:
             name: count / n for name, count in sorted(reasons.items(), key=lambda r: (-r[1], r[0]))
         },
         "accuracy": hits / labelled if labelled else None,
+        "unread": (unread_hits / unread, unread) if unread else None,
         "confidence": confidence / n,
+        "alone": alone / n,
+        "changed": changed,
     }
 
 
@@ -137,16 +157,26 @@ def percent(share: float) -> str:
 def row(model_name: str, what: str, result: dict) -> str:
     reasons = ", ".join(f"{name} {percent(share)}" for name, share in result["reasons"].items())
     accuracy = "–" if result["accuracy"] is None else f"{result['accuracy']:.1%}"
+    unread = "–" if result["unread"] is None else "{:.1%} of {}".format(*result["unread"])
     cells = [model_name, what, result["n"], percent(result["warned"]), reasons or "–", accuracy]
-    return "| " + " | ".join(map(str, cells)) + f" | {result['confidence']:.2f} |"
+    cells.append(unread)
+    if result["changed"]:  # the mixture keeps every answer but for rounding ties
+        print(f"{model_name}, {what}: {result['changed']} answers changed", file=sys.stderr)
+    means = f" | {result['alone']:.2f} | {result['confidence']:.2f} |"
+    return "| " + " | ".join(map(str, cells)) + means
 
 
 def profiled(name: str, n: int, seed: int) -> tuple[object, object]:
     """A model and its training config, with the profile (``familiar.profile``) of ``n``
-    held-out canvases drawn with ``seed`` attached, their posterior draws made with seed 0."""
+    held-out canvases drawn with ``seed`` attached, their posterior draws made with seed 0;
+    with ``n`` = 0, the checkpoint's own profile (ValueError if it keeps none)."""
     payload = read_checkpoint(name)
     model = model_from_checkpoint(payload, name).eval()
     trained = trained_config(payload)
+    if n == 0:
+        if not model.familiar:
+            raise ValueError(f"{name} keeps no profile: give --profile-n")
+        return model, trained
     data = canvases(dataclasses.replace(trained, seed=seed), model.config.task, "test", n)
     proxies, held, _ = held_out(model, data, BATCH, 0)
     model.familiar = familiar.profile(model, proxies, held)
@@ -193,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=100, help="canvases of each labelled kind")
     parser.add_argument("--held-out-n", type=int, default=300, help="canvases as trained")
     parser.add_argument("--unlabelled-n", type=int, default=20, help="photos and noise images")
-    parser.add_argument("--profile-n", type=int, default=300)
+    parser.add_argument(
+        "--profile-n", type=int, default=300, help="0: the checkpoint's own profile"
+    )
     parser.add_argument("--profile-seed", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="of the canvases measured")
     parser.add_argument(
@@ -206,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")  # counted per image instead
     header = (
-        "| model | input | n | warned | reasons (share of inputs) | accuracy | mean p |\n"
-        "|---|---|---|---|---|---|---|"
+        "| model | input | n | warned | reasons (share of inputs) | accuracy "
+        "| accuracy where the glimpses warned | mean p, model alone | mean p |\n"
+        "|---|---|---|---|---|---|---|---|---|"
     )
     print(header)
     sweeps = []

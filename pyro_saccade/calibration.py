@@ -6,7 +6,11 @@ labels, the expected calibration error (ECE: the gap between confidence and accu
 over ten bins of confidence, weighted by their share of answers) and the Brier score. A trained
 model's prediction, the average of its posterior draws' probabilities, is tempered by
 ``SaccadeConfig.temperature`` T (p^(1/T), normalised), which keeps every answer;
-``fit_temperature`` finds the T under which it is best calibrated on held-out labels.
+``fit_temperature`` finds the T under which it is best calibrated on held-out labels. A model
+with a profile of held-out canvases then mixes the tempered probabilities with the uniform by the
+probability that its glimpses read something familiar (``prediction.unsure``), which keeps every
+answer too; the temperature is fitted on the model's probabilities alone (``saccade
+calibrate``), where that probability is nearly 1.
 """
 
 from __future__ import annotations

@@ -20,6 +20,17 @@ reason an input is unlike the training images:
     against those of the same glimpse on the held-out canvases; flagged when no glimpse found
     anything like what the model was trained to read (the smallest score over the glimpses).
 
+The glimpses comparison also lowers the probabilities (:func:`read_probability`): a model with
+a profile predicts with the mixture
+
+    p(y | x) = r(x) p_model(y | x) + (1 - r(x)) u(y),
+
+r(x) the probability that its glimpses read something of the training kind and u uniform over
+the classes, so that it is unsure where its glimpses found nothing it knows. Only the glimpses
+tell: the model still reads canvases whose proxy intensities or detail are unlike the training
+ones (a white background, other sides within limits), but not those where no glimpse found
+anything familiar.
+
 ``checkpoint.model_from_checkpoint`` sets ``model.trained_on`` and, from a checkpoint's
 ``"familiar"`` entry (a profile as JSON), ``model.familiar``. ``prediction.infer`` warns after a
 prediction, with its glimpses; ``posterior.sample_posterior`` checks an image and its proxy.
@@ -52,6 +63,11 @@ LEVELS = 4  # of the Laplacian pyramid whose energies describe the proxy's detai
 # mean intensity varies by 3%: without a floor, most canvases 1.17 times larger or smaller than
 # the trained side would be flagged for their intensities; with this one, few are.
 STD_FLOOR = {"intensity": 0.5, "detail": 0.1, "glimpses": 0.05}
+# The least probability that a prediction's glimpses read something familiar. Far from the profile
+# the posterior of :func:`read_probability` underflows, and at r = 0 every class would tie at the
+# uniform u: the smaller r, the larger the differences of probability that single-precision
+# rounding of u + r (p - u) erases (at 1e-3, about 1e-5), while p stays within 1e-3 of u.
+READ_FLOOR = 1e-3
 PROFILE_VERSION = 1
 
 
@@ -127,6 +143,43 @@ def glimpse_scores(features: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     something familiar is enough."""
     z = (features.float() - mean) / std
     return z.pow(2).mean(-1).mean(0).min(-1).values
+
+
+def glimpse_score(familiar: dict, features: Tensor) -> Tensor | None:
+    """[B]: :func:`glimpse_scores` of the crop features [S, B, T, F] of a prediction against
+    the profile ``familiar``; None for features of another number of glimpses or features than
+    the profile's, which cannot be compared."""
+    glimpses = familiar["glimpses"]
+    mean, std = (torch.tensor(glimpses[k]) for k in ("mean", "std"))
+    if tuple(features.shape[-2:]) != tuple(mean.shape):
+        return None
+    return glimpse_scores(features.detach().cpu(), mean, std)
+
+
+def read_probability(familiar: dict | None, features: Tensor) -> Tensor:
+    """[B] (double): r(x), the posterior probability that a prediction's glimpses (crop features
+    [S, B, T, F]) read something of the kind the model was trained on, which
+    ``prediction.infer`` mixes the model's probabilities with the uniform by:
+
+        p(y | x) = r(x) p_model(y | x) + (1 - r(x)) u(y).
+
+    Two components explain the features of a glimpse: "familiar", the profile's diagonal Gaussian
+    of that glimpse's F features on held-out canvases, whose log density is -F/2 s up to a
+    constant for a mean squared z-score s; and "unfamiliar", a flat density at the height the
+    Gaussian has at the warning's threshold s* = ``MARGIN`` times the profile's quantile. With
+    even prior odds the log odds of familiar are F/2 (s* - s), so
+
+        r = sigmoid(F/2 (s* - s)),
+
+    1/2 exactly where the glimpse warning fires, s the image's score as :func:`glimpse_scores`
+    makes it (the best glimpse's, averaged over the draws). r is at least ``READ_FLOOR``. Ones
+    without a profile or for features it cannot be compared with (:func:`glimpse_score`)."""
+    found = None if not familiar else glimpse_score(familiar, features)
+    if found is None:
+        return torch.ones(features.shape[1], dtype=torch.float64)
+    threshold = MARGIN * familiar["glimpses"]["quantile"]
+    log_odds = features.shape[-1] / 2 * (threshold - found.double())
+    return torch.sigmoid(log_odds).clamp_min(READ_FLOOR)
 
 
 def score(values: Tensor, gaussian: dict) -> Tensor:
@@ -218,11 +271,9 @@ def profile_reasons(
                 f"{'finer' if finer[b] else 'coarser'} detail than the training proxies' "
                 f"({'smaller' if finer[b] else 'larger'} objects, or another texture)"
             )
-    glimpses = familiar["glimpses"]
-    mean, std = (torch.tensor(glimpses[k]) for k in ("mean", "std"))
-    if features is not None and tuple(features.shape[-2:]) == tuple(mean.shape):
-        found = glimpse_scores(features.detach().cpu(), mean, std)
-        for b in (found > MARGIN * glimpses["quantile"]).nonzero()[:, 0]:
+    found = None if features is None else glimpse_score(familiar, features)
+    if found is not None:
+        for b in (found > MARGIN * familiar["glimpses"]["quantile"]).nonzero()[:, 0]:
             reasons[b].append("glimpses that found nothing like what the model was trained to read")
     return reasons
 

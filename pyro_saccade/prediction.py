@@ -4,7 +4,14 @@ A prediction runs the guide, q(z_t | c, h_{t-1}), without gradients: its posteri
 glimpses, or S posterior draws whose class probabilities are averaged (the Monte-Carlo posterior
 predictive). The probabilities are the model's ``probs`` site for those glimpses, read from the
 guide's own crops and states; replaying the model would add only its prior and proxy decoder,
-which do not change them.
+which do not change them. They are tempered by the model's temperature (``tempered``) and, for
+a model with a profile of held-out canvases (``model.familiar``), mixed with the uniform by the
+probability that the glimpses read something familiar (``unsure``): the predictive
+
+    p(y | x) = r(x) p_model(y | x) + (1 - r(x)) u(y),
+
+r(x) = ``familiar.read_probability`` and u uniform over the K classes (multi-label: 1/2 for each
+label). Both keep every answer: they keep the order of an image's classes.
 
 Images are read one at a time, and the draws take their randomness from ``ImageNoise``: the
 noise of draw s at a site depends on the seed, the site and s alone, so that a prediction is a
@@ -30,23 +37,27 @@ from . import where
 from .checkpoint import load
 from .data import CanvasBatch, PhotoBatch
 from .data import proxies_of as image_proxies
-from .familiar import warn_unfamiliar
+from .familiar import read_probability, warn_unfamiliar
 from .labels import predicted
 from .model import SaccadeModel, Step
 
 
 @dataclass
 class Prediction:
-    """Class probabilities [B, K], the average over draws of each draw's; per draw, the class
-    logits [S, B, K], the glimpses z [S, B, T, 3] (S = 1 for the posterior mean) and the crops'
-    features [S, B, T, F]; and, for a model with ``where="cells"``, the centres (x, y)
-    [S, B, T, 2] its glimpses aimed at in normalised coordinates (``boxes`` takes them)."""
+    """Class probabilities [B, K], the average over draws of each draw's, tempered and mixed
+    with the uniform by ``read`` (module docstring); per draw, the class logits [S, B, K], the
+    glimpses z [S, B, T, 3] (S = 1 for the posterior mean) and the crops' features [S, B, T, F];
+    for a model with ``where="cells"``, the centres (x, y) [S, B, T, 2] its glimpses aimed at
+    in normalised coordinates (``boxes`` takes them); and for a model with a profile, r(x) [B],
+    the probability that the glimpses read something familiar (``familiar.read_probability``;
+    None without a profile or with random glimpses)."""
 
     probs: Tensor
     logits: Tensor
     z: Tensor
     features: Tensor
     centres: Tensor | None = None
+    read: Tensor | None = None
 
 
 class ImageNoise(Messenger):
@@ -181,9 +192,9 @@ def infer(
 def joined(parts: list[Prediction]) -> Prediction:
     """The predictions of consecutive batches as one: images along the batch dimension."""
     fields = {}
-    for name in ("probs", "logits", "z", "features", "centres"):
+    for name in ("probs", "logits", "z", "features", "centres", "read"):
         values = [getattr(part, name) for part in parts]
-        batch = 0 if name == "probs" else 1  # the others are per draw: [S, B, ...]
+        batch = 0 if name in ("probs", "read") else 1  # the others are per draw: [S, B, ...]
         fields[name] = None if values[0] is None else torch.cat(values, batch)
     return Prediction(**fields)
 
@@ -214,7 +225,27 @@ def one_image(
 
     z, features = per_draw([s.z for s in steps]), per_draw([s.features for s in steps])
     centres = None if steps[0].centre is None else per_draw([s.centre for s in steps])
-    return Prediction(probs, logits.unsqueeze(1), z, features, centres)
+    read = None
+    familiar = getattr(model, "familiar", None)
+    if familiar and not random:  # random glimpses are not the model's reading of the image
+        read = read_probability(familiar, features)
+        probs = unsure(probs, read, model.config.multilabel)
+        read = read.to(probs.device, probs.dtype)
+    return Prediction(probs, logits.unsqueeze(1), z, features, centres, read)
+
+
+def unsure(probs: Tensor, read: Tensor, multilabel: bool) -> Tensor:
+    """Probabilities [B, K] mixed with the uniform u by the probability ``read`` [B] that the
+    glimpses read something familiar: u + r (p - u), u = 1/K, or 1/2 for each label of a
+    multi-label model. With r > 0 every answer stays (the order of the classes, each label's
+    side of 1/2), up to single-precision rounding: at r = ``familiar.READ_FLOOR``, classes
+    whose probabilities differ by less than about 1e-5 may tie. r = 1 leaves the probabilities
+    as they are, to the bit."""
+    u = 0.5 if multilabel else 1 / probs.shape[-1]
+    # In double precision, rounded once to the probabilities' own; on the CPU, as not every
+    # device computes in double.
+    mixed = u + read.double().cpu()[:, None] * (probs.double().cpu() - u)
+    return mixed.to(probs.dtype).to(probs.device)
 
 
 def tempered(probs: Tensor, model: SaccadeModel) -> Tensor:

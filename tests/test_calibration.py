@@ -11,11 +11,12 @@ from click.testing import CliRunner
 from tiny import TINY
 
 from pyro_saccade.calibration import averaged_probs, fit_temperature, reliability, scores
-from pyro_saccade.checkpoint import load
+from pyro_saccade.checkpoint import load, read_checkpoint, trained_config
 from pyro_saccade.cli import main
 from pyro_saccade.config import SaccadeConfig
 from pyro_saccade.data import class_names
-from pyro_saccade.training import TrainConfig, train
+from pyro_saccade.metrics import evaluate_glimpses
+from pyro_saccade.training import TrainConfig, canvases, train
 
 
 def drawn(n: int = 4000, classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +74,13 @@ def test_calibrate_saves_a_model_whose_answers_stay_and_evaluate_reports_calibra
     from pyro_saccade.prediction import predict
 
     assert torch.equal(predict(before, images).argmax(-1), predict(after, images).argmax(-1))
+    assert before.familiar is None and after.familiar["images"] == 24
+    # evaluate reads the probabilities predict gives: tempered, then mixed by the profile.
+    data = canvases(trained_config(read_checkpoint(out)), "identify", "test", 8)
+    measured = evaluate_glimpses(after, data, batch_size=3, random_glimpses=False)
+    shown = torch.cat([predict(after, data[i][0]) for i in range(8)])
+    labels = torch.tensor([data[i][1] for i in range(8)])
+    assert measured.nll == pytest.approx(scores(shown, labels, False).nll, rel=1e-6)
     args = ["evaluate", str(out), "--n", "8", "--json", "--reliability", str(tmp_path / "r.png")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
