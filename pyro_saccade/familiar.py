@@ -256,7 +256,7 @@ def profile_reasons(
         for b in (intensity > MARGIN * familiar["intensity"]["quantile"]).nonzero()[:, 0]:
             reasons[b].append(
                 "proxy intensities unlike the training proxies' "
-                f"({'brighter' if brighter[b] else 'darker'} on average)"
+                f"({'brighter' if brighter[b] else 'darker'} on average: another background?)"
             )
         detail = detail_statistics(proxies)
         flat = detail.isnan().any(1)  # no detail at all: its intensities tell

@@ -1,13 +1,15 @@
 """Posterior samples of the glimpses, as ArviZ data.
 
 For a batch of images this draws S samples of z_0..z_{T-1} from the guide q(z | c), the class
-probabilities and labels the model predicts from them (the posterior predictive, with
-``pyro.infer.Predictive``), and S samples from the prior p(z_t | h_{t-1}) to compare against. The
-groups and variables of the ArviZ data are
+probabilities and labels the model predicts from them (the posterior predictive: the model run
+on each draw of the guide, as ``pyro.infer.Predictive`` runs it), and S samples from the prior
+p(z_t | h_{t-1}) to compare against. The groups and variables of the ArviZ data are
 
     posterior             z, crop [image, glimpse, coord]    box [image, glimpse, corner]
+                          where [image, glimpse]             (cells models)
+                          where_q, where_p [image, glimpse, cell_row, cell_col]
     posterior_predictive  probs [image, class]               label [image] ([image, class] for mark)
-    prior                 z, crop, box
+    prior                 z, crop, box (where, where_p)
     prior_predictive      probs, label
     observed_data         label (when every image's true label is known)
 
@@ -16,18 +18,33 @@ units that do not depend on the image size: scale = crop side / shorter image si
 centre / image width and height. ``box`` is the crop in the image's pixels (x0, y0, x1, y1).
 SVI draws are independent (one chain, no warm-up), so summarise them with means and intervals;
 convergence diagnostics such as R-hat do not apply.
+
+The ``where`` variables belong to models with ``where="cells"`` (``where.Cells``), whose glimpse t
+first chooses a cell where_t of the proxy's G x G grid: ``where`` is that cell's index,
+row * G + col. ``where_q`` is the guide's q(where_t | c, h_{t-1}) over the cells and ``where_p``
+the model's p(where_t | c, h_{t-1}), both at the h_{t-1} of the group's draw: in the posterior,
+the same h_{t-1} for both; in the prior, along the prior's own draws (it has no ``where_q``).
+Cells that earlier glimpses marked as read have probability 0 (until every cell is read, when
+all open again). The attention is both p and q (where.py), so in the posterior ``where_p``
+equals ``where_q``; the two names keep the maps apart for a prior of where_t of its own.
+``cell_row`` and ``cell_col`` are the cells' centres over the image height and width, in (0, 1)
+as ``crop``'s y and x: the grid stretches over the whole image, whatever its aspect. A free model
+(``where="free"``) has no where_t and none of these variables.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 import torch
-from pyro.infer import Predictive
+from pyro import poutine
+from pyro.poutine import Trace
 from torch import Tensor
 
 from .data import Photo, as_batch
@@ -41,17 +58,24 @@ from .where import boxes as glimpse_boxes
 
 COORDS = ("scale", "x", "y")
 CORNERS = ("x0", "y0", "x1", "y1")
+WHERE = ("where", "where_q", "where_p")  # a cells model's variables (module docstring)
+CELL_MAP = ["image", "glimpse", "cell_row", "cell_col"]
 
 
 @dataclass
 class Draws:
     """S draws for N images: z [S, N, T, 3], probs [S, N, K], labels [S, N] ([S, N, K] for mark),
-    and for a model with ``where="cells"`` the centres its glimpses aimed at [S, N, T, 2]."""
+    and for a model with ``where="cells"`` the centres its glimpses aimed at [S, N, T, 2], the
+    cells they chose [S, N, T] and the probabilities of those choices over the G x G cells
+    [S, N, T, G, G] under the guide (posterior draws only) and under the model."""
 
     z: Tensor
     probs: Tensor
     labels: Tensor
     centres: Tensor | None = None
+    where: Tensor | None = None
+    where_q: Tensor | None = None
+    where_p: Tensor | None = None
 
 
 @dataclass
@@ -119,6 +143,11 @@ class GlimpsePosterior:
             "corner": list(CORNERS),
             "class": list(self.config.classes),
         }
+        if self.posterior.where is not None:
+            cells = self.config.cells
+            dims.update(where=["image", "glimpse"], where_q=CELL_MAP, where_p=CELL_MAP)
+            centres = ((np.arange(cells) + 0.5) / cells).tolist()  # over the height, the width
+            coords.update(cell_row=centres, cell_col=centres)
         return from_dict(groups, dims, coords)
 
     def summary(self, interval: float = 0.9) -> str:
@@ -149,10 +178,12 @@ class GlimpsePosterior:
         return "\n".join(lines)
 
     def _latents(self, draws: Draws) -> dict[str, np.ndarray]:
+        where = {name: getattr(draws, name) for name in WHERE}
         return {
             "z": _numpy(draws.z),
             "crop": _numpy(self.crops(draws)),
             "box": _numpy(self.boxes(draws)),
+            **{name: _numpy(values) for name, values in where.items() if values is not None},
         }
 
 
@@ -168,6 +199,7 @@ def _numpy(draws: Tensor) -> np.ndarray:
 # -- sampling ---------------------------------------------------------------------------------
 
 
+@torch.no_grad()
 def draw(
     model: SaccadeModel,
     image: Tensor,
@@ -179,25 +211,45 @@ def draw(
     """S draws for one image [1, C, H, W] from the posterior or, with ``posterior=False``, the
     prior (then the glimpses follow p(z_t | h_{t-1})), their noise from ``seed`` alone
     (``prediction.ImageNoise``)."""
-    cfg = model.config
-    latents = [f"z_{t}" for t in range(cfg.glimpses)]
-    cells = isinstance(model.where, Cells)
-    centres = [f"centre_{t}" for t in range(cfg.glimpses)] if cells else []
-    label = "y" if cfg.likelihood == "aggregate" else f"y_{cfg.glimpses - 1}"
-    predictive = Predictive(
-        model.model,
-        guide=model.guide if posterior else None,
-        num_samples=samples,
-        return_sites=latents + centres + ["probs", label],
-    )
     with ImageNoise(seed, "posterior" if posterior else "prior"):
-        out = predictive(image, proxy)
-    return Draws(
-        torch.stack([out[s] for s in latents], -2),
-        out["probs"],
-        out[label],
-        torch.stack([out[s] for s in centres], -2) if centres else None,
+        draws = [_draw_once(model, image, proxy, posterior) for _ in range(samples)]
+    return _joined(draws, lambda parts: torch.stack(parts).cpu())
+
+
+def _draw_once(model: SaccadeModel, image: Tensor, proxy: Tensor, posterior: bool) -> Draws:
+    """One draw [1, ...] (the image's row): the guide's trace when ``posterior``, then the
+    model's on the guide's values, as ``pyro.infer.Predictive`` runs them; the traces keep the
+    distributions of where_t, not only its value."""
+    guide = poutine.trace(model.guide).get_trace(image, proxy) if posterior else None
+    program = model.model if guide is None else poutine.replay(model.model, trace=guide)
+    trace = poutine.trace(program).get_trace(image, proxy)
+    cfg = model.config
+    label = "y" if cfg.likelihood == "aggregate" else f"y_{cfg.glimpses - 1}"
+    one = Draws(
+        _per_glimpse(trace, "z", cfg.glimpses),
+        trace.nodes["probs"]["value"],
+        trace.nodes[label]["value"],
     )
+    if isinstance(model.where, Cells):
+        one.centres = _per_glimpse(trace, "centre", cfg.glimpses)
+        one.where = _per_glimpse(trace, "where", cfg.glimpses)
+        one.where_p = _cell_probs(trace, cfg)
+        one.where_q = None if guide is None else _cell_probs(guide, cfg)
+    return one
+
+
+def _per_glimpse(
+    trace: Trace, site: str, glimpses: int, read: Callable[[dict], Tensor] = itemgetter("value")
+) -> Tensor:
+    """``read`` of the trace's nodes ``{site}_0`` .. ``{site}_{T-1}``, stacked [B, T, ...]."""
+    return torch.stack([read(trace.nodes[f"{site}_{t}"]) for t in range(glimpses)], 1)
+
+
+def _cell_probs(trace: Trace, config: SaccadeConfig) -> Tensor:
+    """The probabilities of where_t's distribution in ``trace`` as maps [B, T, G, G] (cell
+    index row * G + col, as ``where.Cells`` numbers them); 0 on the cells it masks."""
+    probs = _per_glimpse(trace, "where", config.glimpses, lambda node: node["fn"].probs)
+    return probs.unflatten(-1, (config.cells, config.cells))
 
 
 @torch.no_grad()
@@ -241,18 +293,17 @@ def sample_posterior(
         config=model.config,
         names=names,
         sizes=[tuple(image.shape[-2:]) for image in images],
-        posterior=_concat(posterior),
-        prior=_concat(prior),
+        posterior=_joined(posterior, partial(torch.cat, dim=1)),
+        prior=_joined(prior, partial(torch.cat, dim=1)),
         observed=labels,
     )
 
 
-def _concat(parts: list[Draws]) -> Draws:
+def _joined(parts: list[Draws], join: Callable[[list[Tensor]], Tensor]) -> Draws:
+    """One ``Draws`` of the parts', each field ``join`` of theirs (None where they have none)."""
     return Draws(
         *(
-            None
-            if getattr(parts[0], f) is None
-            else torch.cat([getattr(p, f).cpu() for p in parts], 1)
+            None if getattr(parts[0], f) is None else join([getattr(p, f) for p in parts])
             for f in Draws.__dataclass_fields__
         )
     )

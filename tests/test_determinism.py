@@ -73,3 +73,6 @@ def test_posterior_samples_of_an_image_do_not_depend_on_the_others() -> None:
         assert torch.equal(mine.z[:, 0], theirs.z[:, 1])
         assert torch.equal(mine.centres[:, 0], theirs.centres[:, 1])
         assert torch.equal(mine.probs[:, 0], theirs.probs[:, 1])
+        assert torch.equal(mine.where[:, 0], theirs.where[:, 1])
+        assert torch.equal(mine.where_p[:, 0], theirs.where_p[:, 1])
+    assert torch.equal(alone.posterior.where_q[:, 0], together.posterior.where_q[:, 1])

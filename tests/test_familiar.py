@@ -129,7 +129,10 @@ def test_every_reason_in_one_line(model: SaccadeModel) -> None:
     line = str(warning.message)
     assert "\n" not in line
     assert line.startswith("unlike the training images: a 250x250 image for a model trained on ")
-    assert "; proxy intensities unlike the training proxies' (brighter on average)" in line
+    assert (
+        "; proxy intensities unlike the training proxies' "
+        "(brighter on average: another background?)" in line
+    )
     assert line.endswith(": its answer may be unreliable")
 
 

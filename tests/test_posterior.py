@@ -15,11 +15,12 @@ from click.testing import CliRunner
 from pyro import poutine
 from tiny import TINY
 
+from pyro_saccade.checkpoint import save_checkpoint
 from pyro_saccade.cli import main
 from pyro_saccade.data import class_names, make_proxy
 from pyro_saccade.labels import label_name, parse_label, true_labels
 from pyro_saccade.model import SaccadeConfig, SaccadeModel
-from pyro_saccade.posterior import from_dict, read_posterior, sample_posterior
+from pyro_saccade.posterior import WHERE, from_dict, read_posterior, sample_posterior
 from pyro_saccade.priors import FixedGaussianPrior
 from pyro_saccade.training import TrainConfig, train
 
@@ -67,6 +68,103 @@ def test_posterior_command_writes_arviz_data(checkpoint: Path, canvases: Path, t
     assert observed == written
     assert "000001.png: predicted" in result.output and f"true {written[1]}" in result.output
     assert result.output.count("glimpse 1: scale") == 2
+    # A free model chooses no cell.
+    assert not set(WHERE) & {*data.posterior.data_vars, *data.prior.data_vars}
+
+
+def looking_cells_model() -> SaccadeModel:
+    """A small ``where="cells"`` model on 8 x 8 cells whose attention reads h_{t-1} (untrained,
+    its recall of h_{t-1} would be zero)."""
+    torch.manual_seed(0)
+    where = dict(kind="cells", box_min=16, box_max=48)
+    config = SaccadeConfig(classes=class_names("identify"), **{**TINY, "proxy": 32, "where": where})
+    model = SaccadeModel(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return model
+
+
+@pytest.fixture(scope="module")
+def cells_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cells") / "checkpoint.pt"
+    save_checkpoint(path, looking_cells_model())
+    return path
+
+
+def assert_cell_maps(where: np.ndarray, maps: np.ndarray, reach: int) -> None:
+    """Maps [..., T, G, G] of where_t's probabilities for the chosen cells [..., T]: each sums
+    to 1 and gives its choice a positive probability; the first is positive everywhere, the
+    second 0 exactly on the cells within ``reach`` rows and columns of the first choice."""
+    cells = maps.shape[-1]
+    flat = maps.reshape(*maps.shape[:-2], -1)
+    np.testing.assert_allclose(flat.sum(-1), 1.0, atol=1e-5)
+    assert (np.take_along_axis(flat, where[..., None], -1) > 0).all()
+    assert (flat[..., 0, :] > 0).all()
+    row, col = np.divmod(where[..., 0, None, None], cells)  # [..., 1, 1]
+    lines = np.arange(cells)
+    read = (np.abs(lines[:, None] - row) <= reach) & (np.abs(lines - col) <= reach)
+    np.testing.assert_array_equal(maps[..., 1, :, :] == 0, read)
+
+
+def test_posterior_command_writes_where_maps_of_a_cells_model(
+    cells_checkpoint: Path, canvases: Path, tmp_path: Path
+) -> None:
+    images = [str(canvases / "000000.png"), str(canvases / "000001.png")]
+    out = tmp_path / "p.nc"
+    args = ["posterior", str(cells_checkpoint), *images, "--samples", "4", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+
+    data = read_posterior(out)
+    cells = 8  # a 32-pixel proxy, 4 of its pixels a cell
+    # The cells a look marks as read: those an object of 28 pixels around its aim can reach,
+    # ceil(14 * 8 / 100) rows and columns each way on these 100-pixel canvases.
+    reach = 2
+    for group in (data.posterior, data.prior):
+        where, p = group["where"], group["where_p"]
+        assert where.dims == ("chain", "draw", "image", "glimpse")
+        assert where.shape == (1, 4, 2, 2) and where.dtype.kind == "i"
+        assert p.dims == ("chain", "draw", "image", "glimpse", "cell_row", "cell_col")
+        assert p.shape == (1, 4, 2, 2, cells, cells)
+        assert list(p.coords["image"].values) == ["000000.png", "000001.png"]
+        centres = (np.arange(cells) + 0.5) / cells
+        np.testing.assert_allclose(p.coords["cell_row"].values, centres)
+        np.testing.assert_allclose(p.coords["cell_col"].values, centres)
+        assert_cell_maps(where.values, p.values, reach)
+    q = data.posterior["where_q"]
+    assert q.dims == data.posterior["where_p"].dims
+    assert_cell_maps(data.posterior["where"].values, q.values, reach)
+    # p and q are one attention: at the same h_{t-1}, the same map.
+    np.testing.assert_array_equal(q.values, data.posterior["where_p"].values)
+    assert "where_q" not in data.prior
+
+
+def test_where_is_the_cell_a_glimpse_aims_at_and_where_q_the_guides_attention() -> None:
+    model = looking_cells_model()
+    images = [torch.rand(1, 96, 96, generator=torch.Generator().manual_seed(n)) for n in (1, 2)]
+    images[1] = images[1][..., :64, :]  # another size and aspect
+    samples, cells = 6, model.config.cells
+    result = sample_posterior(model, images, samples=samples, seed=1)
+
+    for draws in (result.posterior, result.prior):
+        row, col = draws.where.div(cells, rounding_mode="floor"), draws.where % cells
+        centre = (torch.stack([col, row], -1) + 0.5) / cells * 2 - 1  # normalised (x, y)
+        # A glimpse aims at the ink centroid of a window two cells wide around its cell: within
+        # 3.5 proxy pixels of the cell's centre, nearer to it than to any other cell's.
+        pixel = 2 / model.config.proxy
+        assert ((draws.centres - centre).abs() <= 3.5 * pixel + 1e-5).all()
+        assert (draws.where[..., 0] != draws.where[..., 1]).all()
+
+    # where_q is the guide's attention: before the first glimpse (h_{-1} = 0), one map an image.
+    proxies = make_proxy(images[0][None], model.config.proxy)
+    with torch.no_grad():
+        trace = poutine.trace(model.guide).get_trace(images[0][None], proxies)
+    q = trace.nodes["where_0"]["fn"].probs.view(cells, cells)
+    torch.testing.assert_close(result.posterior.where_q[:, 0, 0], q.expand(samples, -1, -1))
+    # After it each draw has its own h_{t-1} and its own map.
+    later = result.posterior.where_q[:, 0, 1]
+    assert not torch.allclose(later[0], later[1])
 
 
 def test_posterior_draws_come_from_the_guide_and_prior_draws_from_the_prior() -> None:

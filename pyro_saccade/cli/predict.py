@@ -166,7 +166,9 @@ def posterior_command(
 
     Groups: posterior (z, crop, box per image and glimpse), posterior_predictive (probs, label),
     prior and prior_predictive (the same under the prior), and observed_data when a labels.csv
-    (file,label) beside the images gives every true label. Prints a summary.
+    (file,label) beside the images gives every true label. A model with where=cells adds, per
+    glimpse, where (the cell it chose) and maps over the cells of the guide's and the prior's
+    probabilities of that choice (where_q, posterior only, and where_p). Prints a summary.
     """
 
     from ..labels import image_names, true_labels
