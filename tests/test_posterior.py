@@ -42,14 +42,20 @@ def canvases(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_posterior_command_writes_arviz_data(checkpoint: Path, canvases: Path, tmp_path: Path):
+def posterior_of_two(
+    checkpoint: Path, canvases: Path, samples: int, out: Path
+) -> tuple[object, str]:
+    """``saccade posterior`` of two exported canvases: the ArviZ data it wrote, and what it
+    printed."""
     images = [str(canvases / "000000.png"), str(canvases / "000001.png")]
-    out = tmp_path / "p.nc"
-    args = ["posterior", str(checkpoint), *images, "--samples", "8", "--out", str(out)]
+    args = ["posterior", str(checkpoint), *images, "--samples", str(samples), "--out", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    return read_posterior(out), result.output
 
-    data = read_posterior(out)
+
+def test_posterior_command_writes_arviz_data(checkpoint: Path, canvases: Path, tmp_path: Path):
+    data, output = posterior_of_two(checkpoint, canvases, 8, tmp_path / "p.nc")
     z = data.posterior["z"]
     assert z.dims == ("chain", "draw", "image", "glimpse", "coord")
     assert z.shape == (1, 8, 2, 2, 3)
@@ -66,8 +72,8 @@ def test_posterior_command_writes_arviz_data(checkpoint: Path, canvases: Path, t
         written = [row["label"] for row in csv.DictReader(f)]
     observed = [class_names("identify")[i] for i in data.observed_data["label"].values]
     assert observed == written
-    assert "000001.png: predicted" in result.output and f"true {written[1]}" in result.output
-    assert result.output.count("glimpse 1: scale") == 2
+    assert "000001.png: predicted" in output and f"true {written[1]}" in output
+    assert output.count("glimpse 1: scale") == 2
     # A free model chooses no cell.
     assert not set(WHERE) & {*data.posterior.data_vars, *data.prior.data_vars}
 
@@ -110,13 +116,7 @@ def assert_cell_maps(where: np.ndarray, maps: np.ndarray, reach: int) -> None:
 def test_posterior_command_writes_where_maps_of_a_cells_model(
     cells_checkpoint: Path, canvases: Path, tmp_path: Path
 ) -> None:
-    images = [str(canvases / "000000.png"), str(canvases / "000001.png")]
-    out = tmp_path / "p.nc"
-    args = ["posterior", str(cells_checkpoint), *images, "--samples", "4", "--out", str(out)]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output
-
-    data = read_posterior(out)
+    data, _ = posterior_of_two(cells_checkpoint, canvases, 4, tmp_path / "p.nc")
     cells = 8  # a 32-pixel proxy, 4 of its pixels a cell
     # The cells a look marks as read: those an object of 28 pixels around its aim can reach,
     # ceil(14 * 8 / 100) rows and columns each way on these 100-pixel canvases.
