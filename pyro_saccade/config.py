@@ -90,18 +90,19 @@ class FreeWhere(ConfigMixin):
 @dataclass
 class CellsWhere(ConfigMixin):
     """Small objects on large images: a discrete where_t picks a cell of the proxy's feature map
-    (J/4 x J/4 cells) and z_t places a box of ``box_min``..``box_max`` pixels, whatever the image
-    size, within a cell of the cell's aim (where.Cells)."""
+    (J/4 x J/4 cells) and z_t places a box of ``box_range()`` pixels, whatever the image size,
+    within a cell of the cell's aim (where.Cells)."""
 
     kind = "cells"
-    box_min: int = 32
-    box_max: int = 128
-    # The side in pixels of the objects the glimpses read: a look marks as read the cells that
-    # such an object around its aim can reach.
+    # The side in pixels of the objects the glimpses read. The rest follows from it: the range
+    # of a glimpse's box (unless set), the cells a look marks as read, and the windows whose
+    # median is the background the model reads contrast against (contrast.py).
     object_size: int = 28
+    box_min: int | None = None  # pixels; None: one object
+    box_max: int | None = None  # pixels; None: four objects
     # Whether the attention learns. Off, glimpses go where the proxy has ink, which finds small
-    # objects on a dark canvas from the first step; a reader trained so can then teach the
-    # attention what is worth reading.
+    # objects from the first step; a reader trained so can then teach the attention what is
+    # worth reading.
     learn: bool = True
     # The ink an empty cell counts as. Training draws where_t from the attention, and at 1e-4
     # the thousands of empty cells of a 2528 x 2528 canvas drew most training glimpses (about
@@ -109,16 +110,21 @@ class CellsWhere(ConfigMixin):
     ink_floor: float = 1e-6
 
     def __post_init__(self) -> None:
+        low, high = self.box_range()
         self.validate(
             [
-                (
-                    0 < self.box_min < self.box_max,
-                    f"need 0 < box_min < box_max pixels, got {self.box_min}, {self.box_max}",
-                ),
                 (self.object_size > 0, f"object_size must be positive, got {self.object_size}"),
+                (0 < low < high, f"need 0 < box_min < box_max pixels, got {low}, {high}"),
                 (self.ink_floor > 0, f"ink_floor must be positive, got {self.ink_floor}"),
             ]
         )
+
+    def box_range(self) -> tuple[int, int]:
+        """The least and the largest side in pixels of a glimpse's box: ``box_min`` and
+        ``box_max``, or one and four times ``object_size`` where they are not set."""
+        low = self.object_size if self.box_min is None else self.box_min
+        high = 4 * self.object_size if self.box_max is None else self.box_max
+        return low, high
 
 
 WHERE = {kind.kind: kind for kind in (FreeWhere, CellsWhere)}

@@ -6,7 +6,7 @@ q(z_t | c, h_{t-1}) aims at a soft-argmax over the proxy's feature map (networks
 ``Cells`` finds small objects on large images, where a continuous z alone gets no gradient
 towards an object its crop does not touch: a discrete where_t chooses a cell of the proxy's
 feature map (G x G cells, G = J / 4) from an attention over the cells, and z_t places a box of
-``box_min``..``box_max`` pixels, whatever the image size, within a cell of the cell's aim. The
+``where.box_range()`` pixels, whatever the image size, within a cell of the cell's aim. The
 attention is both the prior and the guide of where_t (both see c and h_{t-1}), so its KL term
 is zero; Trace_ELBO gives it a score-function gradient, and the crop's features are multiplied
 by q(where_t) / q(where_t) held constant (which is 1) so that it also gets the pathwise gradient
@@ -221,11 +221,12 @@ def cell_box(
     """The box (sx, sy, cx, cy) of glimpse z [..., 3] aimed at ``centre`` [..., 2] on images of
     ``height`` x ``width`` pixels (ints, or [B] for images of different sizes).
 
-    The box side is squashed into [box_min, box_max] pixels, whatever the image size, so a
+    The box side is squashed into ``where.box_range()`` pixels, whatever the image size, so a
     glimpse can read a small object at its native resolution on any canvas; its centre moves at
     most one cell from the aim. The box may reach past the border (read as zeros).
     """
-    side = where.box_min + (where.box_max - where.box_min) * torch.sigmoid(z[..., 0])
+    low, high = where.box_range()
+    side = low + (high - low) * torch.sigmoid(z[..., 0])
     cx = centre[..., 0] + torch.tanh(z[..., 1]) * (2 / cells)
     cy = centre[..., 1] + torch.tanh(z[..., 2]) * (2 / cells)
     return side / width, side / height, cx, cy
@@ -337,7 +338,7 @@ class Cells(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """The crops [B, C, L, L] of the box z places near ``centre`` [B, 2], the aim of cell
         where_t, against their ``background`` (a map [B, C, J, J], contrast.py), and what the
-        recurrent state learns of it: the box side over ``box_max``, and its centre."""
+        recurrent state learns of it: the box side over the largest, and its centre."""
         cfg = self.config
         _, width = sides = image_sides(images)
         box = cell_box(z, centre, cfg.cells, *sides, cfg.where)
@@ -345,7 +346,7 @@ class Cells(nn.Module):
         under = background_crops(background, box, cfg.crop, cfg.antialias, *sides)
         crops = against(crops, under)
         sx, _, cx, cy = box
-        return crops, torch.stack([sx * (width / cfg.where.box_max), cx, cy], -1)
+        return crops, torch.stack([sx * (width / cfg.where.box_range()[1]), cx, cy], -1)
 
     @staticmethod
     def weighted(features: Tensor, aim: Aim) -> Tensor:

@@ -8,6 +8,7 @@ from tiny import TINY
 from pyro_saccade import SaccadeConfig, SaccadeModel
 from pyro_saccade.checkpoint import for_task, with_config
 from pyro_saccade.cli.predict import describe_prediction
+from pyro_saccade.config import CellsWhere
 from pyro_saccade.data import CanvasBatch, PatchCanvas, proxies_of
 from pyro_saccade.glimpse import repeat_images, sample_box
 from pyro_saccade.model import Step
@@ -183,3 +184,17 @@ def test_train_set_options_build_the_model_and_resume_only_as_configured(tmp_pat
         main, [*command[:-2], "--set", "where.learn=true", "--out", str(out), "--resume"]
     )
     assert other.exit_code == 2 and "where.learn=False" in other.output
+
+
+def test_the_object_size_sets_the_box_range_unless_it_is_set() -> None:
+    assert CellsWhere(object_size=50).box_range() == (50, 200)
+    assert CellsWhere(object_size=50, box_max=120).box_range() == (50, 120)
+    model = cells_model(where=dict(kind="cells", object_size=12))
+    side = 600
+    out = infer(model, one_blob(side, 200, 300), samples=3)
+    widths = [
+        float(box[2] - box[0])
+        for draw in range(3)
+        for box in boxes(model, out.z[draw, 0], side, side, out.centres[draw, 0])
+    ]
+    assert all(12 <= width <= 48 for width in widths)
