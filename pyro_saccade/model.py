@@ -28,7 +28,9 @@ networks.DigitPairHead).
 Deviations from the paper. The scale is squashed smoothly into its range so that it is learned.
 The crop's features enter the recurrence, so step t+1 depends on what step t saw. With
 ``where="cells"`` (small objects on large images) a discrete w_t chooses among the cells of the
-proxy's feature map (where.Cells). A proxy larger than 32 x 32 is decoded at 32 x 32.
+proxy's feature map (where.Cells). A proxy larger than 32 x 32 is decoded at 32 x 32. The image
+and its proxy are read as their contrast against the local background (contrast.py), the same
+on a black canvas, so that marks darker or brighter than their surroundings read alike.
 """
 
 from __future__ import annotations
