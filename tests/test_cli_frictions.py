@@ -176,3 +176,14 @@ def test_ctrl_c_is_an_interruption_not_an_error(
     result = CliRunner().invoke(main, ["predict", str(checkpoint), str(image)])
     assert result.exit_code == 130
     assert result.output.splitlines() == [line]
+
+
+def test_the_demo_table_keeps_its_columns_for_long_model_names() -> None:
+    from pyro_saccade.cli.demo_run import Shown, table
+
+    def shown(name: str) -> Shown:
+        return Shown(name, "majority", (1500, 1500), 20, 0.9, 0.1, 0.1, 1.2, Path("p.png"))
+
+    lines = table([shown("short"), shown("a-model-name-longer-than-twenty")])
+    assert len({line.index(" majority") for line in lines[1:]}) == 1
+    assert lines[0].index("task") == lines[1].index("majority")

@@ -137,14 +137,15 @@ def draw(model: SaccadeModel, dataset: object, target: Path) -> None:
 
 def table(shown: list[Shown]) -> list[str]:
     """The demo's results, one line per model."""
+    width = max([len("model"), *(len(s.name) for s in shown)])
     lines = [
-        f"{'model':<20} {'task':<9} {'canvas':>10} {'canvases':>8} {'accuracy':>8} "
+        f"{'model':<{width}} {'task':<9} {'canvas':>10} {'canvases':>8} {'accuracy':>8} "
         f"{'chance':>6} {'saccade':>9} {'tiled resnet18':>14}"
     ]
     for s in shown:
         chance = "-" if s.chance is None else f"{s.chance:.1%}"
         lines.append(
-            f"{s.name:<20} {s.task:<9} {'x'.join(map(str, s.canvas)):>10} {s.n:>8} "
+            f"{s.name:<{width}} {s.task:<9} {'x'.join(map(str, s.canvas)):>10} {s.n:>8} "
             f"{s.accuracy:>8.1%} {chance:>6} {_ms(s.seconds_per_image):>9} "
             f"{_ms(s.resnet_seconds_per_image):>14}"
         )
