@@ -23,8 +23,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .checkpoint import with_config
+from .familiar import profile, read_probability
 from .model import SaccadeModel
-from .prediction import Prediction, infer, joined, temper
+from .prediction import Prediction, infer, joined, temper, unsure
 from .training.batches import collate, prepare
 
 BINS = 10
@@ -128,3 +130,46 @@ def held_out(
         proxies.append(batch_proxies.cpu())
         labels.append(answers)
     return torch.cat(proxies), joined(parts), torch.cat(labels)
+
+
+@dataclass
+class Calibration:
+    """A model with its fitted ``temperature``, the profile of the canvases it was fitted on
+    (``familiar.profile``, a checkpoint's ``"familiar"`` entry), and the scores of its
+    prediction on them ``before`` and ``after``: the model as it was, without a profile, and the
+    calibrated model, tempered and mixed by its new profile."""
+
+    model: SaccadeModel
+    temperature: float
+    familiar: dict
+    before: Scores
+    after: Scores
+
+
+def calibrate(
+    model: SaccadeModel, dataset: Dataset, batch_size: int = 50, seed: int = 0
+) -> Calibration:
+    """Fit ``model``'s temperature on a labelled ``dataset`` of held-out canvases, its posterior
+    draws from ``seed``, and profile the canvases. In this order: the model's own profile, if
+    any, is set aside, as it would mix the probabilities read here; the canvases are read; the
+    temperature is fitted on the model's probabilities alone, where the mixture leaves them
+    nearly whole (fitted on the mixed ones it would also answer for the few canvases whose
+    glimpses the profile finds unusual); the new profile is made from the same reading."""
+    model.familiar = None
+    proxies, prediction, labels = held_out(model, dataset, batch_size, seed)
+    multilabel = model.config.multilabel
+    temperature = fit_temperature(prediction.logits, labels, multilabel)
+    calibrated = with_config(model, temperature=temperature)
+    familiar = profile(calibrated, proxies, prediction)
+    probs = unsure(
+        averaged_probs(prediction.logits, temperature, multilabel),
+        read_probability(familiar, prediction.features),
+        multilabel,
+    )
+    return Calibration(
+        calibrated,
+        temperature,
+        familiar,
+        scores(prediction.probs, labels, multilabel),
+        scores(probs, labels, multilabel),
+    )

@@ -61,25 +61,17 @@ def calibrate_command(
     the warning on inputs unlike the training images reads and by which a prediction whose
     glimpses read nothing familiar is made unsure (pyro_saccade.familiar).
 
-    In this order: the checkpoint's own profile, if any, is set aside; the canvases are read;
-    the temperature is fitted on the model's probabilities alone, without the mixture; the new
-    profile is made from the same reading. The ECE and NLL printed after are those of the saved
-    model on these canvases: tempered, then mixed by its new profile.
+    The temperature is fitted on the model's probabilities alone, without the mixture, and the
+    checkpoint's own profile is replaced (pyro_saccade.calibration.calibrate). The ECE and NLL
+    printed after are those of the saved model on these canvases: tempered, then mixed by its
+    new profile.
     """
     import dataclasses
     import json
 
-    from ..calibration import averaged_probs, fit_temperature, held_out, scores
-    from ..checkpoint import (
-        model_from_checkpoint,
-        read_checkpoint,
-        save_checkpoint,
-        trained_config,
-        with_config,
-    )
-    from ..familiar import profile, read_probability
+    from ..calibration import calibrate
+    from ..checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint, trained_config
     from ..model import SaccadeModel
-    from ..prediction import unsure
     from ..training import canvases
 
     check_device(device)
@@ -91,29 +83,12 @@ def calibrate_command(
     trained = trained_config(payload)
     if trained.photos:
         raise click.BadParameter("calibrates models of generated canvases", param_hint="CHECKPOINT")
-    config = dataclasses.replace(trained, seed=fit_seed)
-    dataset = canvases(config, model.config.task, "test", n)
-    # A profile of other canvases would mix the probabilities read here: the new one is made
-    # from these.
-    model.familiar = None
-    proxies, prediction, labels = held_out(model, dataset, batch_size, fit_seed)
-    multilabel = model.config.multilabel
-    # The temperature calibrates the model's reading of canvases like the training ones, where
-    # the mixture leaves it nearly whole; fitted on the mixed probabilities it would also
-    # answer for the few canvases whose glimpses the profile finds unusual.
-    temperature = fit_temperature(prediction.logits, labels, multilabel)
-    before = scores(prediction.probs, labels, multilabel)
-    calibrated = with_config(model, temperature=temperature)
-    familiar = profile(calibrated, proxies, prediction)
-    probs = unsure(
-        averaged_probs(prediction.logits, temperature, multilabel),
-        read_probability(familiar, prediction.features),
-        multilabel,
-    )
-    after = scores(probs, labels, multilabel)
-    save_checkpoint(out, calibrated, trained, {"familiar": json.dumps(familiar)})
+    dataset = canvases(dataclasses.replace(trained, seed=fit_seed), model.config.task, "test", n)
+    fitted = calibrate(model, dataset, batch_size, fit_seed)
+    save_checkpoint(out, fitted.model, trained, {"familiar": json.dumps(fitted.familiar)})
+    before, after = fitted.before, fitted.after
     click.echo(
-        f"temperature {temperature:.4f} on {n} canvases of seed {fit_seed}: "
+        f"temperature {fitted.temperature:.4f} on {n} canvases of seed {fit_seed}: "
         f"ECE {before.ece:.4f} -> {after.ece:.4f}, NLL {before.nll:.4f} -> {after.nll:.4f}"
     )
     click.echo(f"wrote {out}")
