@@ -146,10 +146,11 @@ def model_from_checkpoint(payload: dict, source: str = "checkpoint") -> SaccadeM
         raise CheckpointError(
             f"{source}: a model config that this version cannot build ({error})"
         ) from error
-    differences = state_differences(model.state_dict(), payload["model"])
+    weights = {**zero_terms(model, payload["model"]), **payload["model"]}
+    differences = state_differences(model.state_dict(), weights)
     if differences:
         raise CheckpointError(f"{source}: weights do not match its config ({differences})")
-    model.load_state_dict(payload["model"])
+    model.load_state_dict(weights)
     try:  # for the warning on unlike inputs (familiar.py)
         trained = trained_config(payload)
     except (ValueError, TypeError) as error:
@@ -178,6 +179,18 @@ def familiar_profile(payload: dict, source: str = "checkpoint") -> dict | None:
     if not isinstance(familiar, dict) or familiar.get("version") != PROFILE_VERSION:
         return None
     return familiar
+
+
+# Weights of terms that start at zero, added to a model after checkpoints were saved without
+# them: such a checkpoint holds them at zero, and predicts as it did.
+ZERO_TERMS = ("where.attention.place.weight",)
+
+
+def zero_terms(model: torch.nn.Module, found: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The ``ZERO_TERMS`` that ``model`` has and the checkpoint's weights ``found`` lack, as the
+    zeros they start at."""
+    expected = model.state_dict()
+    return {k: torch.zeros_like(expected[k]) for k in ZERO_TERMS if k in expected.keys() - found}
 
 
 def state_differences(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str:

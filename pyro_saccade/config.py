@@ -15,12 +15,15 @@ FORMAT_VERSION = 2
 LIKELIHOODS = ("aggregate", "per_glimpse")
 HEADS = ("linear", "digit_pairs")
 DIGIT_TASKS = ("identify", "sum", "mark")
-# Tasks whose logits are per-digit evidence summed over glimpses (networks.DigitPairHead), so a
-# digit-pair model's reader answers them as it is: Megapixel MNIST's majority and multi.
-EVIDENCE_TASKS = (*DIGIT_TASKS, "majority", "multi")
+# Tasks answered from per-digit evidence read off each crop (networks.DigitPairHead), so a
+# digit-pair model's reader answers them with its weights as they are: Megapixel MNIST's.
+EVIDENCE_TASKS = (*DIGIT_TASKS, "majority", "max", "multi")
 EVIDENCE = ("crops", "mixture", "state")
 # Tasks whose label says which digits the crops can show (networks.DigitPairHead, "mixture").
-MIXTURE_TASKS = ("identify", "sum", "majority")
+MIXTURE_TASKS = ("identify", "sum", "majority", "max", "multi")
+# Tasks whose label is a function of which digits are present: read from the crops only
+# ("mixture"), as the chance that some crop shows each digit.
+PRESENCE_TASKS = ("max", "multi")
 # Proxy pixels per side of a cell of the proxy encoder's feature map, which has two stride-2
 # layers: the cells where_t chooses from, and the grid SaliencyHead scores.
 CELL = 4
@@ -108,6 +111,11 @@ class CellsWhere(ConfigMixin):
     # the thousands of empty cells of a 2528 x 2528 canvas drew most training glimpses (about
     # 70%) away from the two digits; the posterior mode is the same either way.
     ink_floor: float = 1e-6
+    # p(where_t | c, h_{t-1}), by its name in where_priors.WHERE_PRIORS and its arguments: the
+    # attention itself (a KL of zero), or a belief about where to look that the KL term of
+    # where_t holds the attention to.
+    prior: str = "attention"
+    prior_args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         low, high = self.box_range()
@@ -196,6 +204,12 @@ class SaccadeConfig(ClassifierConfigMixin):
             (
                 self.head == "linear" or self.task in EVIDENCE_TASKS,
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
+            ),
+            (
+                self.task not in PRESENCE_TASKS
+                or self.head == "linear"
+                or self.evidence == "mixture",
+                f"the digit_pairs head reads {self.task!r} from the crops: evidence='mixture'",
             ),
             (
                 self.evidence != "mixture"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .calibration import reliability, scores
@@ -204,10 +204,15 @@ def evaluate_glimpses(
     with random glimpses; with ``proxy_baseline``, that model's
     accuracy on the same canvases and proxies of its own side. Batches come from a DataLoader
     with the dataset's own collate (lazy canvases stay lazy); coverage needs the dataset's
-    ``describe`` and ``task``. ``progress``: a tqdm bar (None: only when stderr is a terminal)."""
+    ``describe`` and ``task`` (or a Subset of such a dataset). ``progress``: a tqdm bar (None:
+    only when stderr is a terminal)."""
     device = next(model.parameters()).device
     saccade = isinstance(model, SaccadeModel)
-    described = saccade and hasattr(dataset, "describe") and hasattr(dataset, "task")
+    # Some of a dataset's canvases (a Subset) are described by the dataset they come from.
+    source, indices = (
+        (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, None)
+    )
+    described = saccade and hasattr(source, "describe") and hasattr(source, "task")
     tally = _Tally(model.config.glimpses) if saccade else None
     random_tally = _Tally(model.config.glimpses) if saccade else None
     baseline_stream = RNGStream(seed)  # noisy proxies of the baseline, if trained with noise
@@ -230,10 +235,10 @@ def evaluate_glimpses(
             placed = boxes(model, out.z, height, width, out.centres)
             digits = None
             if described:
-                digits = [
-                    deciding_boxes(dataset.task, dataset.describe(total + b))
-                    for b in range(len(labels))
+                at = [
+                    total + b if indices is None else indices[total + b] for b in range(len(labels))
                 ]
+                digits = [deciding_boxes(source.task, source.describe(i)) for i in at]
             tally.add(placed, height, width, digits)
             if random_glimpses:
                 out = infer(model, images, proxies, samples, random=True, seed=seed, warn=False)

@@ -5,6 +5,7 @@ For each image x with proxy c and label y, T glimpses z_t = (scale, x, y) are dr
     h_{-1} = 0
     for t in 0..T-1:
         w_t ~ p(w_t | c, h_{t-1})                 where="cells" only: which proxy cell to look at
+                                                  (pluggable, see where_priors.py)
         z_t ~ p(z_t | h_{t-1})                    learned VRNN prior (pluggable, see priors.py)
         c   ~ p(c | z_t, h_{t-1})                 proxy decoder, observed at every step
         o_t = f(x, z_t, w_t)                      spatial-transformer crop of the full image
@@ -15,9 +16,13 @@ image, the bound of Eq. 6 with two weights and an annealing factor:
 
     sum_t  log p(y | o_0..o_t)  +  proxy_weight * log p(c | z_t, h_{t-1})
            - annealing * kl_weight * KL(q(z_t | c, h_{t-1}, w_t) || p(z_t | h_{t-1}))
+           - KL(q(w_t | c, h_{t-1}) || p(w_t | c, h_{t-1}))
 
-with o_t a Dirac whose term is constant, and KL(q(w_t) || p(w_t)) = 0 (the attention is both;
-Trace_ELBO still gives it a score-function gradient). ``likelihood="aggregate"`` keeps only the
+with o_t a Dirac whose term is constant. The KL of w_t is exact, a sum over the cells that
+where.Cells adds as a factor in place of Trace_ELBO's log p(w_t) - log q(w_t) at the guide's
+draw; it is zero with the default where-prior, the attention itself (Trace_ELBO still gives the
+attention a score-function gradient), and holds the attention to a belief about where to look
+with another (where_priors.py). ``likelihood="aggregate"`` keeps only the
 last label term. ``proxy_weight`` (0.001) and ``kl_weight`` (0.05) rescale terms that Eq. 6
 weighs equally: the proxy term sums J x J pixels and would drown the label's, as DMM's
 ``annealing`` does for its KL. p(y | o_0..o_t) reads the class evidence from h_t

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import EVIDENCE_TASKS
+from .config import EVIDENCE_TASKS, PRESENCE_TASKS
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -205,6 +205,26 @@ class LinearHead(nn.Module):
         return evidence
 
 
+def not_shown(evidence: Tensor) -> Tensor:
+    """log(1 - p(k)) [B, K] with p the softmax of ``evidence`` [B, K], without cancellation
+    where p(k) is near one: the log-sum-exp of the other outcomes' evidence, normalised."""
+    count = evidence.shape[-1]
+    others = evidence.unsqueeze(-2).expand(*evidence.shape[:-1], count, count)
+    alone = torch.eye(count, dtype=torch.bool, device=evidence.device)
+    return others.masked_fill(alone, -math.inf).logsumexp(-1) - evidence.logsumexp(-1, True)
+
+
+def presence_logits(task: str, absent: Tensor) -> Tensor:
+    """Logits of max or multi from log P(k absent) [B, 10], the crops' ``not_shown`` summed:
+    multi, the logit of P(k present); max, log P(k present) + sum_{j > k} log P(j absent)."""
+    absent = absent.clamp(max=-1e-6)  # no crop read: P(present) is tiny, not zero
+    present = torch.log(-torch.expm1(absent))
+    if task == "multi":
+        return present - absent
+    above = absent.flip(-1).cumsum(-1).flip(-1) - absent  # sum over j > k
+    return present + above
+
+
 class DigitPairHead(nn.Module):
     """Class logits for two-digit tasks built from per-digit evidence s in R^10.
 
@@ -225,6 +245,12 @@ class DigitPairHead(nn.Module):
     these summed over the crops, plus the log prior of the pair (two digits drawn independently
     and uniformly): a crop that shows a makes (a, b) as likely as (a, a), and only crops of b
     can tell them apart, however confident the crops of a are.
+
+    For max and multi the label is a function of which digits the canvas holds, and ``mixture``
+    reads that: a crop shows one of the ten digits or nothing (a scribble, an empty patch: an
+    eleventh outcome, ``nothing``, whose evidence starts at zero), and digit k is present unless
+    no crop shows it, P(k present) = 1 - prod_t (1 - p_t(k)). multi's logits are those of
+    P(k present); max's are log P(max = k) = log P(k present) + sum_{j > k} log P(j absent).
     """
 
     def __init__(
@@ -233,12 +259,18 @@ class DigitPairHead(nn.Module):
         super().__init__()
         if task not in EVIDENCE_TASKS:
             raise ValueError(f"the digit-pair head needs a digit task, got {task!r}")
+        if task in PRESENCE_TASKS and not mixture:
+            raise ValueError(f"the digit-pair head reads {task!r} from the crops: mixture=True")
         if mixture and task == "majority" and target_share is None:
             raise ValueError("the mixture reading of majority needs the canvases' target_share")
         self.task = task
         self.mixture = mixture
         self.target_share = target_share
         self.evidence = evidence_linear(hidden, 10)
+        if task in PRESENCE_TASKS:
+            self.nothing = nn.Linear(hidden, 1)
+            nn.init.zeros_(self.nothing.weight)
+            nn.init.zeros_(self.nothing.bias)
         pairs = [(a, b) for a in range(10) for b in range(a, 10)]
         self.register_buffer("first", torch.tensor([a for a, _ in pairs]), persistent=False)
         self.register_buffer("second", torch.tensor([b for _, b in pairs]), persistent=False)
@@ -256,10 +288,13 @@ class DigitPairHead(nn.Module):
 
     def read(self, x: Tensor) -> Tensor:
         """Evidence [B, 10] per digit; with ``mixture``, log p(crop | label) per class
-        (majority) or per pair (identify, sum)."""
+        (majority) or per pair (identify, sum), or log(1 - p_t(k)), that the crop does not show
+        digit k (max, multi)."""
         evidence = self.evidence(x)
         if not self.mixture:
             return evidence
+        if self.task in PRESENCE_TASKS:
+            return not_shown(torch.cat([evidence, self.nothing(x)], -1))[..., :10]
         if self.task == "majority":
             p = evidence.softmax(-1)
             share = self.target_share
@@ -272,6 +307,8 @@ class DigitPairHead(nn.Module):
         if self.mixture:
             if self.task == "majority":
                 return evidence
+            if self.task in PRESENCE_TASKS:
+                return presence_logits(self.task, evidence)
             pair = evidence + self.pair_prior
         elif self.task in ("mark", "majority", "multi"):  # the digits present, or the most seen
             return evidence

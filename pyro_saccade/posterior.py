@@ -25,8 +25,9 @@ row * G + col. ``where_q`` is the guide's q(where_t | c, h_{t-1}) over the cells
 the model's p(where_t | c, h_{t-1}), both at the h_{t-1} of the group's draw: in the posterior,
 the same h_{t-1} for both; in the prior, along the prior's own draws (it has no ``where_q``).
 Cells that earlier glimpses marked as read have probability 0 (until every cell is read, when
-all open again). The attention is both p and q (where.py), so in the posterior ``where_p``
-equals ``where_q``; the two names keep the maps apart for a prior of where_t of its own.
+all open again). ``where_p`` is the model's where-prior (where_priors.py): with the default,
+the attention itself, it equals ``where_q``; with a belief of its own, the two maps show how far
+the attention departs from it.
 ``cell_row`` and ``cell_col`` are the cells' centres over the image height and width, in (0, 1)
 as ``crop``'s y and x: the grid stretches over the whole image, whatever its aspect. A free model
 (``where="free"``) has no where_t and none of these variables.

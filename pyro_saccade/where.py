@@ -7,10 +7,11 @@ q(z_t | c, h_{t-1}) aims at a soft-argmax over the proxy's feature map (networks
 towards an object its crop does not touch: a discrete where_t chooses a cell of the proxy's
 feature map (G x G cells, G = J / 4) from an attention over the cells, and z_t places a box of
 ``where.box_range()`` pixels, whatever the image size, within a cell of the cell's aim. The
-attention is both the prior and the guide of where_t (both see c and h_{t-1}), so its KL term
-is zero; Trace_ELBO gives it a score-function gradient, and the crop's features are multiplied
-by q(where_t) / q(where_t) held constant (which is 1) so that it also gets the pathwise gradient
-of attention sampling (Katharopoulos & Fleuret, 2019).
+attention is the guide q(where_t | c, h_{t-1}); the prior p(where_t | c, h_{t-1}) is the
+where-prior the config names (where_priors.py: by default the attention itself, a KL of zero).
+Trace_ELBO gives the attention a score-function gradient, and the crop's features are
+multiplied by q(where_t) / q(where_t) held constant (which is 1) so that it also gets the
+pathwise gradient of attention sampling (Katharopoulos & Fleuret, 2019).
 
 Both kinds answer the same calls, made once per step by the model and the guide:
 ``start`` (the proxy as the placement sees it), ``sample`` (where_t, a Pyro site for ``Cells``),
@@ -42,6 +43,7 @@ from .glimpse import (
 )
 from .networks import GaussianHead, SaliencyHead, conv_block
 from .priors import LATENT
+from .where_priors import WhereContext, make_where_prior
 
 
 class Aim(NamedTuple):
@@ -55,12 +57,14 @@ class Aim(NamedTuple):
 
 class Look(NamedTuple):
     """The proxy as the attention sees it: its feature map [B, C, G, G] (one per image, shared
-    by its draws), the terms of the attention that depend on it alone [B, G * G], where a
-    glimpse in each cell aims [B, G * G, 2], the cells already looked at [B, G * G], and how
-    many cells around a look an object can reach, rows and columns [B, 2]."""
+    by its draws), the terms of the attention that depend on it alone [B, G * G], the proxy's
+    contrast around each cell [B, G * G], where a glimpse in each cell aims [B, G * G, 2], the
+    cells already looked at [B, G * G], and how many cells around a look an object can reach,
+    rows and columns [B, 2]."""
 
     maps: Tensor
     base: Tensor
+    contrast: Tensor
     aims: Tensor
     visited: Tensor
     reach: Tensor
@@ -75,6 +79,7 @@ class Look(NamedTuple):
         return Look(
             self.maps,
             copies(self.base),
+            copies(self.contrast),
             copies(self.aims),
             copies(self.visited),
             copies(self.reach),
@@ -173,18 +178,21 @@ class CellAttention(nn.Module):
     """Logits of where_t over the proxy's cells: proxy feature map [B, C, G, G], ink per cell
     [B, G * G] and h_{t-1} [B, H] -> [B, G * G].
 
-    Three terms: where the proxy has ink (empty cells hold nothing to read), a small detector
-    on the proxy's features (an object rather than clutter), and a match of each cell's
-    features against a read of h_{t-1} (what was seen so far).
+    Four terms: where the proxy has ink (empty cells hold nothing to read), a small detector
+    on the proxy's features (an object rather than clutter), a quadratic in the cell's place
+    (objects near the top; the convolutions alone cannot say where a cell is), and a match of
+    each cell's features against a read of h_{t-1} (what was seen so far).
     """
 
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
         self.detector = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, 1, 1))
         self.recall = nn.Linear(hidden, channels)
-        # Both learned terms start at zero: the first glimpses go where the ink is.
+        self.place = nn.Linear(5, 1, bias=False)  # x, y, x^2, y^2, xy of the cell's centre
+        # The learned terms start at zero: the first glimpses go where the ink is.
         nn.init.zeros_(self.detector[-1].weight)
         nn.init.zeros_(self.detector[-1].bias)
+        nn.init.zeros_(self.place.weight)
         nn.init.zeros_(self.recall.weight)
         nn.init.zeros_(self.recall.bias)
         self.ink_weight = nn.Parameter(torch.tensor(1.0))
@@ -192,7 +200,9 @@ class CellAttention(nn.Module):
     def base(self, maps: Tensor, ink: Tensor, floor: float) -> Tensor:
         """The terms that depend on the proxy alone, computed once per image: [B, G * G]. An
         empty cell has no ink: ``floor`` keeps its logit finite."""
-        return self.detector(maps).flatten(1) + self.ink_weight * (ink + floor).log()
+        x, y = cell_centres(maps.shape[-1]).to(maps).unbind(-1)
+        place = self.place(torch.stack([x, y, x * x, y * y, x * y], -1))[:, 0]
+        return self.detector(maps).flatten(1) + place + self.ink_weight * (ink + floor).log()
 
     def forward(self, base: Tensor, maps: Tensor, h: Tensor) -> Tensor:
         """Logits [S * B, G * G] for S draws of B images (draw s of image b at row s * B + b in
@@ -200,6 +210,14 @@ class CellAttention(nn.Module):
         batch, channels = maps.shape[:2]
         read = self.recall(h).view(-1, batch, channels)
         return base + torch.einsum("bcg,sbc->sbg", maps.flatten(2), read).reshape(base.shape)
+
+
+def cells_kl(q: dist.Categorical, p: dist.Categorical, closed: Tensor) -> Tensor:
+    """KL(q || p) [B] of two distributions over the cells but the ``closed`` ones [B, G * G],
+    where both are zero: those terms are left out before they meet, so that no infinity reaches
+    the gradient."""
+    ratio = torch.where(closed, 0.0, q.logits - p.logits)
+    return (q.probs * ratio).sum(-1)
 
 
 def cell_centres(cells: int) -> Tensor:
@@ -250,6 +268,7 @@ class Cells(nn.Module):
             cfg.posterior_std,
             cfg.posterior_std_max,
         )
+        self.prior = make_where_prior(cfg.where.prior, cfg.where.prior_args)
         self.register_buffer("centres", cell_centres(cfg.cells), persistent=False)
 
     def start(self, images: Tensor, proxies: Tensor, maps: Tensor) -> Look:
@@ -274,7 +293,8 @@ class Cells(nn.Module):
         aims = torch.where(held, centroid / mass.clamp(min=1e-6).unsqueeze(-1), self.centres)
         base = self.attention.base(maps, mass, self.config.where.ink_floor)
         visited = torch.zeros_like(base, dtype=torch.bool)
-        return Look(maps, base, aims, visited, self.reach(images, base.shape[0], base.device))
+        reach = self.reach(images, base.shape[0], base.device)
+        return Look(maps, base, mass, aims, visited, reach)
 
     def reach(self, images: Tensor, batch: int, device: torch.device) -> Tensor:
         """How many cells, rows and columns [B, 2], an object of ``object_size`` pixels around
@@ -290,15 +310,24 @@ class Cells(nn.Module):
         return look.repeat(draws)
 
     def sample(self, t: int, look: Look, h: Tensor, mode: str) -> tuple[Aim, Look]:
-        """where_t ~ the attention over the cells not yet looked at (p in the model, q in the
-        guide; its mode with ``mode="mean"``, uniform with ``mode="random"``), the aim it
-        gives, and ``look`` with the cells it reads marked as visited."""
+        """where_t over the cells not yet looked at: ~ the where-prior p in the model
+        (``mode="prior"``), ~ the attention q in the guide (its mode with ``mode="mean"``,
+        uniform with ``mode="random"``); the aim it gives, and ``look`` with the cells it reads
+        marked as visited."""
         logits = self.attention(look.base, look.maps, h)
-        if mode == "random":
+        if mode == "prior":
+            q = self.cells_distribution(logits, look)
+            logits = self.prior(WhereContext(t, logits, look.contrast, self.centres, h))
+        elif mode == "random":
             logits = torch.zeros_like(logits)
-        attention = dist.Categorical(logits=logits.masked_fill(look.visited, float("-inf")))
+        attention = self.cells_distribution(logits, look)
         if mode == "prior":
             cell = pyro.sample(f"where_{t}", attention)
+            # The KL of where_t exactly: Trace_ELBO's log p - log q at the guide's draw is
+            # replaced by its expectation over the cells, -KL(q || p), and its gradient with it.
+            # Zero, gradient and all, when p is the attention.
+            sampled = attention.log_prob(cell) - q.log_prob(cell)
+            pyro.factor(f"where_kl_{t}", -cells_kl(q, attention, look.visited) - sampled)
         else:
             cell = pyro.sample(
                 f"where_{t}",
@@ -311,6 +340,11 @@ class Cells(nn.Module):
             centre = pyro.deterministic(f"centre_{t}", centre, event_dim=1)
         p = attention.probs.gather(-1, cell.unsqueeze(-1))[..., 0]
         return Aim(cell, centre, p / p.detach()), self.looked_at(look, cell)
+
+    @staticmethod
+    def cells_distribution(logits: Tensor, look: Look) -> dist.Categorical:
+        """where_t over the cells not yet looked at."""
+        return dist.Categorical(logits=logits.masked_fill(look.visited, float("-inf")))
 
     @staticmethod
     def looked_at(look: Look, cell: Tensor) -> Look:

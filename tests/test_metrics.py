@@ -9,6 +9,7 @@ import pyro
 import pytest
 import torch
 from tiny import TINY
+from torch.utils.data import Subset
 
 from pyro_saccade import load
 from pyro_saccade.baselines import ClassifierLoss, ProxyCNN
@@ -147,6 +148,13 @@ def test_evaluate_glimpses_on_lazy_megapixel_canvases_with_cells() -> None:
     assert 24 <= result.box_side <= 64
     # Two boxes of at most 64 px on 600^2.
     assert 0 < result.pixels_read <= 2 * 64**2 / 600**2
+    # Some of the canvases, described by the dataset they come from: max's deciding digits
+    # (those of the largest class) are one or more, canvas by canvas.
+    data = MegapixelMNIST("max", 600, 8, noise=10, split="test", seed=1, lazy=True)
+    chosen = [6, 2, 3]  # 3 + 3 + 3 deciding digits; the first three canvases hold 5
+    some = evaluate_glimpses(model, Subset(data, chosen), batch_size=2, seed=1)
+    expected = [len(deciding_digits("max", data.describe(i))) for i in chosen]
+    assert some.n == 3 and some.deciding_digits == sum(expected)
 
 
 def quadrant_set(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

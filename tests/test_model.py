@@ -189,6 +189,23 @@ def test_the_mixture_caps_what_one_crop_says_about_the_majority() -> None:
     assert read_crops("majority", False, crops).argmax() == 5
 
 
+def test_max_and_multi_read_the_digits_some_crop_shows() -> None:
+    crops = [(3, 8.0), (7, 8.0), (2, 8.0), (7, 8.0)]
+    assert read_crops("max", True, crops).argmax() == 7
+    # A crop that shows nothing clearly (a scribble) does not make a 9 the largest.
+    assert read_crops("max", True, [*crops, (0, 0.0)]).argmax() == 7
+    head = DigitPairHead(10, "multi", mixture=True)
+    with torch.no_grad():
+        head.evidence.weight.copy_(torch.eye(10))
+        head.evidence.bias.zero_()
+    shown = [3, 7, 2, 7, 5]
+    absent = sum(head.read(torch.eye(10)[[digit]] * 8.0) for digit in shown)
+    present = torch.sigmoid(head.combine(absent))[0]
+    assert (present[shown] > 0.99).all() and (present[[0, 1, 4, 6, 8, 9]] < 0.01).all()
+    with pytest.raises(ValueError, match="mixture"):
+        SaccadeConfig(task="max", classes=[str(k) for k in range(10)], head="digit_pairs")
+
+
 def test_antialiased_glimpse_averages_fine_detail_instead_of_aliasing_it() -> None:
     image = torch.zeros(1, 1, 100, 100)
     image[..., ::3] = 1.0  # one-pixel stripes every third column: a mean of 1/3

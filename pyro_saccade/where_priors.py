@@ -1,0 +1,139 @@
+"""Priors p(where_t | c, h_{t-1}) over the cells a glimpse may choose (``where="cells"``).
+
+A where-prior is a ``torch.nn.Module`` whose ``forward(context)`` returns logits [B, G * G] over
+the proxy's G x G cells, row by row, from a :class:`WhereContext`: the step, the learned
+attention's own logits (the guide q(where_t | c, h_{t-1})), the proxy's contrast around each
+cell, the cells' centres and h_{t-1}. The cells already looked at are masked afterwards, for
+the prior as for the guide, so its logits need only be finite. The model draws where_t from it
+and Trace_ELBO weighs the guide's draw by log p(where_t) - log q(where_t), the KL term of where_t.
+
+The default, ``attention``, is the attention itself: p = q, a KL of zero. To add your own,
+subclass :class:`WherePrior` and register it with :func:`register_where_prior`, so that
+``CellsWhere(prior=name, prior_args={...})`` builds it and a checkpoint names it (register it
+again before loading that checkpoint in a new process). Arguments must be JSON values; on the
+command line, ``saccade train --set where.prior=position --set where.prior_args.y=-1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class WhereContext(NamedTuple):
+    """What a where-prior may read at step ``t``: the learned attention's logits [B, G * G], the
+    proxy's mean contrast around each cell [B, G * G] (its ink; contrast.py), the cells' centres
+    (x, y) [G * G, 2] in normalised coordinates (-1 top/left, 1 bottom/right), and h_{t-1}
+    [B, H]."""
+
+    t: int
+    attention: Tensor
+    contrast: Tensor
+    centres: Tensor
+    h: Tensor
+
+
+class WherePrior(nn.Module):
+    """Interface: ``forward(context: WhereContext) -> logits [B, G * G]``."""
+
+    def forward(self, context: WhereContext) -> Tensor:
+        raise NotImplementedError
+
+
+class AttentionPrior(WherePrior):
+    """The learned attention, both prior and guide: KL(q(where_t) || p(where_t)) = 0."""
+
+    def forward(self, context: WhereContext) -> Tensor:
+        return context.attention
+
+
+class UniformPrior(WherePrior):
+    """Every cell not yet looked at alike."""
+
+    def forward(self, context: WhereContext) -> Tensor:
+        return torch.zeros_like(context.attention)
+
+
+class PositionPrior(WherePrior):
+    """Cells near a place: log p = -d^2 / (2 spread^2) for the distance d (normalised
+    coordinates) from (``x``, ``y``) along the axes given; None leaves an axis free. ``y=-1``
+    says objects sit near the top edge."""
+
+    def __init__(self, x: float | None = None, y: float | None = None, spread: float = 0.5) -> None:
+        super().__init__()
+        if spread <= 0:
+            raise ValueError(f"spread must be positive, got {spread}")
+        self.place = (x, y)
+        self.spread = spread
+
+    def forward(self, context: WhereContext) -> Tensor:
+        squared = torch.zeros_like(context.centres[:, 0])
+        for axis, value in enumerate(self.place):
+            if value is not None:
+                squared = squared + (context.centres[:, axis] - value) ** 2
+        logits = -squared / (2 * self.spread**2)
+        return logits.to(context.attention.dtype).expand_as(context.attention)
+
+
+class ScanPrior(WherePrior):
+    """A scan across the image, one band per glimpse: glimpse t of ``glimpses`` prefers the
+    cells near the t-th of evenly spaced lines along ``axis`` ("x": left to right, "y": top to
+    bottom), log p = -d^2 / (2 spread^2)."""
+
+    def __init__(self, glimpses: int, axis: str = "x", spread: float = 0.3) -> None:
+        super().__init__()
+        if axis not in ("x", "y") or glimpses < 1 or spread <= 0:
+            raise ValueError(
+                f"need axis 'x' or 'y', glimpses >= 1 and spread > 0, got {axis!r}, "
+                f"{glimpses}, {spread}"
+            )
+        self.glimpses, self.axis, self.spread = glimpses, "xy".index(axis), spread
+
+    def forward(self, context: WhereContext) -> Tensor:
+        line = -1 + 2 * (min(context.t, self.glimpses - 1) + 0.5) / self.glimpses
+        logits = -((context.centres[:, self.axis] - line) ** 2) / (2 * self.spread**2)
+        return logits.to(context.attention.dtype).expand_as(context.attention)
+
+
+class ContrastPrior(WherePrior):
+    """Where the proxy differs from its local background: log p = ``weight`` * log(contrast +
+    ``floor``), either sign of contrast alike (contrast.py)."""
+
+    def __init__(self, weight: float = 1.0, floor: float = 1e-4) -> None:
+        super().__init__()
+        if floor <= 0:
+            raise ValueError(f"floor must be positive, got {floor}")
+        self.weight, self.floor = weight, floor
+
+    def forward(self, context: WhereContext) -> Tensor:
+        return self.weight * (context.contrast + self.floor).log()
+
+
+WHERE_PRIORS: dict[str, Callable[..., WherePrior]] = {
+    "attention": AttentionPrior,
+    "uniform": UniformPrior,
+    "position": PositionPrior,
+    "scan": ScanPrior,
+    "contrast": ContrastPrior,
+}
+
+
+def register_where_prior(name: str, factory: Callable[..., WherePrior]) -> None:
+    """Make ``factory(**args)`` available as ``CellsWhere(prior=name)``."""
+    WHERE_PRIORS[name] = factory
+
+
+def make_where_prior(name: str, args: dict | None = None) -> WherePrior:
+    """Build the where-prior registered as ``name``."""
+    if name not in WHERE_PRIORS:
+        raise ValueError(
+            f"unknown where-prior {name!r}; known: {', '.join(sorted(WHERE_PRIORS))} (a "
+            "custom one must be registered with register_where_prior before use or loading)"
+        )
+    try:
+        return WHERE_PRIORS[name](**(args or {}))
+    except TypeError as error:  # an argument the prior does not take
+        raise ValueError(f"where-prior {name!r}: {error}") from error
