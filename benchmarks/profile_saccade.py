@@ -53,7 +53,7 @@ def main() -> None:
     h, state = model.initial(args.batch, proxies)
     background, contrast = model.contrast(images, proxies)
     features, maps = model.proxy_encoder.encode(contrast)
-    crops, placed = model.where.glimpse(images, z, None, background)
+    crops, placed, _ = model.where.glimpse(images, z, None, background)
     lstm_input = crops.new_zeros(args.batch, model.rnn.input_size)
     rows = [
         ("make_proxy (from the full image)", lambda: make_proxy(images, c.proxy)),

@@ -17,13 +17,13 @@ HEADS = ("linear", "digit_pairs")
 DIGIT_TASKS = ("identify", "sum", "mark")
 # Tasks answered from per-digit evidence read off each crop (networks.DigitPairHead), so a
 # digit-pair model's reader answers them with its weights as they are: Megapixel MNIST's.
-EVIDENCE_TASKS = (*DIGIT_TASKS, "majority", "max", "multi")
+EVIDENCE_TASKS = (*DIGIT_TASKS, "majority", "max", "top", "multi")
 EVIDENCE = ("crops", "mixture", "state")
 # Tasks whose label says which digits the crops can show (networks.DigitPairHead, "mixture").
-MIXTURE_TASKS = ("identify", "sum", "majority", "max", "multi")
-# Tasks whose label is a function of which digits are present: read from the crops only
-# ("mixture"), as the chance that some crop shows each digit.
-PRESENCE_TASKS = ("max", "multi")
+MIXTURE_TASKS = ("identify", "sum", "majority", "max", "top", "multi")
+# Tasks whose label is a function of what each crop shows, a digit or nothing, and where: read
+# from the crops only ("mixture"; networks.shown_logits).
+SHOWN_TASKS = ("max", "top", "multi")
 # Proxy pixels per side of a cell of the proxy encoder's feature map, which has two stride-2
 # layers: the cells where_t chooses from, and the grid SaliencyHead scores.
 CELL = 4
@@ -206,7 +206,7 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
             ),
             (
-                self.task not in PRESENCE_TASKS
+                self.task not in SHOWN_TASKS
                 or self.head == "linear"
                 or self.evidence == "mixture",
                 f"the digit_pairs head reads {self.task!r} from the crops: evidence='mixture'",

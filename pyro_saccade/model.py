@@ -61,13 +61,15 @@ from .where import Aim, make_where
 
 class Step(NamedTuple):
     """What one glimpse leaves behind: the glimpse z_t, the new recurrent state (h_t, and the
-    LSTM's (h_t, c_t)), the crop's features, and where a cells glimpse aimed [B, 2]."""
+    LSTM's (h_t, c_t)), the crop's features, where a cells glimpse aimed [B, 2], and the height
+    of its box's centre [B] (normalised, -1 the top edge)."""
 
     z: Tensor
     h: Tensor
     state: tuple[Tensor, Tensor]
     features: Tensor
     centre: Tensor | None = None
+    y: Tensor | None = None
 
 
 class SaccadeModel(nn.Module):
@@ -119,10 +121,10 @@ class SaccadeModel(nn.Module):
         """Crop the image at z_t (near the aim of cell where_t) against its ``background``,
         encode the crop and update the recurrent state to h_t."""
         centre = None if aim is None else aim.centre
-        crops, placed = self.where.glimpse(images, z, centre, background)
+        crops, placed, y = self.where.glimpse(images, z, centre, background)
         features = self.where.weighted(self.crop_encoder(crops), aim)
         h, c = self.rnn(torch.cat([features, self.z_embed(placed), proxy_features], -1), state)
-        return Step(z, h, (h, c), features, centre)
+        return Step(z, h, (h, c), features, centre, y)
 
     @staticmethod
     def replayed(steps: list[Step] | None, t: int, z: Tensor) -> Step | None:
@@ -134,11 +136,12 @@ class SaccadeModel(nn.Module):
         return None
 
     def evidence(self, step: Step, total: Tensor | None) -> Tensor:
-        """Class evidence after a glimpse: summed over crops so far, or read from h_t."""
+        """Class evidence after a glimpse: that of the crops so far (``accumulate``), or read
+        from h_t."""
         if self.config.evidence == "state":
             return self.classifier.read(step.h)
-        evidence = self.classifier.read(step.features)
-        return evidence if total is None else total + evidence
+        evidence = self.classifier.read(step.features, step.y)
+        return evidence if total is None else self.classifier.accumulate(total, evidence)
 
     def read(self, steps: list[Step]) -> Tensor:
         """Class logits [B, K] after the glimpses ``steps``, those of the model's ``probs``

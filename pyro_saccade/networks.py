@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import EVIDENCE_TASKS, PRESENCE_TASKS
+from .config import EVIDENCE_TASKS, SHOWN_TASKS
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -197,28 +197,35 @@ class LinearHead(nn.Module):
         super().__init__()
         self.evidence = evidence_linear(inputs, classes)
 
-    def read(self, x: Tensor) -> Tensor:
-        """Evidence [B, E] from features or a state."""
+    def read(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Evidence [B, E] from features or a state (``y``, the crop's height, is not read)."""
         return self.evidence(x)
+
+    @staticmethod
+    def accumulate(total: Tensor, evidence: Tensor) -> Tensor:
+        return total + evidence
 
     def combine(self, evidence: Tensor) -> Tensor:
         return evidence
 
 
-def not_shown(evidence: Tensor) -> Tensor:
-    """log(1 - p(k)) [B, K] with p the softmax of ``evidence`` [B, K], without cancellation
-    where p(k) is near one: the log-sum-exp of the other outcomes' evidence, normalised."""
-    count = evidence.shape[-1]
-    others = evidence.unsqueeze(-2).expand(*evidence.shape[:-1], count, count)
-    alone = torch.eye(count, dtype=torch.bool, device=evidence.device)
-    return others.masked_fill(alone, -math.inf).logsumexp(-1) - evidence.logsumexp(-1, True)
+def shown_logits(task: str, crops: Tensor) -> Tensor:
+    """Logits [B, 10] of max, top or multi from what each of T crops shows, [B, T, 12]: log p_t
+    of the ten digits and of nothing, and the crop's vertical centre (-1 top, 1 bottom).
 
-
-def presence_logits(task: str, absent: Tensor) -> Tensor:
-    """Logits of max or multi from log P(k absent) [B, 10], the crops' ``not_shown`` summed:
-    multi, the logit of P(k present); max, log P(k present) + sum_{j > k} log P(j absent)."""
-    absent = absent.clamp(max=-1e-6)  # no crop read: P(present) is tiny, not zero
-    present = torch.log(-torch.expm1(absent))
+    Digit k is absent unless some crop shows it, log P(k absent) = sum_t log(1 - p_t(k)).
+    multi: the logit of P(k present). max: log P(k present) + sum_{j > k} log P(j absent).
+    top: the highest crop that shows a digit shows k, log sum_t p_t(k) prod_{s above t}
+    p_s(nothing).
+    """
+    log_p, y = crops[..., :11], crops[..., 11]
+    if task == "top":
+        above = (y.unsqueeze(-1) > y.unsqueeze(-2)).to(log_p.dtype)  # [B, t, s]: s above t
+        none_above = above @ log_p[..., 10:]  # [B, T, 1]
+        return (log_p[..., :10] + none_above).logsumexp(-2)
+    # log(1 - p), accurate where p is near one (expm1) and finite where it is one
+    absent = torch.log(-torch.expm1(log_p[..., :10].clamp(max=-1e-7))).sum(-2)
+    present = torch.log(-torch.expm1(absent.clamp(max=-1e-6)))  # no crop read: not quite 0
     if task == "multi":
         return present - absent
     above = absent.flip(-1).cumsum(-1).flip(-1) - absent  # sum over j > k
@@ -246,11 +253,10 @@ class DigitPairHead(nn.Module):
     and uniformly): a crop that shows a makes (a, b) as likely as (a, a), and only crops of b
     can tell them apart, however confident the crops of a are.
 
-    For max and multi the label is a function of which digits the canvas holds, and ``mixture``
-    reads that: a crop shows one of the ten digits or nothing (a scribble, an empty patch: an
-    eleventh outcome, ``nothing``, whose evidence starts at zero), and digit k is present unless
-    no crop shows it, P(k present) = 1 - prod_t (1 - p_t(k)). multi's logits are those of
-    P(k present); max's are log P(max = k) = log P(k present) + sum_{j > k} log P(j absent).
+    For max, top and multi the label is a function of what each crop shows and where: with
+    ``mixture``, a crop shows one of the ten digits or nothing (a scribble, an empty patch: an
+    eleventh outcome, ``nothing``, whose evidence starts at zero), and ``shown_logits`` reads
+    the label from the crops' outcomes and heights.
     """
 
     def __init__(
@@ -259,7 +265,7 @@ class DigitPairHead(nn.Module):
         super().__init__()
         if task not in EVIDENCE_TASKS:
             raise ValueError(f"the digit-pair head needs a digit task, got {task!r}")
-        if task in PRESENCE_TASKS and not mixture:
+        if task in SHOWN_TASKS and not mixture:
             raise ValueError(f"the digit-pair head reads {task!r} from the crops: mixture=True")
         if mixture and task == "majority" and target_share is None:
             raise ValueError("the mixture reading of majority needs the canvases' target_share")
@@ -267,7 +273,7 @@ class DigitPairHead(nn.Module):
         self.mixture = mixture
         self.target_share = target_share
         self.evidence = evidence_linear(hidden, 10)
-        if task in PRESENCE_TASKS:
+        if task in SHOWN_TASKS:
             self.nothing = nn.Linear(hidden, 1)
             nn.init.zeros_(self.nothing.weight)
             nn.init.zeros_(self.nothing.bias)
@@ -286,15 +292,17 @@ class DigitPairHead(nn.Module):
             persistent=False,
         )
 
-    def read(self, x: Tensor) -> Tensor:
-        """Evidence [B, 10] per digit; with ``mixture``, log p(crop | label) per class
-        (majority) or per pair (identify, sum), or log(1 - p_t(k)), that the crop does not show
-        digit k (max, multi)."""
+    def read(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Evidence [B, 10] per digit of the crop whose box is centred at height ``y`` [B]
+        (normalised; read for max, top and multi only); with ``mixture``, log p(crop | label)
+        per class (majority) or per pair (identify, sum), or, for max, top and multi,
+        [B, 1, 12]: log p of the ten digits and of nothing, and ``y``."""
         evidence = self.evidence(x)
         if not self.mixture:
             return evidence
-        if self.task in PRESENCE_TASKS:
-            return not_shown(torch.cat([evidence, self.nothing(x)], -1))[..., :10]
+        if self.task in SHOWN_TASKS:
+            shown = torch.cat([evidence, self.nothing(x)], -1).log_softmax(-1)
+            return torch.cat([shown, y.unsqueeze(-1)], -1).unsqueeze(1)
         if self.task == "majority":
             p = evidence.softmax(-1)
             share = self.target_share
@@ -302,13 +310,20 @@ class DigitPairHead(nn.Module):
         log_p = evidence.log_softmax(-1)
         return torch.logaddexp(log_p[:, self.first], log_p[:, self.second]) - math.log(2.0)
 
+    def accumulate(self, total: Tensor, evidence: Tensor) -> Tensor:
+        """``read``'s evidence of one more crop added to that of the crops before: summed, or
+        kept crop by crop for max, top and multi."""
+        if self.mixture and self.task in SHOWN_TASKS:
+            return torch.cat([total, evidence], 1)
+        return total + evidence
+
     def combine(self, evidence: Tensor) -> Tensor:
-        """Logits of the task's classes from ``read``'s evidence summed over the crops."""
+        """Logits of the task's classes from ``read``'s evidence of the crops (``accumulate``)."""
         if self.mixture:
             if self.task == "majority":
                 return evidence
-            if self.task in PRESENCE_TASKS:
-                return presence_logits(self.task, evidence)
+            if self.task in SHOWN_TASKS:
+                return shown_logits(self.task, evidence)
             pair = evidence + self.pair_prior
         elif self.task in ("mark", "majority", "multi"):  # the digits present, or the most seen
             return evidence

@@ -153,9 +153,9 @@ class Free(nn.Module):
 
     def glimpse(
         self, images: Tensor, z: Tensor, centre: None, background: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """The crops [B, C, L, L] at z [B, 3] against their ``background`` (a map [B, C, J, J],
-        contrast.py), and z itself for the recurrent state."""
+        contrast.py), z itself for the recurrent state, and the height of the box's centre."""
         cfg = self.config
         where = cfg.where
         crops = extract_glimpse(
@@ -164,7 +164,7 @@ class Free(nn.Module):
         sides = image_sides(images)
         box = normalised_box(z, *sides, where.scale_min, where.scale_max)
         under = background_crops(background, box, cfg.crop, cfg.antialias, *sides)
-        return against(crops, under), z
+        return against(crops, under), z, box[3]
 
     @staticmethod
     def weighted(features: Tensor, aim: None) -> Tensor:
@@ -369,10 +369,11 @@ class Cells(nn.Module):
 
     def glimpse(
         self, images: Tensor, z: Tensor, centre: Tensor, background: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """The crops [B, C, L, L] of the box z places near ``centre`` [B, 2], the aim of cell
         where_t, against their ``background`` (a map [B, C, J, J], contrast.py), and what the
-        recurrent state learns of it: the box side over the largest, and its centre."""
+        recurrent state learns of it: the box side over the largest, and its centre; and the
+        height of its centre."""
         cfg = self.config
         _, width = sides = image_sides(images)
         box = cell_box(z, centre, cfg.cells, *sides, cfg.where)
@@ -380,7 +381,7 @@ class Cells(nn.Module):
         under = background_crops(background, box, cfg.crop, cfg.antialias, *sides)
         crops = against(crops, under)
         sx, _, cx, cy = box
-        return crops, torch.stack([sx * (width / cfg.where.box_range()[1]), cx, cy], -1)
+        return crops, torch.stack([sx * (width / cfg.where.box_range()[1]), cx, cy], -1), cy
 
     @staticmethod
     def weighted(features: Tensor, aim: Aim) -> Tensor:

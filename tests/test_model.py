@@ -159,18 +159,32 @@ def test_for_task_turns_pair_probabilities_into_sums() -> None:
         for_task(tiny_model(head="linear"), "sum", [str(k) for k in range(19)])
 
 
-def read_crops(task: str, mixture: bool, crops: list[tuple[int, float]]) -> torch.Tensor:
+def read_crops(
+    task: str,
+    mixture: bool,
+    crops: list[tuple[int | None, float]],
+    heights: list[float] | None = None,
+) -> torch.Tensor:
     """Class probabilities of a digit-pair head after crops that each show ``digit`` with
-    evidence ``logit`` (0 for the other nine digits)."""
+    evidence ``logit`` (0 for the other nine digits; every digit for None), their boxes centred
+    at ``heights`` (normalised, -1 the top edge; all 0 unless given)."""
     head = DigitPairHead(10, task, mixture=mixture, target_share=TARGET_SHARE)
     with torch.no_grad():
         head.evidence.weight.copy_(torch.eye(10))
         head.evidence.bias.zero_()
+    heights = [0.0] * len(crops) if heights is None else heights
     total = None
-    for digit, logit in crops:
-        evidence = head.read(torch.zeros(1, 10).index_fill_(1, torch.tensor([digit]), logit))
-        total = evidence if total is None else total + evidence
-    return head.combine(total).softmax(-1)[0]
+    for (digit, logit), y in zip(crops, heights, strict=True):
+        features = torch.zeros(1, 10)
+        features = (
+            features + logit
+            if digit is None
+            else features.index_fill_(1, torch.tensor([digit]), logit)
+        )
+        evidence = head.read(features, torch.tensor([y]))
+        total = evidence if total is None else head.accumulate(total, evidence)
+    logits = head.combine(total)[0]
+    return torch.sigmoid(logits) if task == "multi" else logits.softmax(-1)
 
 
 def test_the_mixture_reads_a_pair_from_sure_and_unsure_crops() -> None:
@@ -189,19 +203,21 @@ def test_the_mixture_caps_what_one_crop_says_about_the_majority() -> None:
     assert read_crops("majority", False, crops).argmax() == 5
 
 
-def test_max_and_multi_read_the_digits_some_crop_shows() -> None:
+def test_max_top_and_multi_read_what_each_crop_shows_and_where() -> None:
     crops = [(3, 8.0), (7, 8.0), (2, 8.0), (7, 8.0)]
     assert read_crops("max", True, crops).argmax() == 7
     # A crop that shows nothing clearly (a scribble) does not make a 9 the largest.
     assert read_crops("max", True, [*crops, (0, 0.0)]).argmax() == 7
-    head = DigitPairHead(10, "multi", mixture=True)
-    with torch.no_grad():
-        head.evidence.weight.copy_(torch.eye(10))
-        head.evidence.bias.zero_()
-    shown = [3, 7, 2, 7, 5]
-    absent = sum(head.read(torch.eye(10)[[digit]] * 8.0) for digit in shown)
-    present = torch.sigmoid(head.combine(absent))[0]
-    assert (present[shown] > 0.99).all() and (present[[0, 1, 4, 6, 8, 9]] < 0.01).all()
+    present = read_crops("multi", True, [*crops, (5, 8.0)])
+    assert (present[[2, 3, 5, 7]] > 0.99).all() and (present[[0, 1, 4, 6, 8, 9]] < 0.01).all()
+    # top: the highest crop that shows a digit, wherever it comes in the sequence ...
+    heights = [0.5, -0.2, 0.9, 0.1]
+    assert read_crops("top", True, crops, heights).argmax() == 7
+    assert read_crops("top", True, crops, [0.5, 0.3, -0.6, 0.1]).argmax() == 2
+    # ... and above it, a crop that shows nothing does not count.
+    blank = (None, -20.0)  # evidence against every digit: the crop shows nothing
+    on_top = read_crops("top", True, [blank, *crops], [-0.9, *heights])
+    assert on_top.argmax() == 7 and on_top[7] > 0.99
     with pytest.raises(ValueError, match="mixture"):
         SaccadeConfig(task="max", classes=[str(k) for k in range(10)], head="digit_pairs")
 
