@@ -33,8 +33,7 @@ fi
 if [[ "$what" == sum-100 || "$what" == all ]]; then
   # The digit evidence of identify-100 answers sums as it is (checkpoint.for_task); a one-epoch
   # sum fine-tune did no better (docs/results.md, "What did not help").
-  saccade train --init runs/identify-100 --task sum --canvas 100 --epochs 0 --quiet \
-    --out runs/sum-100
+  saccade export runs/identify-100 --task sum --out runs/sum-100/checkpoint.pt
   saccade evaluate runs/sum-100 --n 2000 --seed 1
   saccade evaluate runs/sum-100 --n 2000 --seed 2
   for seed in 1 2 123 5; do saccade evaluate runs/sum-100 --n 2000 --samples 16 --seed "$seed"; done
@@ -46,7 +45,7 @@ fi
 if [[ "$what" == identify-2528 || "$what" == all ]]; then
   # Glimpse coordinates are fractions of the image and digits scale with the canvas, so the
   # 100x100 model transfers: identify-2528 is identify-100 saved for 2528x2528 canvases.
-  saccade train --init runs/identify-100 --canvas 2528 --epochs 0 --quiet --out runs/identify-2528
+  saccade export runs/identify-100 --canvas 2528 --out runs/identify-2528/checkpoint.pt
   saccade evaluate runs/identify-2528 --n 2000 --batch-size 20 --seed 1
   saccade evaluate runs/identify-2528 --n 2000 --batch-size 20 --seed 2
 fi

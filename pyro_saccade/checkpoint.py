@@ -89,22 +89,41 @@ def pretrained_names() -> list[str]:
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.pt"))
 
 
-def export(path_or_name: str | Path, out: str | Path) -> Path:
-    """Write a checkpoint's weights and configs alone (no optimiser state), for shipping."""
+# What a shipped checkpoint keeps: weights and configs, not the optimiser's state.
+SHIPPED = ("format_version", "config", "train_config", "versions", "kind", "model", "familiar")
+
+
+def export(
+    path_or_name: str | Path,
+    out: str | Path,
+    changes: dict | None = None,
+    data: dict | None = None,
+    made_by: dict | None = None,
+) -> Path:
+    """Write a checkpoint's weights and configs alone (no optimiser state), for shipping.
+
+    ``changes``: SaccadeConfig fields that keep the weights (``with_config``), such as how the
+    model predicts (``evidence``, ``predict_samples``) or, with ``task``, another digit task
+    (``for_task``); ``data``: TrainConfig fields, the canvases the model is for (``canvas``),
+    which ``saccade evaluate`` draws by default; ``made_by``: the recipe and command that made
+    it, kept as they are."""
     payload = read_checkpoint(path_or_name)
-    slim = {
-        key: payload[key]
-        for key in (
-            "format_version",
-            "config",
-            "train_config",
-            "versions",
-            "kind",
-            "model",
-            "familiar",
-        )
-        if key in payload
-    }
+    slim = {key: payload[key] for key in (*SHIPPED, "made_by") if key in payload}
+    if changes:
+        model = model_from_checkpoint(payload, str(path_or_name))
+        changes = dict(changes)
+        task = changes.pop("task", model.config.task)
+        if task != model.config.task:
+            from .training.data import default_model_config  # the task's classes
+
+            model = for_task(model, task, default_model_config(task).classes)
+        model = with_config(model, **changes) if changes else model
+        slim["config"], slim["model"] = json.dumps(model.config.to_dict()), model.state_dict()
+    if data:
+        trained = dataclasses.replace(trained_config(payload), **data)
+        slim["train_config"] = json.dumps(dataclasses.asdict(trained))
+    if made_by:
+        slim["made_by"] = json.dumps(made_by)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(slim, out)
@@ -232,10 +251,14 @@ def with_config(model: SaccadeModel, **changes: object) -> SaccadeModel:
     config = updated(model.config, changes)
     moved = SaccadeModel(config, prior=copy.deepcopy(model.prior))
     weights = model.state_dict()
-    dropped = weights.keys() - moved.state_dict().keys()
+    expected = moved.state_dict()
+    dropped = weights.keys() - expected.keys()
     if dropped:
         raise ValueError(f"{changes} would drop trained weights: {', '.join(sorted(dropped))}")
-    moved.load_state_dict(weights, strict=False)  # shapes are still checked
+    reshaped = sorted(k for k in weights if weights[k].shape != expected[k].shape)
+    if reshaped:
+        raise ValueError(f"{changes} would reshape trained weights: {', '.join(reshaped[:3])}")
+    moved.load_state_dict(weights, strict=False)
     return moved.to(next(model.parameters()).device)
 
 

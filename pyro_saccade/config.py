@@ -206,9 +206,7 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
             ),
             (
-                self.task not in SHOWN_TASKS
-                or self.head == "linear"
-                or self.evidence == "mixture",
+                self.task not in SHOWN_TASKS or self.head == "linear" or self.evidence == "mixture",
                 f"the digit_pairs head reads {self.task!r} from the crops: evidence='mixture'",
             ),
             (

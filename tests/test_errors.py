@@ -246,10 +246,10 @@ CASES = {
     "demo-unwritable-out": (["demo", *OUT], 2, "cannot write to blocker"),
     "benchmark-unwritable-out": (["benchmark", *OUT], 2, "cannot write to blocker"),
     # nonsensical options
-    "train-negative-epochs": (
-        ["train", "--epochs", "-1", "--out", "r"],
+    "train-zero-epochs": (
+        ["train", "--epochs", "0", "--out", "r"],
         2,
-        "Invalid value for '--epochs': -1 is not in the range x>=0.",
+        "Invalid value for '--epochs': 0 is not in the range x>=1.",
     ),
     "train-zero-glimpses": (
         ["train", "--glimpses", "0", "--out", "r"],

@@ -13,7 +13,7 @@ from pyro.infer import Trace_ELBO
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel, TrainConfig, load, train
-from pyro_saccade.checkpoint import for_task
+from pyro_saccade.checkpoint import for_task, read_checkpoint, trained_config
 from pyro_saccade.data.megapixel import TARGET_SHARE
 from pyro_saccade.glimpse import extract_glimpse, glimpse_boxes, unsquash, z_at
 from pyro_saccade.networks import DigitPairHead
@@ -335,12 +335,26 @@ def test_training_precision_is_the_precision_the_networks_run_in(tmp_path, preci
         TrainConfig(precision="float16")
 
 
-def test_zero_epochs_save_the_starting_model(tmp_path) -> None:
-    start = tiny_model()
-    run = TrainConfig(epochs=0, test_size=4, batch_size=4, canvas=[40, 40])
-    train(start.config, run, out=tmp_path, progress=False, model=start)
-    images = torch.rand(2, 1, 40, 40)
-    assert torch.equal(predict(load(tmp_path), images), predict(start.eval(), images))
+def test_export_saves_a_model_read_another_way_without_training(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from pyro_saccade.cli import main
+
+    run = TrainConfig(epochs=1, train_size=8, test_size=4, batch_size=4, canvas=[40, 40])
+    trained = train(SaccadeConfig(**TINY), run, out=tmp_path / "identify", progress=False)
+    args = ["export", str(tmp_path / "identify"), "--out", str(tmp_path / "sum.pt")]
+    args += ["--task", "sum", "--canvas", "60", "--set", "predict_samples=2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    exported = load(tmp_path / "sum.pt")
+    assert exported.config.task == "sum" and exported.config.predict_samples == 2
+    assert trained_config(read_checkpoint(tmp_path / "sum.pt")).canvas == [60, 60]
+    weights = trained.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in exported.state_dict().items())
+    assert "optimizer" not in read_checkpoint(tmp_path / "sum.pt")
+    # A setting that would change the weights is refused.
+    result = CliRunner().invoke(main, [*args[:4], "--set", "hidden=64"])
+    assert result.exit_code != 0 and "hidden" in result.output
 
 
 def test_cli_fine_tunes_an_identify_model_on_sums(tmp_path) -> None:

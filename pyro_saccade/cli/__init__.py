@@ -21,6 +21,7 @@ from .calibrate import calibrate_command
 from .data import data
 from .demo import demo
 from .evaluate import evaluate_command
+from .export import export_command
 from .params import PRETRAINED_NAMES
 from .predict import _unique_stems as _unique_stems
 from .predict import describe_prediction, posterior_command, predict_command, visualize_command
@@ -104,6 +105,7 @@ for command in (
     train_command,
     evaluate_command,
     calibrate_command,
+    export_command,
     predict_command,
     posterior_command,
     visualize_command,

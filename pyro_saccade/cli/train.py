@@ -134,9 +134,9 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
 @library_option(
     TRAINING,
     "--epochs",
-    type=click.IntRange(min=0),
-    help="Passes over --train-size fresh canvases (0 with --init: save that model for this "
-    "--task and --canvas without training).",
+    type=click.IntRange(min=1),
+    help="Passes over --train-size fresh canvases (saccade export saves a model for another "
+    "--task or --canvas without training).",
 )
 @library_option(
     TRAINING, "--train-size", type=click.IntRange(min=1), help="Fresh canvases per epoch."
@@ -249,6 +249,13 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     "--set where.box_min=32 --set where.box_max=96 (see pyro_saccade.SaccadeConfig). With "
     "--init, the fields that keep its weights' shapes, e.g. --set where.learn=true.",
 )
+@click.option(
+    "--recipe",
+    default=None,
+    help="Make a model by a recipe, every stage in one resumable run: a shipped one "
+    "(megapixel-majority, megapixel-max, megapixel-top, megapixel-multi, megapixel-reader) or a "
+    "TOML file like them. --task T --canvas C alone picks T's shipped recipe for C.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option(
     "--out",
@@ -268,6 +275,7 @@ def train_command(
     resume: bool,
     init: str | None,
     settings: dict[str, object],
+    recipe: str | None,
     quiet: bool,
     out: Path,
     **fields: object,  # SaccadeConfig's and TrainConfig's, read through given_fields
@@ -280,6 +288,9 @@ def train_command(
     --train-size and --test-size do not apply: every training photo is seen once per epoch.
     --resume continues the run in --out as it was configured (options given again must repeat
     its values), or starts it from the options given when --out holds no checkpoint yet.
+
+    --recipe makes a model as a recipe file says (pyro_saccade.recipes), stages and all, and
+    records the recipe and this command in the model's config.json.
     """
     from ..checkpoint import CHECKPOINT, load, with_config
     from ..config import SaccadeConfig, updated
@@ -289,6 +300,10 @@ def train_command(
     training, model = given_fields(ctx, TRAINING), given_fields(ctx, MODEL)
     given_task = model.pop("task")  # the model's, and with it the data's
     check_device(training["device"])
+    recipe = recipe or _recipe_of_task(ctx, given_task, training)
+    if recipe is not None:
+        _run_recipe(ctx, recipe, out, resume, quiet, training["device"])
+        return
     if resume and (out / CHECKPOINT).exists():
         trained, state = _check_resume(ctx, out)
         if trained is not None and state is not None:
@@ -372,6 +387,65 @@ def train_command(
         )
     else:
         train(model_config, train_config, out=out, progress=not quiet, model=start)
+    _report_checkpoint(out)
+
+
+# Options that --recipe leaves to the command: where the run goes and how it shows, not what it is.
+_RECIPE_OPTIONS = {"recipe", "out", "resume", "quiet", "device"}
+
+
+def _given(ctx: click.Context) -> set[str]:
+    """The options given on the command line."""
+    from click.core import ParameterSource
+
+    return {
+        name for name in ctx.params if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+
+
+# Options that pick a shipped recipe: what the model is for.
+_PICKS_RECIPE = {"task", "canvas", "background"}
+
+
+def _recipe_of_task(ctx: click.Context, task: str, training: dict) -> str | None:
+    """The shipped recipe that --task and --canvas (and --background) name when they are all
+    that is given."""
+    from ..recipes import recipe_for
+
+    given = _given(ctx)
+    if not {"task", "canvas"} <= given or given - _RECIPE_OPTIONS - _PICKS_RECIPE:
+        return None
+    return recipe_for(task, training["canvas"], training["background"])
+
+
+def _run_recipe(
+    ctx: click.Context, name: str, out: Path, resume: bool, quiet: bool, device: str
+) -> None:
+    """Make the model of recipe ``name`` in ``out`` (recipes.run_recipe)."""
+    from ..recipes import describe, load_recipe, run_recipe
+
+    others = sorted(_given(ctx) - _RECIPE_OPTIONS)
+    if "recipe" in _given(ctx) and others:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in others)
+        raise click.UsageError(
+            f"--recipe sets the run's settings ({flags} given): copy the recipe file and change "
+            "it there"
+        )
+    try:
+        recipe = load_recipe(name)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--recipe") from error
+    if any(out.iterdir() if out.is_dir() else ()) and not resume:
+        raise click.BadParameter(
+            f"{out} holds a run already: continue it with --resume, or choose another directory",
+            param_hint="--out",
+        )
+    _echo_once(describe(recipe))
+    command = f"saccade train --recipe {name} --out {out}"
+    try:
+        run_recipe(name, out, progress=not quiet, command=command, device=device)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from error
     _report_checkpoint(out)
 
 

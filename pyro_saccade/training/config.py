@@ -32,7 +32,7 @@ class TrainConfig(ConfigMixin):
     photo_test: str | None = None  # held-out photos [default: test_fraction of `photos`]
     test_fraction: float = 0.2
     proxy_noise: float = 0.0
-    epochs: int = 20
+    epochs: int = 20  # 0 is what a model exported without training of its own records
     train_size: int = 20000  # fresh canvases every epoch
     test_size: int = 2000
     batch_size: int = 64

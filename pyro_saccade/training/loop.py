@@ -110,7 +110,7 @@ def train(
     ``model`` (optional) starts from given weights, for fine-tuning, or is a baseline
     (``train_baseline``). A NaN or infinite loss or gradient raises ``TrainingDiverged`` before
     the weights change; Ctrl-C (SIGINT, SIGTERM) writes a checkpoint and raises
-    KeyboardInterrupt. With ``epochs=0`` it saves the model it starts from.
+    KeyboardInterrupt.
 
     Under ``torchrun --nproc_per_node N`` (and ``--nnodes M``) the processes train one model
     with DistributedDataParallel: ``batch_size`` is the global batch, split evenly over them.
@@ -234,8 +234,6 @@ def _train(
             save()
             if progress:
                 tqdm.write(epoch_line(record))
-    if tc.epochs == 0:  # a run of no epochs saves the model it starts from
-        save()
     return model.eval()
 
 
@@ -289,6 +287,8 @@ def resumed(payload: dict, out: Path) -> tuple[nn.Module, TrainConfig, TrainStat
 
 def check_run(model: nn.Module, tc: TrainConfig, processes: int) -> None:
     """ValueError for a run that cannot start, before anything is written."""
+    if tc.epochs < 1:
+        raise ValueError("a run trains at least one epoch: saccade export saves a model as it is")
     if tc.batch_size % processes:
         raise ValueError(
             f"batch size {tc.batch_size} does not split evenly over {processes} processes"
