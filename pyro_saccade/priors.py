@@ -111,12 +111,20 @@ def register_prior(name: str, factory: Callable[..., GlimpsePrior]) -> None:
 
 def make_prior(name: str, hidden: int, args: dict | None = None) -> GlimpsePrior:
     """Build the prior registered as ``name``."""
-    if name not in PRIORS:
+    return build_registered(PRIORS, "prior", "register_prior", name, hidden, **(args or {}))
+
+
+def build_registered(
+    registry: dict[str, Callable], kind: str, register: str, name: str, *args, **kwargs
+) -> nn.Module:
+    """``registry[name](*args, **kwargs)``; ValueError naming the ``kind`` of module for a name
+    not registered (with the ``register`` function) or an argument it does not take."""
+    if name not in registry:
         raise ValueError(
-            f"unknown prior {name!r}; known: {', '.join(sorted(PRIORS))} "
-            "(a custom prior must be registered with register_prior before use or loading)"
+            f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))} "
+            f"(a custom {kind} must be registered with {register} before use or loading)"
         )
     try:
-        return PRIORS[name](hidden, **(args or {}))
-    except TypeError as error:  # an argument the prior does not take
-        raise ValueError(f"prior {name!r}: {error}") from error
+        return registry[name](*args, **kwargs)
+    except TypeError as error:  # an argument the module does not take
+        raise ValueError(f"{kind} {name!r}: {error}") from error

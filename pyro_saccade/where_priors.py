@@ -22,6 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .priors import build_registered
+
 
 class WhereContext(NamedTuple):
     """What a where-prior may read at step ``t``: the learned attention's logits [B, G * G], the
@@ -128,12 +130,6 @@ def register_where_prior(name: str, factory: Callable[..., WherePrior]) -> None:
 
 def make_where_prior(name: str, args: dict | None = None) -> WherePrior:
     """Build the where-prior registered as ``name``."""
-    if name not in WHERE_PRIORS:
-        raise ValueError(
-            f"unknown where-prior {name!r}; known: {', '.join(sorted(WHERE_PRIORS))} (a "
-            "custom one must be registered with register_where_prior before use or loading)"
-        )
-    try:
-        return WHERE_PRIORS[name](**(args or {}))
-    except TypeError as error:  # an argument the prior does not take
-        raise ValueError(f"where-prior {name!r}: {error}") from error
+    return build_registered(
+        WHERE_PRIORS, "where-prior", "register_where_prior", name, **(args or {})
+    )

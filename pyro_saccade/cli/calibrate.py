@@ -6,18 +6,12 @@ from pathlib import Path
 
 import click
 
-from .params import DEVICE, THREADS, check_device, takes_checkpoint, use_threads, writable
+from .params import DEVICE, MODEL_OUT, THREADS, check_device, takes_checkpoint, use_threads
 
 
 @click.command("calibrate")
 @click.argument("checkpoint")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=writable,
-    required=True,
-    help="The calibrated model: a checkpoint of weights and configs, like a shipped one.",
-)
+@MODEL_OUT
 @click.option(
     "--n",
     type=click.IntRange(min=10),

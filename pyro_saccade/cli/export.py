@@ -6,18 +6,12 @@ from pathlib import Path
 
 import click
 
-from .params import CanvasType, KeyValueType, nested_settings, takes_checkpoint, writable
+from .params import MODEL_OUT, CanvasType, KeyValueType, nested_settings, takes_checkpoint
 
 
 @click.command("export")
 @click.argument("checkpoint")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    callback=writable,
-    required=True,
-    help="The exported model: weights and configs, like a shipped checkpoint.",
-)
+@MODEL_OUT
 @click.option(
     "--task",
     type=click.Choice(["identify", "sum", "mark", "majority", "max", "top", "multi"]),

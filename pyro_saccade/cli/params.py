@@ -210,6 +210,13 @@ def takes_checkpoint(command: Callable) -> Callable:
     return command
 
 
+MODEL_OUT = click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=writable,
+    required=True,
+    help="The model it writes: a checkpoint of weights and configs, like a shipped one.",
+)
 DEVICE_HELP = "torch device: cpu, cuda, cuda:1, ..."
 # --samples unset: as many as the model's config says (SaccadeConfig.predict_samples).
 SAMPLES_DEFAULT = "the model's predict_samples"
