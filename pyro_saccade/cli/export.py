@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .params import MODEL_OUT, CanvasType, KeyValueType, nested_settings, takes_checkpoint
+from .params import MODEL_OUT, CanvasType, settings_option, takes_checkpoint
 
 
 @click.command("export")
@@ -24,14 +24,9 @@ from .params import MODEL_OUT, CanvasType, KeyValueType, nested_settings, takes_
     default=None,
     help="The canvas size, H or HxW pixels, the model is for: saccade evaluate's default.",
 )
-@click.option(
-    "--set",
-    "settings",
-    type=KeyValueType(),
-    multiple=True,
-    callback=nested_settings,
-    help="A SaccadeConfig field that keeps the weights, repeatable: how the model predicts, "
-    "e.g. --set evidence=mixture --set predict_samples=8.",
+@settings_option(
+    "A SaccadeConfig field that keeps the weights, repeatable: how the model predicts, "
+    "e.g. --set evidence=mixture --set predict_samples=8."
 )
 @takes_checkpoint
 def export_command(

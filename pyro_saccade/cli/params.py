@@ -210,6 +210,18 @@ def takes_checkpoint(command: Callable) -> Callable:
     return command
 
 
+def settings_option(help: str) -> Callable:
+    """--set KEY=VALUE, repeatable, as one dict of SaccadeConfig settings (``nested_settings``)."""
+    return click.option(
+        "--set",
+        "settings",
+        type=KeyValueType(),
+        multiple=True,
+        callback=nested_settings,
+        help=help,
+    )
+
+
 MODEL_OUT = click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -29,7 +29,7 @@ from .params import (
     given_fields,
     given_photos,
     library_option,
-    nested_settings,
+    settings_option,
     writable,
 )
 
@@ -238,16 +238,11 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     help="Start from the weights of this checkpoint file, run directory or pretrained name "
     f"({', '.join(PRETRAINED_NAMES)}): fine-tuning.",
 )
-@click.option(
-    "--set",
-    "settings",
-    type=KeyValueType(),
-    multiple=True,
-    callback=nested_settings,
-    help="Any SaccadeConfig field, repeatable, after the options above; a dotted KEY sets a "
+@settings_option(
+    "Any SaccadeConfig field, repeatable, after the options above; a dotted KEY sets a "
     "field of a section, and text given to a section names its kind: e.g. --set where=cells "
     "--set where.box_min=32 --set where.box_max=96 (see pyro_saccade.SaccadeConfig). With "
-    "--init, the fields that keep its weights' shapes, e.g. --set where.learn=true.",
+    "--init, the fields that keep its weights' shapes, e.g. --set where.learn=true."
 )
 @click.option(
     "--recipe",
