@@ -188,8 +188,8 @@ def starting_model(
 ) -> SaccadeModel | None:
     """What the first stage starts from (None: a new model). ``start`` names, in this order, a
     finished run of that name beside ``out``; a checkpoint file, run directory or shipped model
-    of that name (the shipped model of a recipe's name is what that recipe made); or a recipe,
-    whose run beside ``out`` is made first."""
+    of that name (a shipped model stands for the recipe of its name); or a recipe, whose run
+    beside ``out`` is made first."""
     if recipe.start is None:
         return None
     beside = out.parent / recipe.start
