@@ -19,6 +19,7 @@ from pyro_saccade.data import (
     MEGAPIXEL_TASKS,
     TASKS,
     ImageError,
+    MegapixelMNIST,
     TwoDigitCluttered,
     class_names,
     label_name,
@@ -32,6 +33,7 @@ from pyro_saccade.data import (
 )
 from pyro_saccade.data.cluttered import warp_digit, warp_matrix
 from pyro_saccade.data.mnist import BUNDLED_DIR
+from pyro_saccade.data.photos import list_photos
 from pyro_saccade.glimpse import box_share
 from pyro_saccade.training import TrainConfig, canvases
 
@@ -443,6 +445,24 @@ def test_data_export(tmp_path: Path, task: str, canvas: str, n: int, size: tuple
             assert png.size == size and png.mode == "L"
     if task == "mark":
         assert all("+" in row["label"] for row in rows)
+
+
+def test_data_export_writes_jpegs_that_train_reads_as_photos(tmp_path: Path) -> None:
+    out = tmp_path / "photos"
+    args = ["data", "export", "--task", "majority", "--canvas", "200x300", "--noise", "5"]
+    args += ["--background", "clutter", "--n", "3", "--format", "jpg", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = read_labels(out)
+    assert [row["file"] for row in rows] == [f"{i:06d}.jpg" for i in range(3)]
+    dataset = MegapixelMNIST("majority", (200, 300), 3, noise=5, split="test", background="clutter")
+    for i, row in enumerate(rows):
+        with Image.open(out / row["file"]) as jpeg:
+            assert jpeg.format == "JPEG" and jpeg.size == (300, 200)
+            pixels = torch.from_numpy(np.asarray(jpeg, dtype=np.float32) / 255)
+        # Quality 95: within a few grey levels of the canvas on average.
+        assert (pixels - dataset[i][0][0]).abs().mean() < 0.01
+    assert [label for _, label in list_photos(out / "labels.csv")] == [r["label"] for r in rows]
 
 
 def test_data_export_errors(tmp_path: Path) -> None:

@@ -71,6 +71,14 @@ def data() -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Dataset seed.")
 @click.option(
+    "--format",
+    "image_format",
+    type=click.Choice(["png", "jpg"]),
+    default="png",
+    show_default=True,
+    help="Image files: lossless PNG, or JPEG at quality 95, as photos come.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     callback=writable,
@@ -88,9 +96,11 @@ def export(
     background: str,
     split: str,
     seed: int,
+    image_format: str,
     out: Path,
 ) -> None:
-    """Write two-digit cluttered MNIST or Megapixel MNIST canvases as PNGs plus labels.csv.
+    """Write two-digit cluttered MNIST or Megapixel MNIST canvases as PNGs (or JPEGs) plus
+    labels.csv, which saccade train --csv reads as photos.
 
     Files are 000000.png, 000001.png, ...; labels.csv has the header "file,label" where the label
     is the class name ("3-7" for identify, "10" for sum, "4" for majority, max and top) or, for
@@ -143,7 +153,7 @@ def export(
         writer.writerow(["file", "label"])
         for i in tqdm(range(n), desc="export", unit="canvas"):
             image, _ = dataset[i]
-            name = f"{i:0{width}d}.png"
+            name = f"{i:0{width}d}.{image_format}"
             save_image(image, out / name)
             writer.writerow([name, dataset.describe(i)["label"]])
     click.echo(f"wrote {n} canvases and labels.csv to {out}")

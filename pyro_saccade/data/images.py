@@ -49,15 +49,23 @@ def match_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:
     return image
 
 
+# JPEG's quality when an image is saved as one: artefacts well below a digit's stroke.
+JPEG_QUALITY = 95
+
+
 def save_image(image: torch.Tensor, path: str | Path) -> None:
-    """Write a ``[C, H, W]`` (C = 1 or 3) or ``[H, W]`` tensor in [0, 1] as an 8-bit PNG."""
+    """Write a ``[C, H, W]`` (C = 1 or 3) or ``[H, W]`` tensor in [0, 1] as an 8-bit image: a
+    JPEG if ``path`` ends in .jpg or .jpeg, else a PNG."""
     image = image.detach().cpu()
     if image.dim() == 3 and image.shape[0] in (1, 3):
         image = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
     elif image.dim() != 2:
         raise ValueError(f"expected [C, H, W] with C in (1, 3) or [H, W], got {list(image.shape)}")
     array = (image.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy()
-    Image.fromarray(array).save(path, format="PNG")
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        Image.fromarray(array).save(path, format="JPEG", quality=JPEG_QUALITY)
+    else:
+        Image.fromarray(array).save(path, format="PNG")
 
 
 def _read_npy(path: Path) -> np.ndarray:
