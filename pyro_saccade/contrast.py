@@ -59,10 +59,25 @@ def local_background(proxies: Tensor, window: int | None) -> Tensor:
         return level.view(batch, channels, 1, 1).expand_as(proxies)
     margin = (window - CELL) // 2
     padded = F.pad(flat, (margin,) * 4, mode="reflect")
-    patches = F.unfold(padded, window, stride=CELL)  # [B * C, window², cells]
-    medians = patches.median(1).values.view(-1, 1, height // CELL, width // CELL)
+    patches = F.unfold(padded, window, stride=CELL).transpose(1, 2)  # [B * C, cells, window²]
+    medians = window_medians(patches).view(-1, 1, height // CELL, width // CELL)
     background = F.interpolate(medians, size=(height, width), mode="bilinear", align_corners=False)
     return background.view_as(proxies)
+
+
+def window_medians(patches: Tensor) -> Tensor:
+    """The lower median of each window [..., N] (torch.median's). Of non-negative values, a
+    window more than half of whose values are 0, the least there is, has median 0: on a dark
+    canvas nearly all do, and only the others are sorted."""
+    if bool((patches < 0).any()):
+        return patches.median(-1).values
+    lower = (patches.shape[-1] - 1) // 2  # the median's place among the sorted values
+    zero = (patches == 0).sum(-1) > lower
+    if bool(zero.all()):
+        return patches.new_zeros(patches.shape[:-1])
+    medians = patches.new_zeros(patches.shape[:-1])
+    medians[~zero] = patches[~zero].median(-1).values
+    return medians
 
 
 def against(values: Tensor, background: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel
 from pyro_saccade.config import updated
-from pyro_saccade.contrast import against, local_background, window_of
+from pyro_saccade.contrast import against, local_background, window_medians, window_of
 from pyro_saccade.prediction import boxes, infer
 
 CLASSES = [str(k) for k in range(10)]
@@ -80,3 +80,16 @@ def test_the_window_spans_three_objects_so_that_a_large_object_keeps_its_contras
     image[..., 20:40, 20:40] = 1.0
     assert torch.equal(against(image, local_background(image, window)), image)
     assert against(image, local_background(image, 12))[..., 28:32, 28:32].max() == 0  # erased
+
+
+def test_window_medians_are_torch_medians_however_many_zeros() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for share in (0.0, 0.3, 0.5, 0.7, 1.0):
+        values = torch.rand(3, 40, 25, generator=generator)
+        values[torch.rand(values.shape, generator=generator) < share] = 0.0
+        values[0, :5] = 0.0  # windows that are all zero
+        values[1, :5, :13] = 1e-3  # the median of 25 values is the 13th smallest: with 13 zeros
+        values[1, :2, :13] = 0.0  # it is 0, with 12 it is not
+        values[1, 2:4, :12] = 0.0
+        for patches in (values, values - 0.5):  # non-negative, and not
+            assert torch.equal(window_medians(patches), patches.median(-1).values)
