@@ -314,31 +314,30 @@ class Cells(nn.Module):
         (``mode="prior"``), ~ the attention q in the guide (its mode with ``mode="mean"``,
         uniform with ``mode="random"``); the aim it gives, and ``look`` with the cells it reads
         marked as visited."""
-        logits = self.attention(look.base, look.maps, h)
+        attention = self.attention(look.base, look.maps, h)
         if mode == "prior":
-            q = self.cells_distribution(logits, look)
-            logits = self.prior(WhereContext(t, logits, look.contrast, self.centres, h))
-        elif mode == "random":
-            logits = torch.zeros_like(logits)
-        attention = self.cells_distribution(logits, look)
-        if mode == "prior":
-            cell = pyro.sample(f"where_{t}", attention)
+            q = self.cells_distribution(attention, look)
+            context = WhereContext(t, attention, look.contrast, self.centres, h)
+            chosen = self.cells_distribution(self.prior(context), look)
+            cell = pyro.sample(f"where_{t}", chosen)
             # The KL of where_t exactly: Trace_ELBO's log p - log q at the guide's draw is
             # replaced by its expectation over the cells, -KL(q || p), and its gradient with it.
             # Zero, gradient and all, when p is the attention.
-            sampled = attention.log_prob(cell) - q.log_prob(cell)
-            pyro.factor(f"where_kl_{t}", -cells_kl(q, attention, look.visited) - sampled)
+            sampled = chosen.log_prob(cell) - q.log_prob(cell)
+            pyro.factor(f"where_kl_{t}", -cells_kl(q, chosen, look.visited) - sampled)
         else:
+            logits = torch.zeros_like(attention) if mode == "random" else attention
+            chosen = self.cells_distribution(logits, look)
             cell = pyro.sample(
                 f"where_{t}",
-                dist.Delta(attention.mode) if mode == "mean" else attention,
+                dist.Delta(chosen.mode) if mode == "mean" else chosen,
                 # TraceGraph_ELBO's variance reduction for its score-function term
                 infer={"baseline": {"use_decaying_avg_baseline": True}},
             )
         centre = look.aims.gather(1, cell[:, None, None].expand(-1, 1, 2))[:, 0]
         if mode == "prior":  # the aim as a site, for Predictive and ArviZ
             centre = pyro.deterministic(f"centre_{t}", centre, event_dim=1)
-        p = attention.probs.gather(-1, cell.unsqueeze(-1))[..., 0]
+        p = chosen.probs.gather(-1, cell.unsqueeze(-1))[..., 0]
         return Aim(cell, centre, p / p.detach()), self.looked_at(look, cell)
 
     @staticmethod
