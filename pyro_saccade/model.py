@@ -20,9 +20,10 @@ image, the bound of Eq. 6 with two weights and an annealing factor:
 
 with o_t a Dirac whose term is constant. The KL of w_t is exact, a sum over the cells that
 where.Cells adds as a factor in place of Trace_ELBO's log p(w_t) - log q(w_t) at the guide's
-draw; it is zero with the default where-prior, the attention itself (Trace_ELBO still gives the
-attention a score-function gradient), and holds the attention to a belief about where to look
-with another (where_priors.py). ``likelihood="aggregate"`` keeps only the
+draw. With the default where-prior, the attention itself, it is zero (Trace_ELBO still gives
+the attention a score-function gradient); with a belief about where to look of another kind,
+q(w_t) ∝ p(w_t) exp(attention) and the KL measures how far the attention moves the belief
+(where_priors.py). ``likelihood="aggregate"`` keeps only the
 last label term. ``proxy_weight`` (0.001) and ``kl_weight`` (0.05) rescale terms that Eq. 6
 weighs equally: the proxy term sums J x J pixels and would drown the label's, as DMM's
 ``annealing`` does for its KL. p(y | o_0..o_t) reads the class evidence from h_t

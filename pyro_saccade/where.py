@@ -7,8 +7,9 @@ q(z_t | c, h_{t-1}) aims at a soft-argmax over the proxy's feature map (networks
 towards an object its crop does not touch: a discrete where_t chooses a cell of the proxy's
 feature map (G x G cells, G = J / 4) from an attention over the cells, and z_t places a box of
 ``where.box_range()`` pixels, whatever the image size, within a cell of the cell's aim. The
-attention is the guide q(where_t | c, h_{t-1}); the prior p(where_t | c, h_{t-1}) is the
-where-prior the config names (where_priors.py: by default the attention itself, a KL of zero).
+prior p(where_t | c, h_{t-1}) is the where-prior the config names (where_priors.py: by default
+the attention itself, a KL of zero), and the guide q(where_t | c, h_{t-1}) is that belief
+updated by the attention, q ∝ p exp(attention) (the attention alone when it is the prior).
 Trace_ELBO gives the attention a score-function gradient, and the crop's features are
 multiplied by q(where_t) / q(where_t) held constant (which is 1) so that it also gets the
 pathwise gradient of attention sampling (Katharopoulos & Fleuret, 2019).
@@ -315,10 +316,12 @@ class Cells(nn.Module):
         uniform with ``mode="random"``); the aim it gives, and ``look`` with the cells it reads
         marked as visited."""
         attention = self.attention(look.base, look.maps, h)
+        prior = self.prior(WhereContext(t, attention, look.contrast, self.centres, h))
+        # q: the prior's belief updated by the attention, or the attention that is the prior
+        guide = attention + prior if self.prior.informs_guide else attention
         if mode == "prior":
-            q = self.cells_distribution(attention, look)
-            context = WhereContext(t, attention, look.contrast, self.centres, h)
-            chosen = self.cells_distribution(self.prior(context), look)
+            q = self.cells_distribution(guide, look)
+            chosen = self.cells_distribution(prior, look)
             cell = pyro.sample(f"where_{t}", chosen)
             # The KL of where_t exactly: Trace_ELBO's log p - log q at the guide's draw is
             # replaced by its expectation over the cells, -KL(q || p), and its gradient with it.
@@ -326,7 +329,7 @@ class Cells(nn.Module):
             sampled = chosen.log_prob(cell) - q.log_prob(cell)
             pyro.factor(f"where_kl_{t}", -cells_kl(q, chosen, look.visited) - sampled)
         else:
-            logits = torch.zeros_like(attention) if mode == "random" else attention
+            logits = torch.zeros_like(attention) if mode == "random" else guide
             chosen = self.cells_distribution(logits, look)
             cell = pyro.sample(
                 f"where_{t}",

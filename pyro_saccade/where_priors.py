@@ -2,12 +2,14 @@
 
 A where-prior is a ``torch.nn.Module`` whose ``forward(context)`` returns logits [B, G * G] over
 the proxy's G x G cells, row by row, from a :class:`WhereContext`: the step, the learned
-attention's own logits (the guide q(where_t | c, h_{t-1})), the proxy's contrast around each
-cell, the cells' centres and h_{t-1}. The cells already looked at are masked afterwards, for
-the prior as for the guide, so its logits need only be finite. The model draws where_t from it
-and Trace_ELBO weighs the guide's draw by log p(where_t) - log q(where_t), the KL term of where_t.
+attention's own logits, the proxy's contrast around each cell, the cells' centres and h_{t-1}.
+The cells already looked at are masked afterwards, for the prior as for the guide, so its logits
+need only be finite. The model draws where_t from it, and the guide is the prior's belief
+updated by the learned attention, q(where_t) ∝ p(where_t) exp(attention): a belief steers the
+glimpses from the first step, and training teaches the attention where the images say
+otherwise. The bound holds KL(q(where_t) || p(where_t)), exact over the cells (where.cells_kl).
 
-The default, ``attention``, is the attention itself: p = q, a KL of zero. To add your own,
+The default, ``attention``, is the attention itself, prior and guide: a KL of zero. To add your own,
 subclass :class:`WherePrior` and register it with :func:`register_where_prior`, so that
 ``CellsWhere(prior=name, prior_args={...})`` builds it and a checkpoint names it (register it
 again before loading that checkpoint in a new process). Arguments must be JSON values; on the
@@ -41,12 +43,18 @@ class WhereContext(NamedTuple):
 class WherePrior(nn.Module):
     """Interface: ``forward(context: WhereContext) -> logits [B, G * G]``."""
 
+    # Whether the guide is this belief updated by the attention (q ∝ p exp(attention)), rather
+    # than the attention alone: not for a prior that is the attention.
+    informs_guide = True
+
     def forward(self, context: WhereContext) -> Tensor:
         raise NotImplementedError
 
 
 class AttentionPrior(WherePrior):
     """The learned attention, both prior and guide: KL(q(where_t) || p(where_t)) = 0."""
+
+    informs_guide = False
 
     def forward(self, context: WhereContext) -> Tensor:
         return context.attention

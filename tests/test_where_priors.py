@@ -34,6 +34,16 @@ def cells_model(prior: str = "attention", **args: object) -> SaccadeModel:
     return SaccadeModel(SaccadeConfig(classes=CLASSES, task="majority", **config))
 
 
+def traces_look(model: SaccadeModel, images: torch.Tensor) -> tuple:
+    """What the attention reads before the first glimpse: its base terms, the proxy's feature
+    map and h_{-1} = 0."""
+    proxies = make_proxy(images, model.config.proxy)
+    _, contrast = model.contrast(images, proxies)
+    features, maps = model.proxy_encoder.encode(contrast)
+    look = model.where.start(images, contrast, maps)
+    return look.base, look.maps, features.new_zeros(len(images), model.config.hidden)
+
+
 def traces(model: SaccadeModel, images: torch.Tensor) -> tuple[poutine.Trace, poutine.Trace]:
     """The guide's trace and the model's, replayed on the guide's draws."""
     proxies = make_proxy(images, model.config.proxy)
@@ -62,32 +72,45 @@ def test_a_position_prior_is_the_models_where_and_the_bound_weighs_it() -> None:
     for t in (1, 2):
         closed = guide.nodes[f"where_{t}"]["fn"].probs == 0
         assert closed.any() and (trace.nodes[f"where_{t}"]["fn"].probs[closed] == 0).all()
-    # The attention starts far from it: KL(q(where_0) || p(where_0)) is well above zero.
+    # The guide leans the same way, and the attention moves it away: a KL above zero.
     q = guide.nodes["where_0"]["fn"].probs
     kl = (q * (q.log() - p.view(2, -1).log())).sum(-1)
-    assert (kl > 0.5).all()
+    assert (kl > 0.01).all()
 
 
-def test_fitting_the_bound_moves_the_attention_towards_the_prior() -> None:
+def test_the_guide_is_the_belief_updated_by_the_attention() -> None:
+    model = cells_model("position", y=-1.0, spread=0.3)
+    images = torch.rand(4, 1, 96, 96)
+    guide, trace = traces(model, images)
+    q, p = guide.nodes["where_0"]["fn"], trace.nodes["where_0"]["fn"]
+    attention = model.where.attention(*traces_look(model, images))
+    torch.testing.assert_close(q.logits, (attention + p.logits).log_softmax(-1))
+    # Before any look the top two rows hold most of the guide's mass, as of the prior's.
+    top = q.probs.view(4, 8, 8)[:, :2].sum((-1, -2))
+    assert (top > 0.6).all()
+
+
+def test_fitting_the_bound_shrinks_the_kl_of_where() -> None:
     pyro.set_rng_seed(0)
     model = cells_model("position", y=-1.0, spread=0.3)
     images = torch.rand(4, 1, 96, 96)
     proxies = make_proxy(images, 32)
     labels = torch.tensor([1, 2, 3, 4])
 
-    def top_share() -> float:
+    def kl() -> float:
         with torch.no_grad():
-            guide = poutine.trace(model.guide).get_trace(images, proxies)
-        return float(guide.nodes["where_0"]["fn"].probs.view(4, 8, 8)[:, :2].sum(-1).sum(-1).mean())
+            guide, trace = traces(model, images)
+        q, p = guide.nodes["where_0"]["fn"].probs, trace.nodes["where_0"]["fn"].probs
+        return float((q * (q.log() - p.log())).sum(-1).mean())
 
-    before = top_share()
+    before = kl()
     loss_fn = ELBOLoss(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(30):
         optimizer.zero_grad()
         loss_fn(images, proxies, labels)[0].backward()
         optimizer.step()
-    assert before < 0.4 and top_share() > 0.6
+    assert kl() < 0.7 * before
 
 
 class BottomRight(WherePrior):
