@@ -25,7 +25,7 @@ def test_extending_priors_notebook_runs(monkeypatch: pytest.MonkeyPatch, tmp_pat
     outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
     text = "".join(output.get("text", "") for output in outputs)
     assert "its where-prior: above {'slope': 3.0}" in text
-    assert "accuracy before → after" in text
+    assert "accuracy: shipped  belief   tuned" in text
     assert (tmp_path / "runs" / "above" / "checkpoint.pt").is_file()
     pictures = [output for output in outputs if "image/png" in output.get("data", {})]
     assert len(pictures) >= 4  # a glimpse picture per model, the where maps, a forest plot
