@@ -26,6 +26,8 @@ from pyro_saccade.data import canvas as canvas_module
 from pyro_saccade.data.megapixel import TARGET_SHARE
 from pyro_saccade.data.mnist import BUNDLED_DIR
 from pyro_saccade.glimpse import extract_glimpse
+from pyro_saccade.training.config import TrainConfig
+from pyro_saccade.training.data import canvases
 
 
 def random_canvas(
@@ -212,6 +214,26 @@ def test_megapixel_canvases_are_pure_functions_of_seed_split_and_index() -> None
     assert data.noise_patterns.shape == (50, 28, 28)
     lit = data.noise_patterns[data.noise_patterns > 0]
     assert lit.min() >= 0.8 and lit.max() <= 1.0
+
+
+def test_canvases_can_draw_their_own_scribbles() -> None:
+    split_set, own = tiny_megapixel(), tiny_megapixel(pattern_set="canvas")
+    patterns = []
+    for i in range(3):
+        assert split_set.describe(i) == own.describe(i)  # the same layout, other scribbles
+        image, about = own[i][0][0], own.describe(i)
+        x0, y0, x1, y1 = about["noise_boxes"][-1]
+        patterns.append(image[y0:y1, x0:x1])
+        assert not torch.equal(patterns[-1], split_set[i][0][0, y0:y1, x0:x1])
+    assert torch.equal(own[1][0], tiny_megapixel(pattern_set="canvas")[1][0])
+    with pytest.raises(ValueError, match="pattern_set"):
+        MegapixelMNIST(pattern_set="epoch")
+
+
+def test_only_training_canvases_take_the_runs_pattern_set() -> None:
+    config = TrainConfig(canvas=[200, 200], noise=12, pattern_set="canvas")
+    assert canvases(config, "max", "train", 4).pattern_set == "canvas"
+    assert canvases(config, "max", "test", 4).pattern_set == "split"
 
 
 def test_the_mixture_reading_expects_the_canvases_share_of_majority_digits() -> None:

@@ -27,13 +27,18 @@ TARGET_DIGITS = 3  # of the target class; the others are of any other class
 # The share of a canvas's digits that are of its majority class: what a crop of a digit shows.
 TARGET_SHARE = TARGET_DIGITS / DIGITS
 NOISE_PATTERNS = 50  # shared by all canvases of a split
+# Where a canvas's scribble patterns come from: the split's one set (ATS's protocol), or a set
+# of its own, so that a model trained on them takes no one set's lines for digits.
+PATTERN_SETS = ("split", "canvas")
 NOISE_FLIP = 0.33  # chance that a pattern's second line is mirrored
 NOISE_INTENSITY = (0.8, 1.0)
 # The smallest canvas side: room for five 28-px digits in non-overlapping boxes wherever the
 # first four fall (four boxes block at most 4 x 55^2 top-left positions), and for noise.
 MIN_SIDE = 140
 # Appended to (seed, split) to seed the noise patterns. Items use (seed, split, i), and a seed
-# sequence pads short keys with zeros, so the tag must be a nonzero fourth word.
+# sequence pads short keys with zeros, so the tag must be a nonzero fourth word. A canvas's own
+# set appends (_NOISE_KEY, 1) to its item's key: canvas 0 of seed 0 would otherwise draw the
+# split's set.
 _NOISE_KEY = 0x6E6F6973
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
@@ -91,6 +96,7 @@ class _Layout:
     noise_patterns: tuple[int, ...]
     noise_boxes: tuple[Box, ...]
     background: Background | None = None  # black
+    patterns: torch.Tensor | None = None  # the canvas's own pattern set; None: the split's
 
 
 class MegapixelMNIST(GeneratedCanvases):
@@ -105,6 +111,8 @@ class MegapixelMNIST(GeneratedCanvases):
     multi-hot for multi. Train and test canvases draw from disjoint digits. ``background``
     "white" paints the same canvases 1 - x, "clutter" paints their ink in black or white over a
     smooth random field (``data.background.Background``), both drawn per canvas.
+    ``pattern_set`` "canvas" draws each canvas's ``NOISE_PATTERNS`` scribbles afresh instead
+    of from the split's one set.
     """
 
     def __init__(
@@ -119,8 +127,11 @@ class MegapixelMNIST(GeneratedCanvases):
         root: str | Path | None = None,
         lazy: bool = False,
         background: str = "black",
+        pattern_set: str = "split",
     ) -> None:
         check_background(background)
+        if pattern_set not in PATTERN_SETS:
+            raise ValueError(f"pattern_set must be one of {PATTERN_SETS}, got {pattern_set!r}")
         if task not in MEGAPIXEL_TASKS:
             raise ValueError(f"task must be one of {MEGAPIXEL_TASKS}, got {task!r}")
         if split not in SPLITS:
@@ -132,7 +143,7 @@ class MegapixelMNIST(GeneratedCanvases):
             raise ValueError(f"canvas sides must be at least {MIN_SIDE}, got {height}x{width}")
         self.task, self.n, self.noise, self.split, self.seed = task, n, noise, split, seed
         self.canvas_size = int(height), int(width)
-        self.lazy, self.background = lazy, background
+        self.lazy, self.background, self.pattern_set = lazy, background, pattern_set
         self.digits, self.digit_labels = load_digits(source, split, root)
         labels = self.digit_labels.numpy()
         self._of_class = [np.flatnonzero(labels == c) for c in range(10)]
@@ -151,7 +162,8 @@ class MegapixelMNIST(GeneratedCanvases):
 
     def _layout(self, i: int) -> _Layout:
         # A fresh generator per item makes each canvas independent of access order and workers.
-        rng = np.random.default_rng([self.seed, SPLITS.index(self.split), i])
+        key = [self.seed, SPLITS.index(self.split), i]
+        rng = np.random.default_rng(key)
         height, width = self.canvas_size
         target = int(rng.integers(10))
         indices = np.concatenate(
@@ -179,13 +191,17 @@ class MegapixelMNIST(GeneratedCanvases):
                 for x, y in zip(noise_x, noise_y, strict=True)
             ),
             canvas_background(self.background, self.seed, SPLITS.index(self.split), i),
+            None
+            if self.pattern_set == "split"
+            else noise_patterns(np.random.default_rng([*key, _NOISE_KEY, 1])),
         )
 
     def _canvas_of(self, layout: _Layout) -> PatchCanvas:
         """The canvas of a layout: digits, then noise, each replacing what is under it, over
         the layout's background."""
         digits = self.digits[list(layout.digit_indices)].float() / 255.0
-        patches = torch.cat([digits, self.noise_patterns[list(layout.noise_patterns)]])
+        patterns = self.noise_patterns if layout.patterns is None else layout.patterns
+        patches = torch.cat([digits, patterns[list(layout.noise_patterns)]])
         boxes = torch.tensor(layout.digit_boxes + layout.noise_boxes, dtype=torch.int64)
         sides = torch.full((len(patches),), DIGIT_SIDE, dtype=torch.int64)
         height, width = self.canvas_size
@@ -231,5 +247,5 @@ class MegapixelMNIST(GeneratedCanvases):
         return (
             f"{type(self).__name__}(task={self.task!r}, canvas={height}x{width}, n={self.n}, "
             f"noise={self.noise}, split={self.split!r}, seed={self.seed}, lazy={self.lazy}, "
-            f"background={self.background!r})"
+            f"background={self.background!r}, pattern_set={self.pattern_set!r})"
         )

@@ -14,6 +14,7 @@ from ..config import ConfigMixin
 PRECISIONS = ("float32", "bfloat16")
 # data.background.BACKGROUNDS, spelled out: this module imports no torch.
 BACKGROUNDS = ("black", "white", "clutter")
+PATTERN_SETS = ("split", "canvas")  # data.megapixel.PATTERN_SETS
 
 
 @dataclass
@@ -23,6 +24,7 @@ class TrainConfig(ConfigMixin):
     canvas: list[int] = field(default_factory=lambda: [100, 100])  # height, width
     distractors: int = 8
     noise: int = 50  # Megapixel MNIST tasks: line-pair noise boxes per canvas
+    pattern_set: str = "split"  # training canvases' scribbles: the split's 50 | each canvas's own
     background: str = "black"  # what canvases' ink is painted on: black | white | clutter
     digit_size: int | None = None
     augment: bool = False  # warp every training digit at random (TwoDigitCluttered's augment)
@@ -59,6 +61,10 @@ class TrainConfig(ConfigMixin):
             (
                 self.background in BACKGROUNDS,
                 f"background must be one of {BACKGROUNDS}, got {self.background!r}",
+            ),
+            (
+                self.pattern_set in PATTERN_SETS,
+                f"pattern_set must be one of {PATTERN_SETS}, got {self.pattern_set!r}",
             ),
             (
                 self.checkpoint_every >= 0,

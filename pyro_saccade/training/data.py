@@ -42,6 +42,8 @@ def canvases(
             source=config.source,
             lazy=lazy,
             background=config.background,
+            # Held-out canvases keep the protocol's one set per split.
+            pattern_set=config.pattern_set if training else "split",
         )
     return TwoDigitCluttered(
         task=task,
