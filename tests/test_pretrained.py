@@ -30,5 +30,7 @@ def test_shipped_model_predicts_as_released(name: str) -> None:
     images, _ = next(iter(DataLoader(data, batch_size=2, collate_fn=collate(data))))
     prediction = infer(model, images, samples=0)  # the posterior mean: no draws
     expected = REFERENCE[name]
-    assert torch.allclose(prediction.probs, torch.tensor(expected["probs"]), atol=1e-6)
+    # Relative to each probability as well: CPUs with other vector units round differently, and
+    # a softmax carries that into its smaller outputs (1e-4 of them seen), not into the answer.
+    assert torch.allclose(prediction.probs, torch.tensor(expected["probs"]), rtol=1e-3, atol=1e-6)
     assert torch.allclose(prediction.z, torch.tensor(expected["z"]), atol=1e-5)
