@@ -52,11 +52,14 @@ if [[ "$what" == curves || "$what" == all ]]; then
 from pyro_saccade.viz import training_curves
 
 stage1 = "docs/runs/id28-stage1"
+majority = [stage1] + [f"docs/runs/megapixel-majority{s}" for s in ("-reader", "-where", "")]
 training_curves(
     {
-        "megapixel-majority": [stage1] + [
-            f"docs/runs/megapixel-majority{s}" for s in ("-reader", "-where", "")
-        ],
+        "megapixel-majority": majority,
+        **{
+            f"megapixel-{task}": majority + [f"docs/runs/megapixel-{task}"]
+            for task in ("max", "top", "multi")
+        },
         "identify-2528-28px": [stage1] + [
             f"docs/runs/identify-2528-28px{s}" for s in ("-reader", "-where", "")
         ],
