@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
@@ -70,3 +71,18 @@ def test_recipe_search_starts_a_variant_from_a_trained_model(
     run(monkeypatch, "recipe_search.py", str(out), *args)
     config = json.loads((out / "config.json").read_text())["model"]
     assert config["posterior_std_max"] == 0.3 and config["hidden"] == 32
+
+
+def test_paint_order_paints_the_digits_last_on_the_same_layouts(monkeypatch, capsys) -> None:
+    paint_order = runpy.run_path(str(EXAMPLES / "paint_order.py"))
+    usual = paint_order["MegapixelMNIST"](canvas=200, n=3, noise=40, split="test")
+    other = paint_order["DigitsOverScribbles"](canvas=200, n=3, noise=40, split="test")
+    for i in range(3):
+        about = usual.describe(i)
+        assert about == other.describe(i)
+        image = other[i][0][0]
+        for k, (x0, y0, x1, y1) in zip(about["digit_indices"], about["boxes"], strict=True):
+            assert torch.equal(image[y0:y1, x0:x1], usual.digits[k].float() / 255)
+    run(monkeypatch, "paint_order.py", "megapixel-top", "--n", "2")
+    out = capsys.readouterr().out
+    assert "MegapixelMNIST: accuracy" in out and "DigitsOverScribbles: accuracy" in out
