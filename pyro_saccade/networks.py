@@ -254,8 +254,8 @@ class DigitPairHead(nn.Module):
     can tell them apart, however confident the crops of a are.
 
     For max, top and multi the label is a function of what each crop shows and where: with
-    ``mixture``, a crop shows one of the ten digits or nothing (a scribble, an empty patch: an
-    eleventh outcome, ``nothing``, whose evidence starts at zero), and ``shown_logits`` reads
+    ``mixture``, a crop shows one of the ten digits or nothing (a scribble, an empty patch: one
+    more outcome, ``nothing``, whose evidence is zero at initialisation), and ``shown_logits`` reads
     the label from the crops' outcomes and heights.
     """
 

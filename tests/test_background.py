@@ -158,8 +158,8 @@ def test_clutter_hides_the_objects_from_brightness_but_not_from_a_reader() -> No
         about = clutter.describe(i)
         strokes = boxes_mask(about, ink.shape) & (ink > 0.5)
         visible.append(float((image - field)[strokes].abs().mean()))
-        # The share of the digits whose proxy cell (of 32 x 32) is among the brightest tenth on
-        # black, and among the brightest or the darkest tenth on clutter.
+        # The share of the digits whose proxy cell (of 32 x 32) is among the brightest 10% on
+        # black, and among the brightest or the darkest 10% on clutter.
         centres = [
             ((y0 + y1) // 2 * 32 // side) * 32 + (x0 + x1) // 2 * 32 // side
             for x0, y0, x1, y1 in about["boxes"]
