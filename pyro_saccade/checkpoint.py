@@ -112,12 +112,7 @@ def export(
     if changes:
         model = model_from_checkpoint(payload, str(path_or_name))
         changes = dict(changes)
-        task = changes.pop("task", model.config.task)
-        if task != model.config.task:
-            from .training.data import default_model_config  # the task's classes
-
-            model = for_task(model, task, default_model_config(task).classes)
-        model = with_config(model, **changes) if changes else model
+        model = retasked(model, changes.pop("task", model.config.task), **changes)
         slim["config"], slim["model"] = json.dumps(model.config.to_dict()), model.state_dict()
     if data:
         trained = dataclasses.replace(trained_config(payload), **data)
@@ -262,14 +257,27 @@ def with_config(model: SaccadeModel, **changes: object) -> SaccadeModel:
     return moved.to(next(model.parameters()).device)
 
 
-def for_task(model: SaccadeModel, task: str, classes: list[str]) -> SaccadeModel:
+def for_task(model: SaccadeModel, task: str, classes: list[str] | None = None) -> SaccadeModel:
     """A copy of a digit model that answers another digit task: the digit evidence is shared
-    by identify, sum, mark, majority and multi, only the head's combination of it differs, so a
-    model that identifies digit pairs starts the sum task knowing the digits, and Megapixel
-    MNIST's majority knowing how to read them."""
+    by identify, sum, mark and Megapixel MNIST's tasks, only the head's combination of it
+    differs, so a model that identifies digit pairs starts the sum task knowing the digits, and
+    Megapixel MNIST's majority knowing how to read them. ``classes``: the task's own unless
+    given."""
     if model.config.head != "digit_pairs" or task not in EVIDENCE_TASKS:
         raise ValueError(
             f"only a digit-pair model moves between the tasks {EVIDENCE_TASKS}: this one is "
             f"a {model.config.task!r} model with a {model.config.head!r} head, asked for {task!r}"
         )
+    if classes is None:
+        from .training.data import default_model_config  # imports the datasets, and this module
+
+        classes = default_model_config(task).classes
     return with_config(model, task=task, classes=list(classes))
+
+
+def retasked(model: SaccadeModel, task: str, **changes: object) -> SaccadeModel:
+    """``model`` answering ``task`` (``for_task``, if it answers another) with the config
+    ``changes`` that keep its weights (``with_config``)."""
+    if task != model.config.task:
+        model = for_task(model, task)
+    return with_config(model, **changes) if changes else model

@@ -198,6 +198,8 @@ def writable(ctx: click.Context, param: click.Parameter, value: Path | None) -> 
 PRETRAINED_NAMES = sorted(
     path.stem for path in (Path(__file__).parents[1] / "pretrained").glob("*.pt")
 )
+# The same for the shipped recipes (recipes.recipe_names()).
+RECIPE_NAMES = sorted(path.stem for path in (Path(__file__).parents[1] / "recipes").glob("*.toml"))
 CHECKPOINT_HELP = (
     "CHECKPOINT is a checkpoint file, a run directory (its checkpoint.pt) or the name of a "
     f"pretrained model: {', '.join(PRETRAINED_NAMES) or 'none shipped'}."
@@ -300,13 +302,12 @@ def for_task(model: object, task: str, param_hint: str) -> object:
     error naming ``param_hint`` when it cannot."""
     from ..checkpoint import for_task as moved
     from ..model import SaccadeModel
-    from ..training import default_model_config
 
     if not isinstance(model, SaccadeModel):
         raise click.BadParameter(
             f"a {type(model).__name__} answers {model.config.task!r} only", param_hint=param_hint
         )
     try:
-        return moved(model, task, default_model_config(task).classes)
+        return moved(model, task)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint=param_hint) from error

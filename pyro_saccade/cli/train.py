@@ -19,6 +19,7 @@ from .params import (
     PHOTO_CSV,
     PHOTO_DIR,
     PRETRAINED_NAMES,
+    RECIPE_NAMES,
     TRAINING,
     CanvasType,
     KeyValueType,
@@ -248,8 +249,8 @@ def _digit_source(ctx: click.Context, param: click.Parameter, value: str) -> str
     "--recipe",
     default=None,
     help="Make a model by a recipe, every stage in one resumable run: a shipped one "
-    "(megapixel-majority, megapixel-max, megapixel-top, megapixel-multi, megapixel-reader) or a "
-    "TOML file like them. --task T --canvas C alone picks T's shipped recipe for C.",
+    f"({', '.join(RECIPE_NAMES)}) or a TOML file like them. --task T --canvas C alone picks "
+    "T's shipped recipe for C.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option(

@@ -33,15 +33,14 @@ from ..calibration import calibrate
 from ..checkpoint import (
     CHECKPOINT,
     export,
-    for_task,
     load,
     model_from_checkpoint,
     read_checkpoint,
     resolve,
+    retasked,
     save_checkpoint,
     trained_config,
     versions,
-    with_config,
 )
 from ..config import updated
 from ..errors import CheckpointError
@@ -214,10 +213,7 @@ def stage_model(
     if model is None:
         config = default_model_config(task)
         return SaccadeModel(updated(config, {**recipe.model, **stage.model}))
-    if model.config.task != task:
-        classes = default_model_config(task).classes
-        model = for_task(model, task, classes)
-    return with_config(model, **changes) if changes else model
+    return retasked(model, task, **changes)
 
 
 def export_run(recipe: Recipe, last: Path, out: Path, made_by: dict) -> None:
