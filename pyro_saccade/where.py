@@ -198,10 +198,11 @@ class CellAttention(nn.Module):
         nn.init.zeros_(self.recall.bias)
         self.ink_weight = nn.Parameter(torch.tensor(1.0))
 
-    def base(self, maps: Tensor, ink: Tensor, floor: float) -> Tensor:
-        """The terms that depend on the proxy alone, computed once per image: [B, G * G]. An
-        empty cell has no ink: ``floor`` keeps its logit finite."""
-        x, y = cell_centres(maps.shape[-1]).to(maps).unbind(-1)
+    def base(self, maps: Tensor, ink: Tensor, floor: float, centres: Tensor) -> Tensor:
+        """The terms that depend on the proxy alone, computed once per image: [B, G * G], from
+        the cells' centres [G * G, 2] (``cell_centres``). An empty cell has no ink: ``floor``
+        keeps its logit finite."""
+        x, y = centres.to(maps).unbind(-1)
         place = self.place(torch.stack([x, y, x * x, y * y, x * y], -1))[:, 0]
         return self.detector(maps).flatten(1) + place + self.ink_weight * (ink + floor).log()
 
@@ -292,7 +293,7 @@ class Cells(nn.Module):
         centroid = torch.stack([window(ink * coords), window(ink * coords[:, None])], -1)
         held = (mass > 1e-6).unsqueeze(-1)
         aims = torch.where(held, centroid / mass.clamp(min=1e-6).unsqueeze(-1), self.centres)
-        base = self.attention.base(maps, mass, self.config.where.ink_floor)
+        base = self.attention.base(maps, mass, self.config.where.ink_floor, self.centres)
         visited = torch.zeros_like(base, dtype=torch.bool)
         reach = self.reach(images, base.shape[0], base.device)
         return Look(maps, base, mass, aims, visited, reach)
@@ -320,14 +321,15 @@ class Cells(nn.Module):
         # q: the prior's belief updated by the attention, or the attention that is the prior
         guide = attention + prior if self.prior.informs_guide else attention
         if mode == "prior":
-            q = self.cells_distribution(guide, look)
             chosen = self.cells_distribution(prior, look)
             cell = pyro.sample(f"where_{t}", chosen)
             # The KL of where_t exactly: Trace_ELBO's log p - log q at the guide's draw is
             # replaced by its expectation over the cells, -KL(q || p), and its gradient with it.
-            # Zero, gradient and all, when p is the attention.
-            sampled = chosen.log_prob(cell) - q.log_prob(cell)
-            pyro.factor(f"where_kl_{t}", -cells_kl(q, chosen, look.visited) - sampled)
+            # When p is the attention, p = q: zero, gradient and all, and nothing to add.
+            if self.prior.informs_guide:
+                q = self.cells_distribution(guide, look)
+                sampled = chosen.log_prob(cell) - q.log_prob(cell)
+                pyro.factor(f"where_kl_{t}", -cells_kl(q, chosen, look.visited) - sampled)
         else:
             logits = torch.zeros_like(attention) if mode == "random" else guide
             chosen = self.cells_distribution(logits, look)

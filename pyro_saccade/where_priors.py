@@ -67,6 +67,13 @@ class UniformPrior(WherePrior):
         return torch.zeros_like(context.attention)
 
 
+def gaussian_logits(squared: Tensor, spread: float, context: WhereContext) -> Tensor:
+    """-d^2 / (2 spread^2) [B, G * G] from each cell's squared distance d^2 [G * G], the same
+    for every image."""
+    logits = -squared / (2 * spread**2)
+    return logits.to(context.attention.dtype).expand_as(context.attention)
+
+
 class PositionPrior(WherePrior):
     """Cells near a place: log p = -d^2 / (2 spread^2) for the distance d (normalised
     coordinates) from (``x``, ``y``) along the axes given; None leaves an axis free. ``y=-1``
@@ -84,8 +91,7 @@ class PositionPrior(WherePrior):
         for axis, value in enumerate(self.place):
             if value is not None:
                 squared = squared + (context.centres[:, axis] - value) ** 2
-        logits = -squared / (2 * self.spread**2)
-        return logits.to(context.attention.dtype).expand_as(context.attention)
+        return gaussian_logits(squared, self.spread, context)
 
 
 class ScanPrior(WherePrior):
@@ -104,8 +110,7 @@ class ScanPrior(WherePrior):
 
     def forward(self, context: WhereContext) -> Tensor:
         line = -1 + 2 * (min(context.t, self.glimpses - 1) + 0.5) / self.glimpses
-        logits = -((context.centres[:, self.axis] - line) ** 2) / (2 * self.spread**2)
-        return logits.to(context.attention.dtype).expand_as(context.attention)
+        return gaussian_logits((context.centres[:, self.axis] - line) ** 2, self.spread, context)
 
 
 class ContrastPrior(WherePrior):
