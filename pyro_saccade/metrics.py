@@ -1,4 +1,5 @@
-"""What a saccade model's glimpses read, measured on canvases whose digits are known.
+"""What a saccade model's glimpses read, measured on images whose deciding objects are known:
+canvases, whose digits are, and photos with a ``boxes.csv`` (``data.photos.read_boxes``).
 
 - **coverage**: the share of the digits that decide a canvas's label (``deciding_digits``) that
   are *covered*: at least ``COVER_SHARE`` of the digit's box inside one glimpse box whose side is
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .calibration import reliability, scores
-from .data import MEGAPIXEL_TASKS, TASKS, proxies_of
+from .data import MEGAPIXEL_TASKS, TASKS, PhotoFolder, proxies_of
 from .glimpse import clip_boxes
 from .model import SaccadeModel
 from .prediction import boxes, infer, predict
@@ -58,6 +59,22 @@ def deciding_boxes(task: str, description: dict) -> Tensor:
     boxes = description["boxes"]
     chosen = [boxes[k] for k in deciding_digits(task, description)]
     return torch.tensor(chosen, dtype=torch.float64).view(-1, 4)
+
+
+def has_deciding_boxes(dataset: Dataset) -> bool:
+    """Whether the images of ``dataset`` say where the objects that decide their labels are:
+    canvases that ``describe`` their digits, photos with a ``boxes.csv``."""
+    if isinstance(dataset, PhotoFolder):
+        return bool(dataset.boxes)
+    return hasattr(dataset, "describe") and hasattr(dataset, "task")
+
+
+def deciding_boxes_of(dataset: Dataset, i: int) -> Tensor:
+    """The boxes [D, 4] of the objects that decide the label of image ``i`` of ``dataset``
+    (``has_deciding_boxes``): a canvas's deciding digits, a photo's listed objects."""
+    if isinstance(dataset, PhotoFolder):
+        return dataset.object_boxes(i)
+    return deciding_boxes(dataset.task, dataset.describe(i))
 
 
 def box_sides(boxes: Tensor) -> Tensor:
@@ -203,16 +220,16 @@ def evaluate_glimpses(
     and, for a ``SaccadeModel``, coverage, pixels read, box sides and the accuracy and coverage
     with random glimpses; with ``proxy_baseline``, that model's
     accuracy on the same canvases and proxies of its own side. Batches come from a DataLoader
-    with the dataset's own collate (lazy canvases stay lazy); coverage needs the dataset's
-    ``describe`` and ``task`` (or a Subset of such a dataset). ``progress``: a tqdm bar (None:
-    only when stderr is a terminal)."""
+    with the dataset's own collate (lazy canvases stay lazy); coverage needs to know where the
+    deciding objects are (``has_deciding_boxes``; a Subset of such a dataset too).
+    ``progress``: a tqdm bar (None: only when stderr is a terminal)."""
     device = next(model.parameters()).device
     saccade = isinstance(model, SaccadeModel)
     # Some of a dataset's canvases (a Subset) are described by the dataset they come from.
     source, indices = (
         (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, None)
     )
-    described = saccade and hasattr(source, "describe") and hasattr(source, "task")
+    described = saccade and has_deciding_boxes(source)
     tally = _Tally(model.config.glimpses) if saccade else None
     random_tally = _Tally(model.config.glimpses) if saccade else None
     baseline_stream = RNGStream(seed)  # noisy proxies of the baseline, if trained with noise
@@ -238,7 +255,7 @@ def evaluate_glimpses(
                 at = [
                     total + b if indices is None else indices[total + b] for b in range(len(labels))
                 ]
-                digits = [deciding_boxes(source.task, source.describe(i)) for i in at]
+                digits = [deciding_boxes_of(source, i) for i in at]
             tally.add(placed, height, width, digits)
             if random_glimpses:
                 out = infer(model, images, proxies, samples, random=True, seed=seed, warn=False)

@@ -33,8 +33,9 @@ from pyro_saccade.data import (
 )
 from pyro_saccade.data.cluttered import warp_digit, warp_matrix
 from pyro_saccade.data.mnist import BUNDLED_DIR
-from pyro_saccade.data.photos import list_photos
+from pyro_saccade.data.photos import PhotoFolder, list_photos
 from pyro_saccade.glimpse import box_share
+from pyro_saccade.metrics import deciding_boxes
 from pyro_saccade.training import TrainConfig, canvases
 
 TINY_TRAIN = ["--canvas", "40", "--crop", "16", "--proxy", "16", "--glimpses", "1", "--epochs", "1"]
@@ -463,6 +464,11 @@ def test_data_export_writes_jpegs_that_train_reads_as_photos(tmp_path: Path) -> 
         # Quality 95: within a few grey levels of the canvas on average.
         assert (pixels - dataset[i][0][0]).abs().mean() < 0.01
     assert [label for _, label in list_photos(out / "labels.csv")] == [r["label"] for r in rows]
+    # boxes.csv: where the digits that decide each label are, as the photos read them.
+    photos = PhotoFolder(out / "labels.csv", proxy=16, channels=1)
+    for i in range(3):
+        expected = deciding_boxes("majority", dataset.describe(i))
+        assert len(expected) >= 3 and torch.equal(photos.object_boxes(i), expected)
 
 
 def test_data_export_errors(tmp_path: Path) -> None:

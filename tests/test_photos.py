@@ -27,6 +27,7 @@ from pyro_saccade.data import (
     as_batch,
     load_image,
     make_proxy,
+    photo_classes,
     save_tiled_tiff,
     synthetic_photo,
 )
@@ -385,3 +386,55 @@ def test_cli_trains_on_a_folder_and_predicts_evaluates_photos(
     both = ["train", "--data-dir", str(root), "--csv", str(photo), "--out", str(run)]
     result = CliRunner().invoke(main, both)
     assert result.exit_code != 0 and "not both" in result.output
+
+
+def test_exported_jpegs_fine_tune_a_digit_model_and_train_the_proxy_cnn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYRO_SACCADE_CACHE", str(tmp_path / "cache"))
+    photos = tmp_path / "photos"
+    export = ["data", "export", "--task", "majority", "--canvas", "200x300", "--noise", "5"]
+    export += ["--background", "clutter", "--n", "6", "--format", "jpg", "--out", str(photos)]
+    assert CliRunner().invoke(main, export).exit_code == 0
+    labels = str(photos / "labels.csv")
+    torch.manual_seed(0)
+    digits = photo_classes(labels)  # the digits the six photos' labels name
+    cells = dict(kind="cells", box_min=24, box_max=64)
+    config = SaccadeConfig(**{**TINY, "proxy": 32}, task="majority", classes=digits, where=cells)
+    start = tmp_path / "digits.pt"
+    save_checkpoint(start, SaccadeModel(config), TrainConfig())
+    common = ["--csv", labels, "--test-data", labels, "--epochs", "1", "--batch-size", "3"]
+    run = tmp_path / "run"
+    args = ["train", *common, "--init", str(start), "--quiet", "--out", str(run)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    # Photos labelled with the digit model's classes: it keeps its task (its head reads them).
+    assert json.loads((run / "config.json").read_text())["model"]["task"] == "majority"
+    proxy_cnn = tmp_path / "proxy-cnn"
+    args = ["train", "--model", "proxy-cnn", *common, "--proxy", "32", "--quiet"]
+    result = CliRunner().invoke(main, [*args, "--out", str(proxy_cnn)])
+    assert result.exit_code == 0, result.output
+    args = ["evaluate", str(run), "--json", "--proxy-baseline", str(proxy_cnn)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    measured = json.loads(result.output.splitlines()[-1])
+    assert measured["n"] == 6 and 0 <= measured["proxy_baseline_accuracy"] <= 1
+    # boxes.csv says where the deciding digits are (a row each, three or more per photo);
+    # coverage counts them for every posterior draw.
+    rows = (photos / "boxes.csv").read_text().splitlines()[1:]
+    assert len(rows) >= 6 * 3
+    draws = max(measured["samples"], 1)
+    assert measured["deciding_digits"] == len(rows) * draws and 0 <= measured["coverage"] <= 1
+
+
+def test_boxes_csv_lists_each_photos_objects_and_names_a_bad_row(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "photos", per_class=2)
+    boxes = root / "boxes.csv"
+    boxes.write_text("file,x0,y0,x1,y1\ndiscs/0.jpg,1,2,11,12\ndiscs/0.jpg,20,20,30,30\n")
+    photos = PhotoFolder(root, proxy=16)
+    listed = [photos.object_boxes(i).tolist() for i in range(len(photos))]
+    assert [[1, 2, 11, 12], [20, 20, 30, 30]] in listed  # discs/0.jpg's two objects
+    assert listed.count([]) == len(photos) - 1  # the others are not listed
+    boxes.write_text("file,x0,y0,x1,y1\ndiscs/0.jpg,1,2,11\n")
+    with pytest.raises(ValueError, match="row 1 is not file,x0,y0,x1,y1"):
+        PhotoFolder(root, proxy=16)

@@ -100,11 +100,13 @@ def export(
     out: Path,
 ) -> None:
     """Write two-digit cluttered MNIST or Megapixel MNIST canvases as PNGs (or JPEGs) plus
-    labels.csv, which saccade train --csv reads as photos.
+    labels.csv, which saccade train --csv reads as photos, and boxes.csv, where the digits that
+    decide each label are, which saccade evaluate --csv measures the glimpses' coverage on.
 
     Files are 000000.png, 000001.png, ...; labels.csv has the header "file,label" where the label
     is the class name ("3-7" for identify, "10" for sum, "4" for majority, max and top) or, for
-    mark and multi, the sorted digits present joined by "+" ("3+7", "4+4", "1+4+9").
+    mark and multi, the sorted digits present joined by "+" ("3+7", "4+4", "1+4+9"); boxes.csv
+    has "file,x0,y0,x1,y1", one row per deciding digit, in pixels.
     """
     import csv
 
@@ -112,6 +114,8 @@ def export(
     from tqdm import tqdm
 
     from ..data import MEGAPIXEL_TASKS, MegapixelMNIST, TwoDigitCluttered, save_image
+    from ..data.photos import BOXES
+    from ..metrics import deciding_boxes
 
     kind = kind or ("megapixel" if task in MEGAPIXEL_TASKS else "cluttered")
     megapixel = kind == "megapixel"
@@ -145,15 +149,21 @@ def export(
     try:
         out.mkdir(parents=True, exist_ok=True)
         labels = open(out / "labels.csv", "w", newline="")
+        objects = open(out / BOXES, "w", newline="")
     except OSError as e:
         raise click.BadParameter(f"cannot write to {out}: {e.strerror}", param_hint="--out") from e
     width = max(6, len(str(n - 1)))
-    with labels:
-        writer = csv.writer(labels, lineterminator="\n")
-        writer.writerow(["file", "label"])
+    with labels, objects:
+        label_rows = csv.writer(labels, lineterminator="\n")
+        label_rows.writerow(["file", "label"])
+        box_rows = csv.writer(objects, lineterminator="\n")
+        box_rows.writerow(["file", "x0", "y0", "x1", "y1"])
         for i in tqdm(range(n), desc="export", unit="canvas"):
             image, _ = dataset[i]
             name = f"{i:0{width}d}.{image_format}"
             save_image(image, out / name)
-            writer.writerow([name, dataset.describe(i)["label"]])
-    click.echo(f"wrote {n} canvases and labels.csv to {out}")
+            described = dataset.describe(i)
+            label_rows.writerow([name, described["label"]])
+            for box in deciding_boxes(dataset.task, described).tolist():
+                box_rows.writerow([name, *(round(side) for side in box)])
+    click.echo(f"wrote {n} canvases, labels.csv and {BOXES} to {out}")

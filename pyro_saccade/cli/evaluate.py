@@ -156,9 +156,9 @@ def evaluate_command(
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
     photos = given_photos(data_dir, csv_file)
     if photos or trained.photos:
-        if proxy_baseline:
-            raise click.UsageError("--proxy-baseline applies to canvases, not to photos")
-        _evaluate_photos(model, trained, photos, batch_size, samples, noise, seed, as_json)
+        _evaluate_photos(
+            model, trained, photos, batch_size, samples, noise, seed, as_json, proxy_baseline
+        )
         return
     baseline = load(proxy_baseline, device) if proxy_baseline else None
     # The model's own task, which is the trained one unless the model was moved to another
@@ -234,43 +234,51 @@ def _evaluate_photos(
     noise: float,
     seed: int,
     as_json: bool,
+    proxy_baseline: str | None,
 ) -> None:
-    """Accuracy on every photo of ``photos``, or on the held-out photos of the run."""
+    """Accuracy and what the glimpses read on every photo of ``photos``, or on the held-out
+    photos of the run; coverage where a boxes.csv says where the deciding objects are."""
     import dataclasses
     import json
     import time
 
-    from ..model import SaccadeModel
-    from ..training import evaluate, photo_set
+    from ..checkpoint import load
+    from ..metrics import evaluate_glimpses, glimpse_lines
+    from ..training import photo_set
 
-    if not isinstance(model, SaccadeModel):
+    baseline = load(proxy_baseline, next(model.parameters()).device) if proxy_baseline else None
+    if baseline is not None and baseline.config.classes != model.config.classes:
         raise click.BadParameter(
-            "only saccade models are evaluated on photos", param_hint="CHECKPOINT"
+            f"classes {baseline.config.classes}, not the model's {model.config.classes}",
+            param_hint="--proxy-baseline",
         )
     # Photos given: all of them, as a run's own held-out folder is read.
     source_config = dataclasses.replace(trained, photo_test=photos) if photos else trained
     dataset = photo_set(source_config, model.config, "test", progress=not as_json)
     started = time.perf_counter()
-    accuracy = evaluate(
+    measured = evaluate_glimpses(
         model,
         dataset,
         batch_size=batch_size,
         samples=samples,
         noise=noise,
-        progress=not as_json,
         seed=seed,
+        proxy_baseline=baseline,
+        progress=None if as_json else True,
     )
     source = photos or trained.photo_test or f"{trained.photos} (held-out split)"
     result = {
         "photos": source,
-        "n": len(dataset),
         "skipped": len(dataset.skipped),
         "samples": samples,
         "proxy_noise": noise,
-        "accuracy": accuracy,
+        **measured.to_dict(),
+        "proxy_baseline": proxy_baseline,
         "seconds": round(time.perf_counter() - started, 2),
     }
     if as_json:
         click.echo(json.dumps(result))
-    else:
-        click.echo(f"accuracy {accuracy:.4f} on {len(dataset)} photos of {source}")
+        return
+    click.echo(f"accuracy {measured.accuracy:.4f} on {measured.n} photos of {source}")
+    for line in glimpse_lines(measured, proxy_baseline):
+        click.echo(line)

@@ -290,6 +290,7 @@ def train_command(
     """
     from ..checkpoint import CHECKPOINT, load, with_config
     from ..config import SaccadeConfig, updated
+    from ..data import photo_classes
     from ..priors import make_prior
     from ..training import TrainConfig, canvases, default_model_config, train, train_baseline
 
@@ -308,8 +309,10 @@ def train_command(
         _report_checkpoint(out)
         return
     photos = given_photos(data_dir, csv_file)
-    if photos and model_kind != "saccade":
-        raise click.BadParameter("photos train the saccade model only", param_hint="--model")
+    if photos and model_kind not in ("saccade", "proxy-cnn"):
+        raise click.BadParameter(
+            "photos train the saccade model or the proxy-only CNN", param_hint="--model"
+        )
     if test_data and not photos:
         raise click.UsageError("--test-data needs --data-dir or --csv")
     task = "photo" if photos else given_task
@@ -326,7 +329,9 @@ def train_command(
             f"{init} holds a {getattr(start, 'kind', 'saccade')} model, not {model_kind}",
             param_hint="--init",
         )
-    if start is not None and model_kind == "saccade" and start.config.task != task:
+    # A digit model keeps its task on photos labelled with its classes: its head reads them.
+    kept = photos and start is not None and set(photo_classes(photos)) <= set(start.config.classes)
+    if start is not None and model_kind == "saccade" and start.config.task != task and not kept:
         start = for_task(start, task, "--init")
     # --set also applies to an --init model; the other model options are its own.
     if start is not None and model_kind == "saccade" and settings:

@@ -28,6 +28,7 @@ SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".npy")
 # Decoded pixels a photo of a training batch may keep between glimpses (12 MB of 8-bit RGB):
 # every reduced JPEG decode a 32 px crop of a 4000x3000 photo needs, and PNGs up to 4 Mpx.
 ITEM_CACHE_PIXELS = 2**22
+BOXES = "boxes.csv"  # the object boxes of a photo folder or CSV (read_boxes)
 CACHE_VERSION = 1  # part of every proxy-cache key: bump when proxies are computed differently
 
 
@@ -94,6 +95,31 @@ def _list_csv(table: Path) -> list[tuple[Path, str]]:
     return entries
 
 
+def read_boxes(source: str | Path) -> dict[Path, Tensor]:
+    """The object boxes of a photo folder or CSV, from the ``boxes.csv`` beside the CSV (or at
+    the folder's root) if there is one: rows ``file,x0,y0,x1,y1`` in pixels (exclusive ends),
+    paths relative to it, one row per object that decides the photo's label (``saccade data
+    export`` writes it). Per photo, boxes [D, 4]; an empty dict without the file."""
+    source = Path(source)
+    table = (source.parent if source.is_file() else source) / BOXES
+    if not table.exists():
+        return {}
+    with open(table, newline="") as f:
+        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    if rows and rows[0][0].strip().lower() in ("file", "path"):
+        rows = rows[1:]
+    found: dict[Path, list[list[float]]] = {}
+    for number, row in enumerate(rows, 1):
+        try:
+            if len(row) != 5:
+                raise ValueError
+            box = [float(cell) for cell in row[1:]]
+        except ValueError:
+            raise ValueError(f"{table}: row {number} is not file,x0,y0,x1,y1") from None
+        found.setdefault((table.parent / row[0].strip()).resolve(), []).append(box)
+    return {path: torch.tensor(b, dtype=torch.float64) for path, b in found.items()}
+
+
 def list_photos(source: str | Path) -> list[tuple[Path, str]]:
     """(path, class name) of every photo in a class-per-subfolder folder or a path,label CSV."""
     source = Path(source)
@@ -151,7 +177,9 @@ class PhotoFolder(Dataset):
     decodes: unreadable photos, and those that ``check(channels, height, width)`` (e.g. a model's
     ``SaccadeConfig.check_image``) refuses with a ValueError, are left out and listed in
     ``skipped`` with the reason, and one warning names them. Batch with ``collate``; photos of
-    different sizes mix freely.
+    different sizes mix freely. With a ``boxes.csv`` (``read_boxes``), ``object_boxes(i)``
+    gives the boxes of the objects that decide photo i's label, which the coverage of a
+    model's glimpses is measured on.
     """
 
     def __init__(
@@ -199,6 +227,12 @@ class PhotoFolder(Dataset):
         if not self.samples:
             raise ValueError(f"{source}: no readable photos in the {split} split")
         self.proxies = torch.stack(proxies)
+        self.boxes = read_boxes(source)
+
+    def object_boxes(self, i: int) -> Tensor:
+        """The boxes [D, 4] (x0, y0, x1, y1) of the objects that decide photo i's label; [0, 4]
+        for a photo that ``boxes.csv`` does not list."""
+        return self.boxes.get(self.samples[i][0].resolve(), torch.zeros(0, 4, dtype=torch.float64))
 
     def __len__(self) -> int:
         return len(self.samples)

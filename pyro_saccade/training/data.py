@@ -62,7 +62,10 @@ def canvases(
 
 
 def photo_set(
-    config: TrainConfig, model_config: SaccadeConfig, split: str, progress: bool = False
+    config: TrainConfig,
+    model_config: SaccadeConfig | BaselineConfig,
+    split: str,
+    progress: bool = False,
 ) -> PhotoFolder:
     """The training or held-out photos of a run, read with the model's classes and proxy size."""
     held_out = split == "test" and config.photo_test
@@ -76,7 +79,7 @@ def photo_set(
         channels=model_config.channels,
         cache_dir=proxy_cache_dir(),
         progress=progress,
-        check=model_config.check_image,
+        check=getattr(model_config, "check_image", None),  # a baseline takes any size
     )
 
 
