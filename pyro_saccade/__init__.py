@@ -21,6 +21,7 @@ _EXPORTS = {
     "load_digits": ".data",
     "load_image": ".data",
     "make_proxy": ".data",
+    "proxy_shape": ".data",
     "Photo": ".data",
     "PhotoBatch": ".data",
     "PhotoFolder": ".data",

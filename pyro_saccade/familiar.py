@@ -106,13 +106,15 @@ def unfamiliar(
 
 
 def intensity_statistics(proxies: Tensor) -> Tensor:
-    """[N, 2 + BINS] for proxies [N, C, J, J] (channels averaged): the log of the mean and of the
+    """[N, 2 + BINS] for proxies [N, C, J, I] (channels averaged): the log of the mean and of the
     standard deviation of the pixels and log(1 + count) of the pixels in each of ``BINS`` equal
-    bins of [0, 1]. Logs, so that an empty canvas differs from a nearly empty one as a full one
-    from a half-full one."""
+    bins of [0, 1], counted as in a J x J proxy (that of a square image). Logs, so that an empty
+    canvas differs from a nearly empty one as a full one from a half-full one."""
+    side = min(proxies.shape[-2:])
     gray = proxies.float().mean(1).flatten(1)
     bins = (gray * BINS).long().clamp(0, BINS - 1)
     counts = torch.zeros(len(gray), BINS).scatter_add_(1, bins, torch.ones_like(gray))
+    counts = counts * (side * side / gray.shape[1])  # another shape's share, in J x J pixels
     moments = torch.stack([gray.mean(1), gray.std(1, unbiased=False)], 1)
     return torch.cat([torch.log(moments + 1e-6), torch.log1p(counts)], 1)
 
@@ -249,7 +251,7 @@ def profile_reasons(
     compared."""
     count = len(proxies) if proxies is not None else features.shape[1]
     reasons: list[list[str]] = [[] for _ in range(count)]
-    if proxies is not None and proxies.shape[-1] == familiar["proxy"]:
+    if proxies is not None and min(proxies.shape[-2:]) == familiar["proxy"]:
         proxies = proxies.detach().float().cpu()
         intensity = score(intensity_statistics(proxies), familiar["intensity"])
         brighter = proxies.mean((1, 2, 3)) > familiar["mean_intensity"]
@@ -299,12 +301,17 @@ def reasons_for(
     """Per image of ``images`` (a tensor [B, C, H, W], a CanvasBatch or a PhotoBatch), every
     reason it is unlike what ``model`` was trained on: its shape (``model.trained_on``) and,
     for a model with a profile (``model.familiar``), its proxy [B, C, J, J] and the glimpses of
-    its ``prediction`` (a ``prediction.Prediction``), when given."""
+    its ``prediction`` (a ``prediction.Prediction``), when given; ``proxies`` may also be a
+    list of [1, C, J, I], one per image, for images of different shapes."""
     trained = getattr(model, "trained_on", None)
     reasons = [unfamiliar(trained, *shape) if trained else [] for shape in shapes_of(images)]
     familiar = getattr(model, "familiar", None)
     features = None if prediction is None else prediction.features
-    if familiar and (proxies is not None or features is not None):
+    if familiar and isinstance(proxies, list):  # proxies of different shapes: one by one
+        for b, (own, proxy) in enumerate(zip(reasons, proxies, strict=True)):
+            one = None if features is None else features[:, b : b + 1]
+            own.extend(profile_reasons(familiar, proxy, one)[0])
+    elif familiar and (proxies is not None or features is not None):
         for own, more in zip(reasons, profile_reasons(familiar, proxies, features), strict=True):
             own.extend(more)
     return reasons

@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 
 from .calibration import reliability, scores
 from .data import MEGAPIXEL_TASKS, TASKS, PhotoFolder, proxies_of
+from .familiar import shapes_of
 from .glimpse import clip_boxes
 from .model import SaccadeModel
-from .prediction import boxes, infer, predict
+from .prediction import Prediction, boxes, infer, predict
 from .training.batches import collate, correct, prepare
 
 COVER_SHARE = 0.5  # share of a digit's box that must lie inside one glimpse box
@@ -189,6 +190,16 @@ class _Tally:
                     self.covered += int(covered(digits[b], draw).sum())
                     self.deciding += len(digits[b])
 
+    def add_prediction(
+        self, model: SaccadeModel, out: Prediction, images: object, digits: list[Tensor] | None
+    ) -> None:
+        """The glimpses of a prediction ``out`` of ``images`` (a batch of images of one size,
+        or photos of any), image by image at its own size."""
+        for b, (_, height, width) in enumerate(shapes_of(images)):
+            centres = None if out.centres is None else out.centres[:, b : b + 1]
+            placed = boxes(model, out.z[:, b : b + 1], height, width, centres)
+            self.add(placed, height, width, None if digits is None else digits[b : b + 1])
+
     @property
     def coverage(self) -> float:
         return self.covered / max(self.deciding, 1)
@@ -248,20 +259,17 @@ def evaluate_glimpses(
         if saccade:
             out = infer(model, images, proxies, samples, seed=seed, warn=False)
             probs = out.probs
-            height, width = images.shape[-2:]
-            placed = boxes(model, out.z, height, width, out.centres)
             digits = None
             if described:
                 at = [
                     total + b if indices is None else indices[total + b] for b in range(len(labels))
                 ]
                 digits = [deciding_boxes_of(source, i) for i in at]
-            tally.add(placed, height, width, digits)
+            tally.add_prediction(model, out, images, digits)
             if random_glimpses:
                 out = infer(model, images, proxies, samples, random=True, seed=seed, warn=False)
                 random_hits += int(correct(out.probs, labels, multilabel).sum())
-                placed = boxes(model, out.z, height, width, out.centres)
-                random_tally.add(placed, height, width, digits)
+                random_tally.add_prediction(model, out, images, digits)
         else:
             probs = predict(model, images, proxies, samples=samples)
         hits += int(correct(probs, labels, multilabel).sum())
@@ -269,7 +277,8 @@ def evaluate_glimpses(
         if proxy_baseline is not None:
             with baseline_stream.active():
                 side = proxy_baseline.config.proxy
-                own = proxies if side == model.config.proxy else proxies_of(images, side, noise)
+                same = side == model.config.proxy or proxies is None  # None: photo by photo
+                own = proxies if same else proxies_of(images, side, noise)
                 probs = predict(proxy_baseline, images, own)
             baseline_hits += int(correct(probs, labels, multilabel).sum())
         total += len(labels)

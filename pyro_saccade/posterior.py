@@ -20,16 +20,18 @@ SVI draws are independent (one chain, no warm-up), so summarise them with means 
 convergence diagnostics such as R-hat do not apply.
 
 The ``where`` variables belong to models with ``where="cells"`` (``where.Cells``), whose glimpse t
-first chooses a cell where_t of the proxy's G x G grid: ``where`` is that cell's index,
-row * G + col. ``where_q`` is the guide's q(where_t | c, h_{t-1}) over the cells and ``where_p``
+first chooses a cell where_t of the proxy's G x G' grid (G' = G on a square image; the proxy
+keeps the image's aspect, ``data.proxy_shape``): ``where`` is that cell's index, row * G' +
+col. ``where_q`` is the guide's q(where_t | c, h_{t-1}) over the cells and ``where_p``
 the model's p(where_t | c, h_{t-1}), both at the h_{t-1} of the group's draw: in the posterior,
 the same h_{t-1} for both; in the prior, along the prior's own draws (it has no ``where_q``).
 Cells that earlier glimpses marked as read have probability 0 (until every cell is read, when
 all open again). ``where_p`` is the model's where-prior (where_priors.py): with the default,
 the attention itself, it equals ``where_q``; with a belief of its own, the two maps show how far
-the attention departs from it.
+the attention departs from it. Images of different aspect ratios, whose grids differ in shape,
+leave the two maps out (with a warning).
 ``cell_row`` and ``cell_col`` are the cells' centres over the image height and width, in (0, 1)
-as ``crop``'s y and x: the grid stretches over the whole image, whatever its aspect. A free model
+as ``crop``'s y and x: the grid stretches over the whole image. A free model
 (``where="free"``) has no where_t and none of these variables.
 """
 
@@ -48,13 +50,14 @@ from pyro import poutine
 from pyro.poutine import Trace
 from torch import Tensor
 
+from .config import CELL
 from .data import Photo, as_batch
 from .familiar import warn_unfamiliar
 from .labels import label_name, predicted
 from .model import SaccadeConfig, SaccadeModel
 from .prediction import ImageNoise, checked_proxies
 from .training.batches import prepare
-from .where import Cells
+from .where import Cells, cell_grid
 from .where import boxes as glimpse_boxes
 
 COORDS = ("scale", "x", "y")
@@ -145,10 +148,14 @@ class GlimpsePosterior:
             "class": list(self.config.classes),
         }
         if self.posterior.where is not None:
-            cells = self.config.cells
-            dims.update(where=["image", "glimpse"], where_q=CELL_MAP, where_p=CELL_MAP)
-            centres = ((np.arange(cells) + 0.5) / cells).tolist()  # over the height, the width
-            coords.update(cell_row=centres, cell_col=centres)
+            dims.update(where=["image", "glimpse"])
+        if self.posterior.where_p is not None:
+            rows, cols = self.posterior.where_p.shape[-2:]
+            dims.update(where_q=CELL_MAP, where_p=CELL_MAP)
+            coords.update(  # the cells' centres over the height, the width
+                cell_row=((np.arange(rows) + 0.5) / rows).tolist(),
+                cell_col=((np.arange(cols) + 0.5) / cols).tolist(),
+            )
         return from_dict(groups, dims, coords)
 
     def summary(self, interval: float = 0.9) -> str:
@@ -234,8 +241,9 @@ def _draw_once(model: SaccadeModel, image: Tensor, proxy: Tensor, posterior: boo
     if isinstance(model.where, Cells):
         one.centres = _per_glimpse(trace, "centre", cfg.glimpses)
         one.where = _per_glimpse(trace, "where", cfg.glimpses)
-        one.where_p = _cell_probs(trace, cfg)
-        one.where_q = None if guide is None else _cell_probs(guide, cfg)
+        grid = tuple(side // CELL for side in proxy.shape[-2:])  # the proxy's cells
+        one.where_p = _cell_probs(trace, cfg, grid)
+        one.where_q = None if guide is None else _cell_probs(guide, cfg, grid)
     return one
 
 
@@ -246,11 +254,12 @@ def _per_glimpse(
     return torch.stack([read(trace.nodes[f"{site}_{t}"]) for t in range(glimpses)], 1)
 
 
-def _cell_probs(trace: Trace, config: SaccadeConfig) -> Tensor:
-    """The probabilities of where_t's distribution in ``trace`` as maps [B, T, G, G] (cell
-    index row * G + col, as ``where.Cells`` numbers them); 0 on the cells it masks."""
+def _cell_probs(trace: Trace, config: SaccadeConfig, grid: tuple[int, int]) -> Tensor:
+    """The probabilities of where_t's distribution in ``trace`` as maps [B, T, G, G'] over the
+    ``grid`` of cells (cell index row * G' + col, as ``where.Cells`` numbers them); 0 on the
+    cells it masks."""
     probs = _per_glimpse(trace, "where", config.glimpses, lambda node: node["fn"].probs)
-    return probs.unflatten(-1, (config.cells, config.cells))
+    return probs.unflatten(-1, grid)
 
 
 @torch.no_grad()
@@ -276,6 +285,10 @@ def sample_posterior(
     names = [str(i) for i in range(len(images))] if names is None else list(names)
     if len(names) != len(images) or (labels is not None and len(labels) != len(images)):
         raise ValueError("need one name and one label per image")
+    # Images of other aspect ratios have grids of cells of other shapes, whose maps of where_t
+    # do not stack: they are left out.
+    grids = {cell_grid(model.config, *image.shape[-2:]) for image in images}
+    maps = isinstance(model.where, Cells) and len(grids) == 1
     device, proxy = next(model.parameters()).device, model.config.proxy
     was_training = model.training
     model.eval()
@@ -290,6 +303,14 @@ def sample_posterior(
             prior.append(draw(model, batch, proxies, samples, posterior=False, seed=seed))
     finally:
         model.train(was_training)
+    if isinstance(model.where, Cells) and not maps:
+        warnings.warn(
+            "images of different aspect ratios: their maps of where_t over the cells "
+            "(where_q, where_p) differ in shape and are left out; sample each shape on its own",
+            stacklevel=2,
+        )
+        for part in (*posterior, *prior):
+            part.where_q = part.where_p = None
     return GlimpsePosterior(
         config=model.config,
         names=names,

@@ -168,6 +168,14 @@ def infer(
     ``images`` is a tensor [B, C, H, W], photos on disk (``data.as_batch``) or canvases
     drawn from their patches (``data.CanvasBatch``). With ``warn``, a warning lists every
     reason an image is unlike the training images (``familiar.warn_unfamiliar``)."""
+    if isinstance(images, PhotoBatch) and images.mixed:  # proxies of different shapes
+        photos = each_image(images)
+        parts = [infer(model, one, None, samples, random, seed, warn=False) for one in photos]
+        prediction = joined(parts)
+        if warn:
+            proxies = [one.proxies for one in photos]
+            warn_unfamiliar(model, images, proxies, None if random else prediction)
+        return prediction
     proxies = checked_proxies(model, images, proxies)
     was_training = model.training
     model.eval()
@@ -273,7 +281,7 @@ def each_image(images: Tensor) -> list[Tensor]:
         return list(images.split(1))
     if isinstance(images, PhotoBatch):
         return [
-            PhotoBatch([photo], images.proxies[i : i + 1], images.device)
+            PhotoBatch([photo], images.proxy_of(i), images.device)
             for i, photo in enumerate(images.photos)
         ]
     return [CanvasBatch([canvas], images.device) for canvas in images.canvases]

@@ -5,7 +5,8 @@ q(z_t | c, h_{t-1}) aims at a soft-argmax over the proxy's feature map (networks
 
 ``Cells`` finds small objects on large images, where a continuous z alone gets no gradient
 towards an object its crop does not touch: a discrete where_t chooses a cell of the proxy's
-feature map (G x G cells, G = J / 4) from an attention over the cells, and z_t places a box of
+feature map (G x G' cells, the proxy's J x I pixels over 4) from an attention over the cells,
+and z_t places a box of
 ``where.box_range()`` pixels, whatever the image size, within a cell of the cell's aim. The
 prior p(where_t | c, h_{t-1}) is the where-prior the config names (where_priors.py: by default
 the attention itself, a KL of zero), and the guide q(where_t | c, h_{t-1}) is that belief
@@ -22,7 +23,6 @@ crop's features).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import pyro
@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from .config import CELL, CellsWhere, FreeWhere, SaccadeConfig
 from .contrast import against, background_crops
+from .data.proxy import proxy_shape
 from .glimpse import (
     extract_glimpse,
     glimpse_boxes,
@@ -57,11 +58,11 @@ class Aim(NamedTuple):
 
 
 class Look(NamedTuple):
-    """The proxy as the attention sees it: its feature map [B, C, G, G] (one per image, shared
-    by its draws), the terms of the attention that depend on it alone [B, G * G], the proxy's
-    contrast around each cell [B, G * G], where a glimpse in each cell aims [B, G * G, 2], the
-    cells already looked at [B, G * G], and how many cells around a look an object can reach,
-    rows and columns [B, 2]."""
+    """The proxy as the attention sees it: its feature map [B, C, G, G'] (one per image, shared
+    by its draws), the terms of the attention that depend on it alone [B, G * G'], the proxy's
+    contrast around each cell [B, G * G'], where a glimpse in each cell aims [B, G * G', 2], the
+    cells already looked at [B, G * G'], how many cells around a look an object can reach,
+    rows and columns [B, 2], and the cells' centres [G * G', 2] (``cell_centres``)."""
 
     maps: Tensor
     base: Tensor
@@ -69,6 +70,7 @@ class Look(NamedTuple):
     aims: Tensor
     visited: Tensor
     reach: Tensor
+    centres: Tensor
 
     def repeat(self, draws: int) -> Look:
         """``draws`` copies of the batch, draw s of image b at row s * B + b; the feature map,
@@ -84,6 +86,7 @@ class Look(NamedTuple):
             copies(self.aims),
             copies(self.visited),
             copies(self.reach),
+            self.centres,
         )
 
 
@@ -103,7 +106,15 @@ def boxes(
         return glimpse_boxes(z, height, width, where.scale_min, where.scale_max)
     if centres is None:
         raise ValueError("this model aims its glimpses at cells: pass their centres")
-    return pixel_boxes(cell_box(z, centres, config.cells, height, width, where), height, width)
+    grid = cell_grid(config, height, width)
+    return pixel_boxes(cell_box(z, centres, grid, height, width, where), height, width)
+
+
+def cell_grid(config: SaccadeConfig, height: int, width: int) -> tuple[int, int]:
+    """Rows and columns of cells of the proxy's feature map on an image of ``height`` x
+    ``width`` pixels: the proxy's (``data.proxy_shape``) over ``CELL``."""
+    rows, cols = proxy_shape(height, width, config.proxy)
+    return rows // CELL, cols // CELL
 
 
 # -- the paper's free placement ---------------------------------------------------------------
@@ -127,8 +138,10 @@ class Free(nn.Module):
         )
 
     def start(self, images: Tensor, proxies: Tensor, maps: Tensor) -> Tensor:
-        """What the placement reads of the proxy: its feature map [B, C, G, G]."""
-        return maps
+        """What the placement reads of the proxy: its feature map [B, C, G, G], pooled to the
+        head's square grid from the map of an image of another shape."""
+        cells = self.config.cells
+        return maps if maps.shape[-2:] == (cells, cells) else F.adaptive_avg_pool2d(maps, cells)
 
     @staticmethod
     def repeat(maps: Tensor, draws: int) -> Tensor:
@@ -222,24 +235,26 @@ def cells_kl(q: dist.Categorical, p: dist.Categorical, closed: Tensor) -> Tensor
     return (q.probs * ratio).sum(-1)
 
 
-def cell_centres(cells: int) -> Tensor:
-    """Centres (x, y) [G * G, 2] of a G x G grid of cells over the image, row by row, in
+def cell_centres(rows: int, cols: int) -> Tensor:
+    """Centres (x, y) [G * G', 2] of a grid of G x G' cells over the image, row by row, in
     normalised coordinates."""
-    lines = (torch.arange(cells) + 0.5) / cells * 2 - 1
-    y, x = torch.meshgrid(lines, lines, indexing="ij")
+    ys = (torch.arange(rows) + 0.5) / rows * 2 - 1
+    xs = (torch.arange(cols) + 0.5) / cols * 2 - 1
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([x, y], -1).view(-1, 2)
 
 
 def cell_box(
     z: Tensor,
     centre: Tensor,
-    cells: int,
+    grid: tuple[int, int],
     height: int | Tensor,
     width: int | Tensor,
     where: CellsWhere,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The box (sx, sy, cx, cy) of glimpse z [..., 3] aimed at ``centre`` [..., 2] on images of
-    ``height`` x ``width`` pixels (ints, or [B] for images of different sizes).
+    ``height`` x ``width`` pixels (ints, or [B] for images of different sizes) with a ``grid``
+    of cells (rows, columns).
 
     The box side is squashed into ``where.box_range()`` pixels, whatever the image size, so a
     glimpse can read a small object at its native resolution on any canvas; its centre moves at
@@ -247,8 +262,9 @@ def cell_box(
     """
     low, high = where.box_range()
     side = low + (high - low) * torch.sigmoid(z[..., 0])
-    cx = centre[..., 0] + torch.tanh(z[..., 1]) * (2 / cells)
-    cy = centre[..., 1] + torch.tanh(z[..., 2]) * (2 / cells)
+    rows, cols = grid
+    cx = centre[..., 0] + torch.tanh(z[..., 1]) * (2 / cols)
+    cy = centre[..., 1] + torch.tanh(z[..., 2]) * (2 / rows)
     return side / width, side / height, cx, cy
 
 
@@ -271,7 +287,6 @@ class Cells(nn.Module):
             cfg.posterior_std_max,
         )
         self.prior = make_where_prior(cfg.where.prior, cfg.where.prior_args)
-        self.register_buffer("centres", cell_centres(cfg.cells), persistent=False)
 
     def start(self, images: Tensor, proxies: Tensor, maps: Tensor) -> Look:
         """The attention's view of the proxy before the first glimpse.
@@ -283,28 +298,37 @@ class Cells(nn.Module):
         there is none): z_t then refines an aim that is already on the object.
         """
         ink = proxies.mean(1, keepdim=True)
-        side = ink.shape[-1]
-        coords = (torch.arange(side, device=ink.device, dtype=ink.dtype) + 0.5) / side * 2 - 1
+        height, width = ink.shape[-2:]
 
-        def window(values: Tensor) -> Tensor:  # [B, 1, J, J] -> [B, G * G]
+        def coords(side: int) -> Tensor:
+            return (torch.arange(side, device=ink.device, dtype=ink.dtype) + 0.5) / side * 2 - 1
+
+        def window(values: Tensor) -> Tensor:  # [B, 1, J, I] -> [B, G * G']
             return F.avg_pool2d(values, 2 * CELL, stride=CELL, padding=CELL // 2).flatten(1)
 
         mass = window(ink)
-        centroid = torch.stack([window(ink * coords), window(ink * coords[:, None])], -1)
+        centroid = torch.stack(
+            [window(ink * coords(width)), window(ink * coords(height)[:, None])], -1
+        )
+        grid = maps.shape[-2:]
+        centres = cell_centres(*grid).to(ink.device)
         held = (mass > 1e-6).unsqueeze(-1)
-        aims = torch.where(held, centroid / mass.clamp(min=1e-6).unsqueeze(-1), self.centres)
-        base = self.attention.base(maps, mass, self.config.where.ink_floor, self.centres)
+        aims = torch.where(held, centroid / mass.clamp(min=1e-6).unsqueeze(-1), centres.to(ink))
+        base = self.attention.base(maps, mass, self.config.where.ink_floor, centres)
         visited = torch.zeros_like(base, dtype=torch.bool)
-        reach = self.reach(images, base.shape[0], base.device)
-        return Look(maps, base, mass, aims, visited, reach)
+        reach = self.reach(images, grid, base.shape[0], base.device)
+        return Look(maps, base, mass, aims, visited, reach, centres)
 
-    def reach(self, images: Tensor, batch: int, device: torch.device) -> Tensor:
+    def reach(
+        self, images: Tensor, grid: tuple[int, int], batch: int, device: torch.device
+    ) -> Tensor:
         """How many cells, rows and columns [B, 2], an object of ``object_size`` pixels around
-        a look's aim can reach: half its side over a cell's."""
+        a look's aim can reach on a ``grid`` of cells: half its side over a cell's."""
         sides = torch.stack(
             [torch.as_tensor(side).expand(batch) for side in image_sides(images)], -1
         )
-        half, cells = self.config.where.object_size / 2, self.config.cells
+        half = self.config.where.object_size / 2
+        cells = torch.tensor(grid, dtype=torch.float64)
         return torch.ceil(half * cells / sides.double()).long().clamp(min=1).to(device)
 
     @staticmethod
@@ -317,7 +341,7 @@ class Cells(nn.Module):
         uniform with ``mode="random"``); the aim it gives, and ``look`` with the cells it reads
         marked as visited."""
         attention = self.attention(look.base, look.maps, h)
-        prior = self.prior(WhereContext(t, attention, look.contrast, self.centres, h))
+        prior = self.prior(WhereContext(t, attention, look.contrast, look.centres, h))
         # q: the prior's belief updated by the attention, or the attention that is the prior
         guide = attention + prior if self.prior.informs_guide else attention
         if mode == "prior":
@@ -354,10 +378,11 @@ class Cells(nn.Module):
     def looked_at(look: Look, cell: Tensor) -> Look:
         """``look`` with the cells an object around cell ``cell`` [B] can reach marked as
         visited."""
-        g = math.isqrt(look.visited.shape[-1])
-        lines = torch.arange(g, device=cell.device)
-        rows = (lines - (cell // g).unsqueeze(-1)).abs() <= look.reach[:, :1]  # [B, G]
-        cols = (lines - (cell % g).unsqueeze(-1)).abs() <= look.reach[:, 1:]
+        height, width = look.maps.shape[-2:]
+        row_lines = torch.arange(height, device=cell.device)
+        col_lines = torch.arange(width, device=cell.device)
+        rows = (row_lines - (cell // width).unsqueeze(-1)).abs() <= look.reach[:, :1]  # [B, G]
+        cols = (col_lines - (cell % width).unsqueeze(-1)).abs() <= look.reach[:, 1:]  # [B, G']
         visited = look.visited | (rows.unsqueeze(-1) & cols.unsqueeze(-2)).flatten(1)
         # Once every cell is read (objects large for the grid), any may be read again.
         return look._replace(visited=visited & ~visited.all(-1, keepdim=True))
@@ -380,7 +405,8 @@ class Cells(nn.Module):
         height of its centre."""
         cfg = self.config
         _, width = sides = image_sides(images)
-        box = cell_box(z, centre, cfg.cells, *sides, cfg.where)
+        grid = tuple(side // CELL for side in background.shape[-2:])  # the proxy's cells
+        box = cell_box(z, centre, grid, *sides, cfg.where)
         crops = sample_box(images, box, cfg.crop, cfg.antialias)
         under = background_crops(background, box, cfg.crop, cfg.antialias, *sides)
         crops = against(crops, under)

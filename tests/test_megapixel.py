@@ -20,6 +20,7 @@ from pyro_saccade.data import (
     collate_canvases,
     make_proxy,
     proxies_of,
+    proxy_shape,
     read_idx,
 )
 from pyro_saccade.data import canvas as canvas_module
@@ -163,8 +164,11 @@ def test_megapixel_lazy_and_dense_agree(paint_path: str) -> None:
         grid = random_grids(generator, 8, scale, (24, 24))
         torch.testing.assert_close(batch.sample(grid), grid_sample(images, grid), atol=1e-5, rtol=0)
     for size in (32, 45):
+        # The proxy keeps the canvas's shape: 32 x 40 and 45 x 56.
+        shape = proxy_shape(180, 230, size)
+        assert proxies_of(batch, size).shape == (8, 1, *shape) and shape[0] == size
         torch.testing.assert_close(
-            proxies_of(batch, size), make_proxy(images, size), atol=1e-5, rtol=0
+            proxies_of(batch, size), make_proxy(images, shape), atol=1e-5, rtol=0
         )
     # The model's crops: a CanvasBatch stands in for the image tensor.
     z = torch.randn(8, 3)

@@ -143,7 +143,7 @@ def test_posterior_command_writes_where_maps_of_a_cells_model(
 def test_where_is_the_cell_a_glimpse_aims_at_and_where_q_the_guides_attention() -> None:
     model = looking_cells_model()
     images = [torch.rand(1, 96, 96, generator=torch.Generator().manual_seed(n)) for n in (1, 2)]
-    images[1] = images[1][..., :64, :]  # another size and aspect
+    images[1] = images[1][..., :64, :64]  # another size, the same aspect
     samples, cells = 6, model.config.cells
     result = sample_posterior(model, images, samples=samples, seed=1)
 
@@ -249,3 +249,21 @@ def test_posterior_command_errors(checkpoint: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "missing.png: no such file" in result.output
     result = CliRunner().invoke(main, ["posterior", str(tmp_path), missing, "--out", out])
     assert result.exit_code == 1 and "no such checkpoint" in result.output
+
+
+def test_images_of_another_aspect_ratio_have_their_own_grid_of_cells() -> None:
+    model = looking_cells_model()  # proxy 32: 8 x 8 cells on a square image
+    image = torch.rand(1, 64, 96, generator=torch.Generator().manual_seed(3))
+    result = sample_posterior(model, [image], samples=4, seed=1)
+    # The proxy keeps the image's 2:3 shape, 32 x 48: 8 x 12 cells.
+    assert result.posterior.where_q.shape[-2:] == (8, 12)
+    row, col = result.posterior.where.div(12, rounding_mode="floor"), result.posterior.where % 12
+    centre = (torch.stack([(col + 0.5) / 12, (row + 0.5) / 8], -1)) * 2 - 1
+    pixel = 2 / 32
+    assert ((result.posterior.centres - centre).abs() <= 3.5 * pixel + 1e-5).all()
+    # With a square image beside it the maps do not stack: they are left out, with a warning.
+    square = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(4))
+    with pytest.warns(UserWarning, match="different aspect ratios"):
+        both = sample_posterior(model, [image, square], samples=2, seed=1)
+    assert both.posterior.where_q is None and both.posterior.where.shape == (2, 2, 2)
+    assert "where_q" not in both.to_arviz()["posterior"]

@@ -8,7 +8,7 @@ from .megapixel import MEGAPIXEL_TASKS, MegapixelMNIST
 from .mnist import load_digits, read_idx
 from .photo import Photo, PhotoBatch, as_batch, proxies_of
 from .photos import PhotoFolder, list_photos, photo_classes, synthetic_photo
-from .proxy import make_proxy
+from .proxy import make_proxy, proxy_shape
 from .tiff import save_tiled_tiff
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "load_image",
     "list_photos",
     "make_proxy",
+    "proxy_shape",
     "match_channels",
     "num_classes",
     "photo_classes",

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..glimpse import ALIGN_CORNERS, affine_theta, glimpse_boxes
 from .canvas import CanvasBatch
 from .images import ImageError, _read_pil, load_image, match_channels
-from .proxy import make_proxy
+from .proxy import make_proxy, proxy_shape
 from .tiff import ORIENTATION, TiffLayout
 
 REDUCTIONS = (8, 4, 2, 1)  # the scales libjpeg decodes at, used for every format alike
@@ -196,16 +196,18 @@ class Photo:
         return self._finish(_reduce(_orient(array, self.orientation), reduce))
 
     def proxy(self, size: int = 32) -> Tensor:
-        """The J x J proxy [C, size, size]: area-averaged, from a decode at reduced scale."""
+        """The proxy [C, J, I] of side ``size`` (``proxy_shape``): area-averaged, from a decode
+        at reduced scale."""
+        shape = proxy_shape(self.height, self.width, size)
         if not self.streams:  # exactly what make_proxy gives on the image tensor
-            return make_proxy(self._finish(_reduce(self._full(), 1)), size)
+            return make_proxy(self._finish(_reduce(self._full(), 1)), shape)
         reduce = reduction_for(min(self.stored_height, self.stored_width), 2 * size)
         if self._layout is None:
             scale, image = self._jpeg(reduce)
             array = _reduce(image, max(reduce // scale, 1))
         else:
             array = self._tiles_reduced(reduce)
-        return make_proxy(self._finish(_orient(array, self.orientation)), size)
+        return make_proxy(self._finish(_orient(array, self.orientation)), shape)
 
     def view(self, side: int = 1024) -> Tensor:
         """The whole photo with its longer side reduced to at most ``side`` (for pictures)."""
@@ -309,33 +311,49 @@ class Photo:
 class PhotoBatch:
     """Photos that stay on disk, standing in for an image tensor [B, C, H, W] in the model.
 
-    ``extract_glimpse`` delegates to :meth:`glimpse`. ``proxies`` [B, C, J, J] come with the
-    batch. The photos may differ in size: every crop is taken in its own photo.
+    ``extract_glimpse`` delegates to :meth:`glimpse`. The proxies come with the batch: a
+    tensor [B, C, J, I] when they share a shape, else a list of [C, J, I] (``mixed``), which
+    the model reads photo by photo. The photos may differ in size: every crop is taken in its
+    own photo.
     """
 
     def __init__(
-        self, photos: Sequence[Photo], proxies: Tensor, device: str | torch.device = "cpu"
+        self,
+        photos: Sequence[Photo],
+        proxies: Tensor | Sequence[Tensor],
+        device: str | torch.device = "cpu",
     ) -> None:
         if len(photos) != len(proxies):
             raise ValueError(f"{len(photos)} photos but {len(proxies)} proxies")
+        if not isinstance(proxies, Tensor) and len({p.shape for p in proxies}) == 1:
+            proxies = torch.stack(list(proxies))
         self.photos = list(photos)
-        self.proxies = proxies
+        self.proxies = proxies if isinstance(proxies, Tensor) else list(proxies)
         self.device = torch.device(device)
 
     @classmethod
     def of(cls, photos: Sequence[Photo], proxy: int = 32) -> PhotoBatch:
-        """A batch with freshly computed ``proxy``-sided proxies."""
-        return cls(photos, torch.stack([photo.proxy(proxy) for photo in photos]))
+        """A batch with freshly computed proxies of side ``proxy`` (``proxy_shape``)."""
+        return cls(photos, [photo.proxy(proxy) for photo in photos])
 
     def __len__(self) -> int:
         return len(self.photos)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the photos' proxies differ in shape (photos of different aspect ratios)."""
+        return not isinstance(self.proxies, Tensor)
+
+    def proxy_of(self, i: int) -> Tensor:
+        """Photo i's proxy [1, C, J, I]."""
+        return self.proxies[i][None] if self.mixed else self.proxies[i : i + 1]
 
     @property
     def shape(self) -> torch.Size:
         """[B, C, H, W]; H and W are -1 when the photos differ in size."""
         sizes = {photo.shape for photo in self.photos}
         channels, height, width = (
-            sizes.pop() if len(sizes) == 1 else (self.proxies.shape[1], -1, -1)
+            sizes.pop() if len(sizes) == 1 else (self.proxy_of(0).shape[1], -1, -1)
         )
         return torch.Size([len(self), channels, height, width])
 
@@ -343,10 +361,11 @@ class PhotoBatch:
     def sides(self) -> Tensor:
         """[B, 2]: each photo's height and width in pixels."""
         sides = [photo.shape[-2:] for photo in self.photos]
-        return torch.tensor(sides, dtype=self.proxies.dtype, device=self.device)
+        return torch.tensor(sides, dtype=self.proxy_of(0).dtype, device=self.device)
 
     def to(self, device: str | torch.device) -> PhotoBatch:
-        return PhotoBatch(self.photos, self.proxies.to(device), device)
+        proxies = [p.to(device) for p in self.proxies] if self.mixed else self.proxies.to(device)
+        return PhotoBatch(self.photos, proxies, device)
 
     def sample(self, grid: Tensor) -> Tensor:
         """Bilinear samples [B, C, h, w] of the photos at normalised points ``grid``
@@ -409,14 +428,19 @@ def as_batch(images: Sequence[Tensor] | Sequence[Photo], proxy: int) -> Tensor |
 def proxies_of(
     images: Tensor | PhotoBatch | CanvasBatch, proxy: int, noise_std: float = 0.0
 ) -> Tensor:
-    """The ``proxy``-sided proxies [B, C, J, J] of a batch: area-downsampled from its pixels, or
-    those a PhotoBatch brings (read at reduced scale when it was made), or those a CanvasBatch
-    sums from its patches."""
-    if isinstance(images, CanvasBatch):
-        source = images.proxies(proxy)
+    """The proxies [B, C, J, I] of side ``proxy`` (``proxy_shape``) of a batch whose images
+    share a shape: area-downsampled from its pixels, or those a PhotoBatch brings (read at
+    reduced scale when it was made), or those a CanvasBatch sums from its patches. ValueError
+    for a PhotoBatch of ``mixed`` proxies, which are read photo by photo."""
+    if isinstance(images, PhotoBatch):
+        if images.mixed:
+            raise ValueError("photos of different aspect ratios: take their proxies one by one")
+        source = images.proxies
+        shape = proxy_shape(*source.shape[-2:], proxy)  # the photos' aspect, as the proxy keeps it
     else:
-        source = images.proxies if isinstance(images, PhotoBatch) else images
-    return make_proxy(source, proxy, noise_std=noise_std)
+        shape = proxy_shape(*images.shape[-2:], proxy)
+        source = images.proxies(shape) if isinstance(images, CanvasBatch) else images
+    return make_proxy(source, shape, noise_std=noise_std)
 
 
 def glimpse_photo(photo: Photo, z: Tensor, size: int, scale_min: float, scale_max: float) -> Tensor:

@@ -29,7 +29,7 @@ SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".npy")
 # every reduced JPEG decode a 32 px crop of a 4000x3000 photo needs, and PNGs up to 4 Mpx.
 ITEM_CACHE_PIXELS = 2**22
 BOXES = "boxes.csv"  # the object boxes of a photo folder or CSV (read_boxes)
-CACHE_VERSION = 1  # part of every proxy-cache key: bump when proxies are computed differently
+CACHE_VERSION = 2  # part of every proxy-cache key: bump when proxies are computed differently
 
 
 def proxy_cache_dir() -> Path | None:
@@ -167,7 +167,7 @@ def checked_photo(
 
 
 class PhotoFolder(Dataset):
-    """Labelled photos of any size: items are (Photo, proxy [C, J, J], class index).
+    """Labelled photos of any size: items are (Photo, proxy [C, J, I], class index).
 
     ``source`` is a folder with one subfolder per class (the MIT-Adobe 5K layout) or a CSV of
     ``path,label`` (paths relative to the CSV; a ``path,label`` or ``file,label`` header is
@@ -226,7 +226,7 @@ class PhotoFolder(Dataset):
             )
         if not self.samples:
             raise ValueError(f"{source}: no readable photos in the {split} split")
-        self.proxies = torch.stack(proxies)
+        self.proxies = proxies  # [C, J, I] each, of the photo's shape (``proxy_shape``)
         self.boxes = read_boxes(source)
 
     def object_boxes(self, i: int) -> Tensor:
@@ -241,14 +241,29 @@ class PhotoFolder(Dataset):
         path, label = self.samples[i]
         return Photo(path, self.channels, ITEM_CACHE_PIXELS), self.proxies[i], label
 
-    def epoch_order(self, epoch: int) -> list[int]:
-        """Every photo once, in an order fixed by the seed and the epoch."""
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self)).tolist()
+    def epoch_order(self, epoch: int, batch: int = 1) -> list[int]:
+        """Every photo once, in an order fixed by the seed and the epoch. Photos whose proxies
+        differ in shape (other aspect ratios) are ordered in whole batches of ``batch`` photos
+        of one shape, a shape's last batch filled up with others of its photos drawn at random,
+        so that every batch's proxies stack."""
+        rng = np.random.default_rng([self.seed, epoch])
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for i, proxy in enumerate(self.proxies):
+            shapes.setdefault(tuple(proxy.shape), []).append(i)
+        if len(shapes) == 1:
+            return rng.permutation(len(self)).tolist()
+        batches = []
+        for members in shapes.values():
+            order = [members[j] for j in rng.permutation(len(members))]
+            short = -len(order) % batch
+            order += [members[j] for j in rng.integers(0, len(members), short)]
+            batches += [order[k : k + batch] for k in range(0, len(order), batch)]
+        return [i for b in rng.permutation(len(batches)) for i in batches[b]]
 
     @staticmethod
     def collate(items: list[tuple[Photo, Tensor, int]]) -> tuple[PhotoBatch, Tensor]:
         photos, proxies, labels = zip(*items, strict=True)
-        return PhotoBatch(photos, torch.stack(proxies)), torch.tensor(labels)
+        return PhotoBatch(photos, proxies), torch.tensor(labels)
 
 
 def synthetic_photo(label: int, width: int, height: int, seed: int = 0) -> Image.Image:

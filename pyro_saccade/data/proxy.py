@@ -1,9 +1,24 @@
-"""The proxy: a small, cheap, area-averaged view of a large image."""
+"""The proxy: a small, cheap, area-averaged view of a large image, of the image's shape."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..config import CELL
+
+
+def proxy_shape(height: int, width: int, side: int) -> tuple[int, int]:
+    """Rows and columns of the proxy of a ``height`` x ``width`` image for a model of proxy side
+    ``side``: ``side`` across the shorter side and the longer one in proportion (to a whole
+    number of the proxy's cells, ``config.CELL`` pixels a side), so that an object is as wide
+    as it is high in the proxy, as on square training canvases; a square image's proxy is
+    ``side`` x ``side``."""
+    short, long = sorted((int(height), int(width)))
+    if short == long:
+        return side, side
+    longer = max(side, CELL * round(side * long / short / CELL))
+    return (side, longer) if height <= width else (longer, side)
 
 
 def make_proxy(

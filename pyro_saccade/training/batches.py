@@ -19,12 +19,16 @@ def collate(dataset: Dataset) -> Callable | None:
 
 def prepare(
     images: Tensor | PhotoBatch, device: torch.device, proxy: int, noise: float = 0.0
-) -> tuple[Tensor | PhotoBatch, Tensor]:
-    """Move a batch to ``device`` and build its proxies there (photos bring theirs)."""
+) -> tuple[Tensor | PhotoBatch, Tensor | None]:
+    """Move a batch to ``device`` and build its proxies there (photos bring theirs); None for
+    photos whose proxies differ in shape, which the model reads one by one, each with its own
+    (without ``noise``)."""
     if isinstance(images, Tensor):
         images = images.to(device, non_blocking=True)
     else:  # photos on disk, canvases made of patches
         images = images.to(device)
+    if isinstance(images, PhotoBatch) and images.mixed:
+        return images, None
     return images, proxies_of(images, proxy, noise)
 
 

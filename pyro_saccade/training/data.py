@@ -108,14 +108,21 @@ def default_model_config(task: str, photos: str | None = None) -> SaccadeConfig:
 
 
 def epoch_subset(
-    dataset: Dataset, epoch: int, size: int, start: int = 0, rank: int = 0, processes: int = 1
+    dataset: Dataset,
+    epoch: int,
+    size: int,
+    start: int = 0,
+    rank: int = 0,
+    processes: int = 1,
+    batch: int = 1,
 ) -> Subset:
     """Canvases ``epoch * size ...``: every epoch sees new ones, reproducibly. Photos: all of
-    them every epoch, in a new seeded order. Process ``rank`` of ``processes`` takes every
-    processes-th item from its rank on, so no two see the same canvas and a global batch of B
-    is the next B items; ``start`` skips that many of this process's share."""
+    them every epoch, in a new seeded order, in global batches of ``batch`` photos whose
+    proxies share a shape (``PhotoFolder.epoch_order``). Process ``rank`` of ``processes``
+    takes every processes-th item from its rank on, so no two see the same canvas and a global
+    batch of B is the next B items; ``start`` skips that many of this process's share."""
     order = (
-        dataset.epoch_order(epoch)
+        dataset.epoch_order(epoch, batch)
         if isinstance(dataset, PhotoFolder)
         else range(epoch * size, (epoch + 1) * size)
     )

@@ -169,7 +169,8 @@ def _train(
             started, seen = time.perf_counter(), state.seen  # seen: before a resumption
             done = state.step * local_batch(tc)  # this process's canvases trained on already
             batches = loader(
-                epoch_subset(train_set, epoch, tc.train_size, done, rank, processes), tc
+                epoch_subset(train_set, epoch, tc.train_size, done, rank, processes, tc.batch_size),
+                tc,
             )
             desc = f"epoch {epoch + 1}/{tc.epochs}"
             with tqdm(batches, desc, steps, initial=state.step, disable=not progress) as bar:
@@ -379,7 +380,8 @@ class Interrupt:
 def steps_per_epoch(train_set: Dataset, tc: TrainConfig, processes: int) -> int:
     """Optimiser steps in an epoch: every process takes an equal share of its canvases (or
     photos) in batches of its share of the global batch."""
-    epoch_size = len(train_set) if tc.photos else tc.train_size
+    # Photos of several aspect ratios fill up each one's last batch (PhotoFolder.epoch_order).
+    epoch_size = len(train_set.epoch_order(0, tc.batch_size)) if tc.photos else tc.train_size
     return math.ceil(epoch_size // processes / local_batch(tc))
 
 
