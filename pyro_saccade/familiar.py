@@ -6,7 +6,8 @@ reason an input is unlike the training images:
 
 - its channels (a colour photo for a gray model), from ``model.trained_on``;
 - its size: a canvas drawn like the training ones keeps its objects' pixel size, so on a canvas
-  ``SIDE_FACTOR`` times the trained side they are that many times smaller on the proxy;
+  whose shorter side is ``SIDE_FACTOR`` times the trained one they are that many times smaller
+  on the proxy (which keeps the image's aspect, ``data.proxy_shape``);
 - and, for a model with a profile of held-out canvases (``model.familiar``, made by
   :func:`profile`), three comparisons with it. Each fits a diagonal Gaussian to statistics of the
   held-out canvases, scores an image by the mean squared z-score of its own, and flags it beyond
@@ -50,8 +51,7 @@ from torch import Tensor
 # Megapixel-majority's accuracy holds at 1.25 times its trained side and falls by 3 points at 1.5
 # times (identify-2528-28px's holds to 1.75 times): the factor lies between (docs/results.md,
 # "Inputs unlike the training images").
-SIDE_FACTOR = 1.4  # warn when the image's side is more than this far from the trained one
-ASPECT_FACTOR = 1.5  # ... or its aspect ratio more than this far from the trained one
+SIDE_FACTOR = 1.4  # warn when the image's shorter side is more than this far from the trained one
 QUANTILE = 0.99  # of the held-out canvases' own scores, kept in the profile
 # Times that quantile, the score beyond which an image is unlike the held-out canvases: those of
 # other seeds vary more than the profile's own (Megapixel MNIST draws its scribbles per seed).
@@ -91,9 +91,9 @@ def unfamiliar(
         )
     if trained_height is None or trained_width is None or height < 1 or width < 1:
         return reasons
-    side = math.sqrt(height * width / (trained_height * trained_width))
-    aspect = (height / width) / (trained_height / trained_width)
-    if max(side, 1 / side) > SIDE_FACTOR or max(aspect, 1 / aspect) > ASPECT_FACTOR:
+    # The proxy is J pixels across the shorter side: that side sets an object's size on it.
+    side = min(height, width) / min(trained_height, trained_width)
+    if max(side, 1 / side) > SIDE_FACTOR:
         reasons.append(
             f"a {height}x{width} image for a model trained on {trained_height}x{trained_width} "
             f"canvases (an object of the trained pixel size {1 / side:.2g} times as large on the "

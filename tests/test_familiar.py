@@ -98,6 +98,9 @@ def test_size_and_channels_from_the_shape_alone() -> None:
     trained = familiar.trained_on(1, [1500, 1500])
     assert familiar.unfamiliar(trained, 1, 1500, 1500) == []
     assert familiar.unfamiliar(trained, 1, 2000, 2000) == []
+    # A 4:3 photo of the same shorter side: the proxy keeps its objects' size and shape.
+    assert familiar.unfamiliar(trained, 1, 1500, 2000) == []
+    assert familiar.unfamiliar(trained, 1, 1000, 4000) != []  # its shorter side 2/3 as long
     (size,) = familiar.unfamiliar(trained, 1, 3000, 3000)
     assert "a 3000x3000 image" in size and "0.5 times as large on the proxy" in size
     colour, size = familiar.unfamiliar(trained, 3, 480, 640)  # both, the colour first
