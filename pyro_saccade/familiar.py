@@ -7,7 +7,8 @@ reason an input is unlike the training images:
 - its channels (a colour photo for a gray model), from ``model.trained_on``;
 - its size: a canvas drawn like the training ones keeps its objects' pixel size, so on a canvas
   whose shorter side is ``SIDE_FACTOR`` times the trained one they are that many times smaller
-  on the proxy (which keeps the image's aspect, ``data.proxy_shape``);
+  on the proxy (which keeps the image's aspect, ``data.proxy_shape``); and its shape, an aspect
+  ratio ``ASPECT_FACTOR`` times the trained one;
 - and, for a model with a profile of held-out canvases (``model.familiar``, made by
   :func:`profile`), three comparisons with it. Each fits a diagonal Gaussian to statistics of the
   held-out canvases, scores an image by the mean squared z-score of its own, and flags it beyond
@@ -52,6 +53,7 @@ from torch import Tensor
 # times (identify-2528-28px's holds to 1.75 times): the factor lies between (docs/results.md,
 # "Inputs unlike the training images").
 SIDE_FACTOR = 1.4  # warn when the image's shorter side is more than this far from the trained one
+ASPECT_FACTOR = 1.5  # ... or its aspect ratio more than this far from the trained one
 QUANTILE = 0.99  # of the held-out canvases' own scores, kept in the profile
 # Times that quantile, the score beyond which an image is unlike the held-out canvases: those of
 # other seeds vary more than the profile's own (Megapixel MNIST draws its scribbles per seed).
@@ -93,12 +95,15 @@ def unfamiliar(
         return reasons
     # The proxy is J pixels across the shorter side: that side sets an object's size on it.
     side = min(height, width) / min(trained_height, trained_width)
+    aspect = (height / width) / (trained_height / trained_width)
+    image = f"a {height}x{width} image for a model trained on {trained_height}x{trained_width}"
     if max(side, 1 / side) > SIDE_FACTOR:
         reasons.append(
-            f"a {height}x{width} image for a model trained on {trained_height}x{trained_width} "
-            f"canvases (an object of the trained pixel size {1 / side:.2g} times as large on the "
-            "proxy)"
+            f"{image} canvases (an object of the trained pixel size {1 / side:.2g} times as "
+            "large on the proxy)"
         )
+    elif max(aspect, 1 / aspect) > ASPECT_FACTOR:
+        reasons.append(f"{image} canvases (another shape, its objects of the trained size)")
     return reasons
 
 
