@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint as checkpointed
 
 from .config import ClassifierConfigMixin
 from .data import PhotoBatch, proxies_of
+from .data.images import match_channels
 
 FEATURES = 256  # the authors' resnet18 output, summed over tiles
 TILE = 224  # resnet18's native input side
@@ -284,6 +285,8 @@ class ProxyCNN(Baseline):
             )
         if proxies is None:
             proxies = proxies_of(images, self.config.proxy)
+        if proxies.shape[1] != self.config.channels:  # e.g. a gray model's proxies, beside it
+            proxies = torch.stack([match_channels(p, self.config.channels) for p in proxies])
         return self(proxies)
 
 

@@ -430,6 +430,9 @@ def test_exported_jpegs_fine_tune_a_digit_model_and_train_the_proxy_cnn(
     args = ["train", "--model", "proxy-cnn", *common, "--proxy", "32", "--quiet"]
     result = CliRunner().invoke(main, [*args, "--out", str(proxy_cnn)])
     assert result.exit_code == 0, result.output
+    # A new model of photos reads three channels; beside the gray digit model it is given the
+    # same proxies, replicated.
+    assert json.loads((proxy_cnn / "config.json").read_text())["model"]["channels"] == 3
     args = ["evaluate", str(run), "--json", "--proxy-baseline", str(proxy_cnn)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output

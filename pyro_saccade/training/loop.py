@@ -260,9 +260,9 @@ def train_baseline(
         raise ValueError(f"unknown baseline {kind!r} (known: {', '.join(KINDS)})")
     if model is None:
         pyro.set_rng_seed(tc.seed)  # the same initial weights for the same seed
-        classes = default_model_config(task, tc.photos).classes
+        data = default_model_config(task, tc.photos)  # the data's classes and channels
         options = {"proxy": proxy} if kind == ProxyCNN.kind else {}
-        model = KINDS[kind](classes, task=task, **options)
+        model = KINDS[kind](data.classes, task=task, channels=data.channels, **options)
     return train(train_config=tc, out=out, resume=resume, progress=progress, model=model)
 
 
