@@ -6,11 +6,11 @@ q(z_t | c, h_{t-1}) aims at a soft-argmax over the proxy's feature map (networks
 ``Cells`` finds small objects on large images, where a continuous z alone gets no gradient
 towards an object its crop does not touch: a discrete where_t chooses a cell of the proxy's
 feature map (G x G' cells, the proxy's J x I pixels over 4) from an attention over the cells,
-and z_t places a box of
-``where.box_range()`` pixels, whatever the image size, within a cell of the cell's aim. The
-prior p(where_t | c, h_{t-1}) is the where-prior the config names (where_priors.py: by default
-the attention itself, a KL of zero), and the guide q(where_t | c, h_{t-1}) is that belief
-updated by the attention, q ∝ p exp(attention) (the attention alone when it is the prior).
+and z_t places a box of ``where.box_range()`` pixels, whatever the image size, within a cell of
+the cell's aim. The prior p(where_t | c, h_{t-1}) is the where-prior the config names
+(where_priors.py: by default the attention itself, a KL of zero), and the guide
+q(where_t | c, h_{t-1}) is that belief updated by the attention, q ∝ p exp(attention) (the
+attention alone when it is the prior).
 Trace_ELBO gives the attention a score-function gradient, and the crop's features are
 multiplied by q(where_t) / q(where_t) held constant (which is 1) so that it also gets the
 pathwise gradient of attention sampling (Katharopoulos & Fleuret, 2019).
