@@ -28,6 +28,7 @@ from pyro_saccade.data import (
     load_image,
     make_proxy,
     num_classes,
+    proxy_shape,
     read_idx,
     save_image,
 )
@@ -498,3 +499,13 @@ def test_cli_task_choices_match_the_data_module() -> None:
     export = main.commands["data"].commands["export"]
     task = next(param for param in export.params if param.name == "task")
     assert tuple(task.type.choices) == TASKS + MEGAPIXEL_TASKS
+
+
+def test_the_proxy_keeps_the_images_shape() -> None:
+    # J across the shorter side, the longer in proportion to a whole number of 4-px cells.
+    assert proxy_shape(1500, 1500, 192) == (192, 192)
+    assert proxy_shape(1500, 2000, 192) == (192, 256)  # a 4:3 photo
+    assert proxy_shape(2000, 1500, 192) == (256, 192)  # the same, portrait
+    assert proxy_shape(480, 640, 32) == (32, 44)  # 42.7 columns, to the nearest cell
+    image = torch.rand(1, 60, 90)
+    assert make_proxy(image, proxy_shape(60, 90, 16)).shape == (1, 16, 24)
