@@ -209,7 +209,7 @@ def test_proxy_is_the_area_downsample(photos: dict, kind: str) -> None:
     assert proxy.shape == (3, *proxy_shape(*image.shape[-2:], 32))  # the photo's own shape
     assert min(proxy.shape[-2:]) == 32 and max(proxy.shape[-2:]) in (40, 44)
     # Exact when the whole photo is decoded; from a reduced decode the pooling bins shift a
-    # little, which moves a bin at a sharp edge by up to a tenth.
+    # little, which moves a bin at a sharp edge by up to 0.1.
     error = (proxy - expected).abs()
     assert error.max() < (1e-6 if kind == "png" else 0.1)
     assert error.mean() < (1e-6 if kind == "png" else 0.01)
