@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
-import time
+import math
 import warnings
 
 import torch
+from saccade_benchmark.measure import time_phase
 
 from pyro_saccade import predict
 from pyro_saccade.checkpoint import model_from_checkpoint, read_checkpoint, trained_config
@@ -30,15 +30,18 @@ from pyro_saccade.training import canvases
 
 
 def milliseconds(model: SaccadeModel, canvas: torch.Tensor, samples: int, repeats: int) -> float:
-    """Median wall time of one prediction of ``canvas`` [1, C, H, W] with ``samples`` draws."""
-    for _ in range(3):
+    """Median wall time of one prediction of ``canvas`` [1, C, H, W] with ``samples`` draws,
+    after three warm-up predictions (``saccade benchmark``'s ``time_phase``)."""
+
+    def step() -> None:
         predict(model, canvas, samples=samples)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        predict(model, canvas, samples=samples)
-        times.append(1000 * (time.perf_counter() - started))
-    return statistics.median(times)
+
+    def prime() -> None:  # with time_phase's own warm-up run, three
+        step()
+        step()
+
+    phase = time_phase(prime, step, torch.device("cpu"), repeats, budget=math.inf)
+    return 1000 * phase["latency_s"]
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as checkpointed
 
 from .config import ClassifierConfigMixin
-from .data import PhotoBatch, proxies_of
+from .data import proxies_of
 from .data.images import match_channels
 
 FEATURES = 256  # the authors' resnet18 output, summed over tiles
@@ -274,15 +274,6 @@ class ProxyCNN(Baseline):
         return self.head(torch.cat([maps.mean((-2, -1)), maps.amax((-2, -1))], -1))
 
     def logits(self, images: Tensor, proxies: Tensor | None) -> Tensor:
-        if proxies is None and isinstance(images, PhotoBatch) and images.mixed:
-            # photos of different aspect ratios: each proxy of its own shape
-            photos = enumerate(images.photos)
-            return torch.cat(
-                [
-                    self.logits(PhotoBatch([p], images.proxy_of(i), images.device), None)
-                    for i, p in photos
-                ]
-            )
         if proxies is None:
             proxies = proxies_of(images, self.config.proxy)
         if proxies.shape[1] != self.config.channels:  # e.g. a gray model's proxies, beside it

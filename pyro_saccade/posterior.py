@@ -50,7 +50,6 @@ from pyro import poutine
 from pyro.poutine import Trace
 from torch import Tensor
 
-from .config import CELL
 from .data import Photo, as_batch
 from .familiar import warn_unfamiliar
 from .labels import label_name, predicted
@@ -241,7 +240,7 @@ def _draw_once(model: SaccadeModel, image: Tensor, proxy: Tensor, posterior: boo
     if isinstance(model.where, Cells):
         one.centres = _per_glimpse(trace, "centre", cfg.glimpses)
         one.where = _per_glimpse(trace, "where", cfg.glimpses)
-        grid = tuple(side // CELL for side in proxy.shape[-2:])  # the proxy's cells
+        grid = cell_grid(cfg, *image.shape[-2:])
         one.where_p = _cell_probs(trace, cfg, grid)
         one.where_q = None if guide is None else _cell_probs(guide, cfg, grid)
     return one

@@ -305,6 +305,8 @@ def predict(
     if isinstance(images, Tensor):
         images = images.to(next(model.parameters()).device)
     if not isinstance(model, SaccadeModel):  # a baseline reads the whole image or its proxy
+        if isinstance(images, PhotoBatch) and images.mixed:  # proxies of different shapes
+            return torch.cat([model.predict(one, None) for one in each_image(images)])
         return model.predict(images, proxies)
     return infer(model, images, proxies, samples, random, seed).probs
 
