@@ -154,13 +154,22 @@ def evaluate_command(
         samples = samples_for(model, samples)
     pyro.set_rng_seed(seed)  # noisy proxies, for a model trained with them
     noise = trained.proxy_noise if proxy_noise is None else proxy_noise
+    baseline = load(proxy_baseline, device) if proxy_baseline else None
     photos = given_photos(data_dir, csv_file)
     if photos or trained.photos:
         _evaluate_photos(
-            model, trained, photos, batch_size, samples, noise, seed, as_json, proxy_baseline
+            model,
+            trained,
+            photos,
+            batch_size,
+            samples,
+            noise,
+            seed,
+            as_json,
+            baseline,
+            proxy_baseline,
         )
         return
-    baseline = load(proxy_baseline, device) if proxy_baseline else None
     # The model's own task, which is the trained one unless the model was moved to another
     # (checkpoint.for_task) and saved, as sum-100 is.
     answers = model.config.task
@@ -234,19 +243,19 @@ def _evaluate_photos(
     noise: float,
     seed: int,
     as_json: bool,
+    baseline: object | None,
     proxy_baseline: str | None,
 ) -> None:
     """Accuracy and what the glimpses read on every photo of ``photos``, or on the held-out
-    photos of the run; coverage where a boxes.csv says where the deciding objects are."""
+    photos of the run; coverage where a boxes.csv says where the deciding objects are, and
+    ``baseline`` (the model of the checkpoint ``proxy_baseline`` names) beside."""
     import dataclasses
     import json
     import time
 
-    from ..checkpoint import load
     from ..metrics import evaluate_glimpses, glimpse_lines
     from ..training import photo_set
 
-    baseline = load(proxy_baseline, next(model.parameters()).device) if proxy_baseline else None
     if baseline is not None and baseline.config.classes != model.config.classes:
         raise click.BadParameter(
             f"classes {baseline.config.classes}, not the model's {model.config.classes}",
