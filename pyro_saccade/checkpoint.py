@@ -21,7 +21,7 @@ from . import __version__
 from .baselines import baseline_from_config
 from .config import EVIDENCE_TASKS, FORMAT_VERSION, SaccadeConfig, updated
 from .errors import CheckpointError
-from .familiar import PROFILE_VERSION, trained_on
+from .familiar import PROFILE_VERSION, trained_on, with_tensors
 from .model import SaccadeModel
 from .training.config import TrainConfig
 
@@ -192,7 +192,7 @@ def familiar_profile(payload: dict, source: str = "checkpoint") -> dict | None:
         ) from error
     if not isinstance(familiar, dict) or familiar.get("version") != PROFILE_VERSION:
         return None
-    return familiar
+    return with_tensors(familiar)
 
 
 # Weights of terms that start at zero, added to a model after checkpoints were saved without

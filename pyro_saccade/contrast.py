@@ -59,24 +59,33 @@ def local_background(proxies: Tensor, window: int | None) -> Tensor:
         return level.view(batch, channels, 1, 1).expand_as(proxies)
     margin = (window - CELL) // 2
     padded = F.pad(flat, (margin,) * 4, mode="reflect")
-    patches = F.unfold(padded, window, stride=CELL).transpose(1, 2)  # [B * C, cells, window²]
-    medians = window_medians(patches).view(-1, 1, height // CELL, width // CELL)
+    medians = window_medians(padded, window).unsqueeze(1)  # [B * C, 1, J / CELL, J / CELL]
     background = F.interpolate(medians, size=(height, width), mode="bilinear", align_corners=False)
     return background.view_as(proxies)
 
 
-def window_medians(patches: Tensor) -> Tensor:
-    """The lower median of each window [..., N] (torch.median's). Of non-negative values, a
-    window more than half of whose values are 0, the least there is, has median 0: on a dark
-    canvas nearly all do, and only the others are sorted."""
-    if bool((patches < 0).any()):
-        return patches.median(-1).values
-    lower = (patches.shape[-1] - 1) // 2  # the median's place among the sorted values
-    zero = (patches == 0).sum(-1) > lower
-    if bool(zero.all()):
-        return patches.new_zeros(patches.shape[:-1])
-    medians = patches.new_zeros(patches.shape[:-1])
-    medians[~zero] = patches[~zero].median(-1).values
+def window_medians(padded: Tensor, window: int) -> Tensor:
+    """The lower median (torch.median's) [N, G, G'] of each ``window`` x ``window`` block of
+    ``padded`` [N, 1, H, W] at a stride of ``CELL``. Of non-negative values, a block more than
+    half of whose values are 0, the least there is, has median 0: a box filter counts the zeros,
+    and only the other blocks are gathered and sorted. On a dark canvas nearly every block is
+    such, so that the cost does not grow with the blocks' area."""
+    count, _, height, width = padded.shape
+    rows, cols = (height - window) // CELL + 1, (width - window) // CELL + 1
+    lower = (window * window - 1) // 2  # the median's place among the sorted values
+    if bool((padded < 0).any()):
+        sorted_ = torch.ones(count, rows, cols, dtype=torch.bool, device=padded.device)
+    else:
+        zeros = F.avg_pool2d((padded == 0).float(), window, stride=CELL) * window * window
+        sorted_ = zeros[:, 0].round() <= lower
+    medians = padded.new_zeros(count, rows, cols)
+    image, row, col = sorted_.nonzero(as_tuple=True)
+    if len(image):
+        offsets = torch.arange(window, device=padded.device)
+        ys = (row * CELL)[:, None, None] + offsets[:, None]
+        xs = (col * CELL)[:, None, None] + offsets
+        blocks = padded[image[:, None, None], 0, ys, xs]  # [K, window, window]
+        medians[image, row, col] = blocks.flatten(1).median(-1).values
     return medians
 
 

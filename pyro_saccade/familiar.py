@@ -157,7 +157,7 @@ def glimpse_score(familiar: dict, features: Tensor) -> Tensor | None:
     the profile ``familiar``; None for features of another number of glimpses or features than
     the profile's, which cannot be compared."""
     glimpses = familiar["glimpses"]
-    mean, std = (torch.tensor(glimpses[k]) for k in ("mean", "std"))
+    mean, std = (torch.as_tensor(glimpses[k]) for k in ("mean", "std"))
     if tuple(features.shape[-2:]) != tuple(mean.shape):
         return None
     return glimpse_scores(features.detach().cpu(), mean, std)
@@ -189,10 +189,22 @@ def read_probability(familiar: dict | None, features: Tensor) -> Tensor:
     return torch.sigmoid(log_odds).clamp_min(READ_FLOOR)
 
 
+def with_tensors(familiar: dict) -> dict:
+    """A profile with its Gaussians' means and standard deviations as tensors, for a loaded
+    model: read as lists of floats, the glimpses' thousands of numbers cost more than the
+    comparison itself at every prediction."""
+    return {
+        key: {**value, **{k: torch.tensor(value[k]) for k in ("mean", "std")}}
+        if isinstance(value, dict) and "mean" in value
+        else value
+        for key, value in familiar.items()
+    }
+
+
 def score(values: Tensor, gaussian: dict) -> Tensor:
     """[N]: the mean squared z-score of statistics [N, D] under a diagonal Gaussian (a dict
-    with lists ``mean`` and ``std``)."""
-    mean, std = (torch.tensor(gaussian[k], dtype=values.dtype) for k in ("mean", "std"))
+    with ``mean`` and ``std``, lists or tensors)."""
+    mean, std = (torch.as_tensor(gaussian[k], dtype=values.dtype) for k in ("mean", "std"))
     return ((values - mean) / std).pow(2).mean(-1)
 
 
@@ -271,7 +283,7 @@ def profile_reasons(
         unlike = score(detail, familiar["detail"]).masked_fill(flat, 0.0)
         # Which way the energy moved: the mean level it sits at, 0 the finest.
         levels = torch.arange(LEVELS + 1, dtype=detail.dtype)
-        trained_level = (torch.tensor(familiar["detail"]["mean"]).exp() * levels).sum()
+        trained_level = (torch.as_tensor(familiar["detail"]["mean"]).exp() * levels).sum()
         finer = (detail.exp() * levels).sum(1) < trained_level
         for b in (unlike > MARGIN * familiar["detail"]["quantile"]).nonzero()[:, 0]:
             reasons[b].append(

@@ -178,7 +178,8 @@ def infer(
         return prediction
     proxies = checked_proxies(model, images, proxies)
     was_training = model.training
-    model.eval()
+    if was_training:  # a walk over every module: not at every prediction of an eval model
+        model.eval()
     samples = samples_for(model, samples)
     draws, mean = max(samples, 1), samples <= 0
     try:
@@ -189,7 +190,8 @@ def infer(
             for image, proxy in zip(each_image(images), proxies.split(1), strict=True)
         ]
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     prediction = joined(parts)
     check_finite(prediction.probs, "the glimpsed parts of the images")
     if warn:  # random glimpses are not the model's: what they found says nothing of the image

@@ -3,10 +3,11 @@ as before, dark marks on white as the same marks on black, and marks on a smooth
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel
-from pyro_saccade.config import updated
+from pyro_saccade.config import CELL, updated
 from pyro_saccade.contrast import against, local_background, window_medians, window_of
 from pyro_saccade.prediction import boxes, infer
 
@@ -84,12 +85,17 @@ def test_the_window_spans_three_objects_so_that_a_large_object_keeps_its_contras
 
 def test_window_medians_are_torch_medians_however_many_zeros() -> None:
     generator = torch.Generator().manual_seed(0)
+    window = 3 * CELL  # 144 values: the median is the 72nd smallest
     for share in (0.0, 0.3, 0.5, 0.7, 1.0):
-        values = torch.rand(3, 40, 25, generator=generator)
-        values[torch.rand(values.shape, generator=generator) < share] = 0.0
-        values[0, :5] = 0.0  # windows that are all zero
-        values[1, :5, :13] = 1e-3  # the median of 25 values is the 13th smallest: with 13 zeros
-        values[1, :2, :13] = 0.0  # it is 0, with 12 it is not
-        values[1, 2:4, :12] = 0.0
-        for patches in (values, values - 0.5):  # non-negative, and not
-            assert torch.equal(window_medians(patches), patches.median(-1).values)
+        images = torch.rand(3, 1, 40, 44, generator=generator)
+        images[torch.rand(images.shape, generator=generator) < share] = 0.0
+        images[0, :, :12, :12] = 0.0  # a block all zero
+        images[1, :, :12, :12] = 1e-3  # with 72 zeros the median is 0, with 71 it is not
+        images[1, :, :6, :12] = 0.0
+        images[1, :, 12:24, :12] = 1e-3
+        images[1, :, 12:18, :12] = 0.0
+        images[1, :, 12, 0] = 1e-3
+        for padded in (images, images - 0.5):  # non-negative, and not
+            blocks = F.unfold(padded, window, stride=CELL).transpose(1, 2)
+            expected = blocks.median(-1).values.view(3, 8, 9)
+            assert torch.equal(window_medians(padded, window), expected)

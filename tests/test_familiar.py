@@ -158,6 +158,9 @@ def test_checkpoints_keep_the_profile(model: SaccadeModel, tmp_path: Path) -> No
     atomic_save(payload, path)
     shipped = export(path, tmp_path / "shipped.pt")
     loaded = load(shipped)
-    assert loaded.familiar == model.familiar and loaded.trained_on == (1, 100, 100)
+    assert loaded.familiar.keys() == model.familiar.keys() and loaded.trained_on == (1, 100, 100)
+    for part in ("intensity", "detail", "glimpses"):
+        for key, kept in loaded.familiar[part].items():
+            assert torch.equal(torch.as_tensor(kept), torch.tensor(model.familiar[part][key]))
     with pytest.warns(UserWarning, match="proxy intensities unlike the training proxies'"):
         infer(loaded, 1 - canvases(1, seed=6))
