@@ -33,6 +33,7 @@ from .glimpse import ALIGN_CORNERS, box_grid
 # A window spans at least this many objects (and cells) a side, so that a mark lifts its
 # window's median only where marks crowd more than half of it.
 WINDOW_OBJECTS = 3
+MEDIAN_BLOCKS = 256  # windows whose medians are taken together
 
 
 def window_of(config: SaccadeConfig, shortest_side: int | float) -> int | None:
@@ -80,9 +81,10 @@ def window_medians(padded: Tensor, window: int) -> Tensor:
         zeros = F.avg_pool2d((padded == 0).float(), window, stride=CELL) * window * window
         needed = zeros[:, 0].round() <= lower
     medians = padded.new_zeros(count, rows, cols)
-    image, row, col = needed.nonzero(as_tuple=True)
-    if len(image):
-        views = padded[:, 0].unfold(1, window, CELL).unfold(2, window, CELL)  # no copy
+    views = padded[:, 0].unfold(1, window, CELL).unfold(2, window, CELL)  # no copy
+    # A few hundred blocks at a time: all of a large proxy's at once would copy megabytes.
+    for part in needed.nonzero().split(MEDIAN_BLOCKS):
+        image, row, col = part.unbind(1)
         blocks = views[image, row, col]  # [K, window, window]
         medians[image, row, col] = kth_smallest(blocks.flatten(1), lower)
     return medians
