@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from pyro_saccade import SaccadeConfig
 from pyro_saccade.cli import benchmark, main
+from pyro_saccade.config import CELL
 
 
 def test_tiny_benchmark_writes_the_report(tmp_path: object) -> None:
@@ -105,3 +107,12 @@ def test_without_a_source_checkout_the_command_says_so(
     assert result.exit_code == 1 and result.exception.__class__ is SystemExit
     (line,) = result.output.splitlines()
     assert line.startswith("Error: the benchmark's code is not installed: it is in benchmarks/")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "docs/benchmark-megapixel").glob("*.json"))
+)
+def test_the_documented_benchmark_configs_build_a_model(path: Path) -> None:
+    # benchmarks/megapixel.sh times these configurations by default
+    config = SaccadeConfig.from_dict(json.loads(path.read_text())["model"])
+    assert config.proxy % CELL == 0
