@@ -21,8 +21,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as checkpointed
 
 from .config import ClassifierConfigMixin
-from .data import proxies_of
-from .data.images import match_channels
+from .data import match_channels, proxies_of
 
 FEATURES = 256  # the authors' resnet18 output, summed over tiles
 TILE = 224  # resnet18's native input side
@@ -276,9 +275,8 @@ class ProxyCNN(Baseline):
     def logits(self, images: Tensor, proxies: Tensor | None) -> Tensor:
         if proxies is None:
             proxies = proxies_of(images, self.config.proxy)
-        if proxies.shape[1] != self.config.channels:  # e.g. a gray model's proxies, beside it
-            proxies = torch.stack([match_channels(p, self.config.channels) for p in proxies])
-        return self(proxies)
+        # e.g. a gray model's proxies, given to a colour baseline beside it
+        return self(match_channels(proxies, self.config.channels))
 
 
 # The resnet18 baselines, which ``saccade benchmark`` measures beside the saccade model.

@@ -72,16 +72,15 @@ def window_medians(padded: Tensor, window: int) -> Tensor:
     half of whose values are 0, the least there is, has median 0: a box filter counts the zeros,
     and only the other blocks are gathered and sorted. On a dark canvas nearly every block is
     such, so that the cost does not grow with the blocks' area."""
-    count, _, height, width = padded.shape
-    rows, cols = (height - window) // CELL + 1, (width - window) // CELL + 1
+    views = padded[:, 0].unfold(1, window, CELL).unfold(2, window, CELL)  # no copy
+    blocks_shape = views.shape[:3]  # [N, G, G']
     lower = (window * window - 1) // 2  # the median's place among the sorted values
     if bool((padded < 0).any()):
-        needed = torch.ones(count, rows, cols, dtype=torch.bool, device=padded.device)
+        needed = torch.ones(blocks_shape, dtype=torch.bool, device=padded.device)
     else:
         zeros = F.avg_pool2d((padded == 0).float(), window, stride=CELL) * window * window
         needed = zeros[:, 0].round() <= lower
-    medians = padded.new_zeros(count, rows, cols)
-    views = padded[:, 0].unfold(1, window, CELL).unfold(2, window, CELL)  # no copy
+    medians = padded.new_zeros(blocks_shape)
     # A few hundred blocks at a time: all of a large proxy's at once would copy megabytes.
     for part in needed.nonzero().split(MEDIAN_BLOCKS):
         image, row, col = part.unbind(1)

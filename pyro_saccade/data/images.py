@@ -40,12 +40,12 @@ def load_image(path: str | Path, channels: int | None = None) -> torch.Tensor:
 
 
 def match_channels(image: torch.Tensor, channels: int | None) -> torch.Tensor:
-    """``[C, H, W]`` (C = 1 or 3) as luminance (``channels=1``), as three channels replicating a
-    gray one (``channels=3``), or unchanged (``None``)."""
-    if channels == 1 and image.shape[0] == 3:
-        return torch.einsum("c,chw->hw", torch.tensor(_LUMA), image)[None]
-    if channels == 3 and image.shape[0] == 1:
-        return image.expand(3, -1, -1)
+    """``[..., C, H, W]`` (C = 1 or 3) as luminance (``channels=1``), as three channels
+    replicating a gray one (``channels=3``), or unchanged (``None``)."""
+    if channels == 1 and image.shape[-3] == 3:
+        return torch.einsum("c,...chw->...hw", torch.tensor(_LUMA), image).unsqueeze(-3)
+    if channels == 3 and image.shape[-3] == 1:
+        return image.expand(*image.shape[:-3], 3, -1, -1)
     return image
 
 
