@@ -254,7 +254,7 @@ def with_config(model: SaccadeModel, **changes: object) -> SaccadeModel:
     if reshaped:
         raise ValueError(f"{changes} would reshape trained weights: {', '.join(reshaped[:3])}")
     moved.load_state_dict(weights, strict=False)
-    return moved.to(next(model.parameters()).device)
+    return moved.to(next(model.parameters()).device).train(model.training)
 
 
 def for_task(model: SaccadeModel, task: str, classes: list[str] | None = None) -> SaccadeModel:

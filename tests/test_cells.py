@@ -155,6 +155,12 @@ def test_a_pair_model_reads_megapixel_majority_with_its_own_digit_evidence() -> 
     assert majority.classifier.combine(evidence).argmax(-1).tolist() == [7, 2]
 
 
+def test_with_config_keeps_the_model_in_the_mode_it_was_in() -> None:
+    model = cells_model()
+    assert with_config(model.eval(), predict_samples=0).training is False
+    assert with_config(model.train(), predict_samples=0).training is True
+
+
 def test_train_set_options_build_the_model_and_resume_only_as_configured(tmp_path) -> None:
     from click.testing import CliRunner
 
