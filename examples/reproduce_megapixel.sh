@@ -49,23 +49,17 @@ fi
 if [[ "$what" == curves || "$what" == all ]]; then
   # docs/megapixel_curves.png from the runs' metrics (docs/runs/ holds the ones committed).
   python - <<'PY'
-from pathlib import Path
-
 from pyro_saccade.viz import training_curves
 
 stage1 = "docs/runs/id28-stage1"
 majority = [stage1] + [f"docs/runs/megapixel-majority{s}" for s in ("-reader", "-where", "")]
-
-
-def stages(task: str) -> list[str]:  # the task stage, then the tune stage of those that have one
-    runs = [f"docs/runs/megapixel-{task}", f"docs/runs/megapixel-{task}-tune"]
-    return [run for run in runs if Path(run).is_dir()]
-
-
 training_curves(
     {
         "megapixel-majority": majority,
-        **{f"megapixel-{task}": majority + stages(task) for task in ("max", "top", "multi")},
+        **{
+            f"megapixel-{task}": majority + [f"docs/runs/megapixel-{task}{s}" for s in ("", "-tune")]
+            for task in ("max", "top", "multi")
+        },
         "identify-2528-28px": [stage1] + [
             f"docs/runs/identify-2528-28px{s}" for s in ("-reader", "-where", "")
         ],
