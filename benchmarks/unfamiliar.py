@@ -51,6 +51,7 @@ from pyro_saccade import familiar
 from pyro_saccade.calibration import averaged_probs, held_out
 from pyro_saccade.checkpoint import model_from_checkpoint, read_checkpoint, trained_config
 from pyro_saccade.data import MEGAPIXEL_TASKS, Photo, as_batch, synthetic_photo
+from pyro_saccade.data.proxy import ProxySide
 from pyro_saccade.prediction import infer
 from pyro_saccade.training.batches import collate, correct, prepare
 from pyro_saccade.training.data import canvases
@@ -95,7 +96,7 @@ def smooth_background(images: Tensor, generator: torch.Generator) -> Tensor:
     return (images + 0.5 * field.clamp(0, 1)).clamp(0, 1)
 
 
-def photo_batches(folder: Path, n: int, channels: int, proxy: int) -> Iterator[Batch]:
+def photo_batches(folder: Path, n: int, channels: int, proxy: ProxySide) -> Iterator[Batch]:
     """``n`` synthetic 640x480 colour photos, written as PNG and read as ``saccade predict``
     reads them (converted to the model's channels)."""
     photos = []
@@ -115,7 +116,7 @@ def measure(model: object, batches: Iterator[Batch]) -> dict:
     confidence = alone = 0.0
     cfg = model.config
     for images, labels in batches:
-        images, proxies = prepare(images, torch.device("cpu"), cfg.proxy)
+        images, proxies = prepare(images, torch.device("cpu"), cfg.proxy_side)
         prediction = infer(model, images, proxies, warn=False)
         found = familiar.reasons_for(model, images, proxies, prediction)
         for own in found:
@@ -204,7 +205,7 @@ def cases(
     yield "smooth random background", test_canvases(args.n, lambda x: smooth_background(x, noise))
     yield (
         "640x480 colour photo",
-        photo_batches(folder, args.unlabelled_n, channels, model.config.proxy),
+        photo_batches(folder, args.unlabelled_n, channels, model.config.proxy_side),
     )
     shape = (channels, height, width)
     yield (

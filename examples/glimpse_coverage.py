@@ -16,8 +16,8 @@ import argparse
 import torch
 from pyro import poutine
 
-from pyro_saccade import load, make_proxy
-from pyro_saccade.data import TwoDigitCluttered
+from pyro_saccade import load
+from pyro_saccade.data import TwoDigitCluttered, proxies_of
 from pyro_saccade.glimpse import box_share
 from pyro_saccade.prediction import boxes, infer
 
@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"canvases, accuracy {hits[chosen].float().mean():.3f}, "
                 f"{int((~hits[chosen]).sum())} errors"
             )
-    guide = poutine.trace(model.guide).get_trace(images, make_proxy(images, model.config.proxy))
+    guide = poutine.trace(model.guide).get_trace(
+        images, proxies_of(images, model.config.proxy_side)
+    )
     for t in range(model.config.glimpses):
         std = guide.nodes[f"z_{t}"]["fn"].base_dist.scale.mean(0)
         print(f"glimpse {t}: mean std of q over (scale, x, y):", " ".join(f"{s:.3f}" for s in std))

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         batch = [data[i] for i in range(start, min(start + args.batch_size, args.n))]
         images = torch.stack([image for image, _ in batch])
         labels.append(torch.stack([label for _, label in batch]))
-        proxies = proxies_of(images, model.config.proxy)  # once, not once per draw
+        proxies = proxies_of(images, model.config.proxy_side)  # once, not once per draw
         means.append(predict(model, images, proxies))
         # One draw per call, so that every prefix of the draws is an S-draw average.
         draws.append(

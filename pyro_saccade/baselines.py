@@ -54,6 +54,10 @@ class BaselineConfig(ClassifierConfigMixin):
         ]
         self.validate(checks)
 
+    def proxy_side(self, height: int, width: int) -> int:
+        """The proxy side on any image: J (as ``SaccadeConfig.proxy_side``, which may scale)."""
+        return self.proxy
+
 
 def class_list(classes: int | Sequence[str]) -> list[str]:
     """Class names as given, or "0".."K-1" for a count."""

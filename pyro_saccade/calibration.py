@@ -125,7 +125,7 @@ def held_out(
     batches = DataLoader(dataset, batch_size=batch_size, collate_fn=collate(dataset))
     proxies, parts, labels = [], [], []
     for images, answers in tqdm(batches, desc="held-out", leave=False, disable=None):
-        images, batch_proxies = prepare(images, device, model.config.proxy)
+        images, batch_proxies = prepare(images, device, model.config.proxy_side)
         parts.append(infer(model, images, batch_proxies, seed=seed, warn=False))
         proxies.append(batch_proxies.cpu())
         labels.append(answers)

@@ -30,6 +30,10 @@ CELL = 4
 # The proxy decoder reconstructs the proxy at most this side: a larger proxy is there to find
 # small objects, and decoding it whole would cost more weights than the rest of the model.
 DECODED_PROXY = 32
+# The most a proxy side grows on a large image (``SaccadeConfig.proxy_side``): its area, and the
+# proxy network's cost, grow with the square; beyond it objects shrink on the proxy, and the
+# warning for unfamiliar inputs says so.
+MAX_PROXY_SCALE = 4
 
 
 class ConfigMixin:
@@ -162,7 +166,11 @@ class SaccadeConfig(ClassifierConfigMixin):
     glimpses: int = 2  # T
     crop: int = 56  # L: side of each crop in pixels, whatever the image size
     antialias: int = 2  # k: each crop pixel averages k x k bilinear samples
-    proxy: int = 32  # J: side of the proxy image
+    proxy: int = 32  # J: side of the proxy image (across its shorter side, for another shape)
+    # The shorter image side that J is for: on an image of another resolution the proxy's side
+    # scales in proportion (``proxy_side``), so that an object keeps its size in proxy pixels.
+    # None: J on every image.
+    proxy_for: int | None = None
     where: FreeWhere | CellsWhere = field(default_factory=FreeWhere)
     hidden: int = 256  # recurrent state
     crop_width: int = 32  # channels of the crop encoder's first layers
@@ -221,6 +229,10 @@ class SaccadeConfig(ClassifierConfigMixin):
                 self.proxy >= CELL and self.proxy % CELL == 0,
                 f"proxy must be a positive multiple of {CELL}, got {self.proxy}",
             ),
+            (
+                self.proxy_for is None or self.proxy_for >= 1,
+                f"proxy_for must be None or positive, got {self.proxy_for}",
+            ),
             (len(self.classes) >= 2, f"need at least 2 classes, got {len(self.classes)}"),
             (self.channels >= 1, f"channels must be positive, got {self.channels}"),
             (
@@ -253,6 +265,15 @@ class SaccadeConfig(ClassifierConfigMixin):
     def cells(self) -> int:
         """Side G of the grid of cells of the proxy's feature map."""
         return self.proxy // CELL
+
+    def proxy_side(self, height: int, width: int) -> int:
+        """The proxy side (``data.proxy_shape``) for a ``height`` x ``width`` image: J, or with
+        ``proxy_for`` J in proportion to the image's shorter side, a whole number of cells and
+        at most ``MAX_PROXY_SCALE`` times J."""
+        if self.proxy_for is None:
+            return self.proxy
+        scaled = CELL * round(self.proxy * min(height, width) / self.proxy_for / CELL)
+        return min(max(CELL, scaled), MAX_PROXY_SCALE * self.proxy)
 
     @property
     def smallest_side(self) -> int:

@@ -44,7 +44,8 @@ def window_of(config: SaccadeConfig, shortest_side: int | float) -> int | None:
     where = config.where
     if not isinstance(where, CellsWhere):
         return None
-    objects = WINDOW_OBJECTS * where.object_size * config.proxy / shortest_side  # proxy pixels
+    side = config.proxy_side(shortest_side, shortest_side)
+    objects = WINDOW_OBJECTS * where.object_size * side / shortest_side  # proxy pixels
     cells = max(WINDOW_OBJECTS, math.ceil(objects / CELL))
     return CELL * (cells + 1 - cells % 2)  # odd, so that a window centres on its cell
 

@@ -80,9 +80,15 @@ def trained_on(channels: int, canvas: list[int] | None) -> tuple[int, int | None
 
 
 def unfamiliar(
-    trained: tuple[int, int | None, int | None], channels: int, height: int, width: int
+    trained: tuple[int, int | None, int | None],
+    channels: int,
+    height: int,
+    width: int,
+    scale: float = 1.0,
 ) -> list[str]:
-    """Why an input of this shape is far from the training input: its channels, its size."""
+    """Why an input of this shape is far from the training input: its channels, its size.
+    ``scale`` is how many times J the model's proxy side is on this image
+    (``SaccadeConfig.proxy_side``): a proxy that grows with the image keeps its objects' size."""
     trained_channels, trained_height, trained_width = trained
     reasons = []
     if channels != trained_channels:
@@ -94,7 +100,7 @@ def unfamiliar(
     if trained_height is None or trained_width is None or height < 1 or width < 1:
         return reasons
     # The proxy is J pixels across the shorter side: that side sets an object's size on it.
-    side = min(height, width) / min(trained_height, trained_width)
+    side = min(height, width) / min(trained_height, trained_width) / scale
     aspect = (height / width) / (trained_height / trained_width)
     image = f"a {height}x{width} image for a model trained on {trained_height}x{trained_width}"
     if max(side, 1 / side) > SIDE_FACTOR:
@@ -321,7 +327,16 @@ def reasons_for(
     its ``prediction`` (a ``prediction.Prediction``), when given; ``proxies`` may also be a
     list of [1, C, J, I], one per image, for images of different shapes."""
     trained = getattr(model, "trained_on", None)
-    reasons = [unfamiliar(trained, *shape) if trained else [] for shape in shapes_of(images)]
+    config = getattr(model, "config", None)
+    scaled = getattr(config, "proxy_for", None) is not None
+
+    def scale(height: int, width: int) -> float:
+        return config.proxy_side(height, width) / config.proxy if scaled else 1.0
+
+    reasons = [
+        unfamiliar(trained, *shape, scale=scale(*shape[1:])) if trained else []
+        for shape in shapes_of(images)
+    ]
     familiar = getattr(model, "familiar", None)
     features = None if prediction is None else prediction.features
     if familiar and isinstance(proxies, list):  # proxies of different shapes: one by one

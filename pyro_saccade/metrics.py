@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .calibration import reliability, scores
-from .data import MEGAPIXEL_TASKS, TASKS, PhotoFolder, proxies_of
+from .data import MEGAPIXEL_TASKS, TASKS, PhotoFolder, proxies_of, proxy_shape
 from .familiar import shapes_of
 from .glimpse import clip_boxes
 from .model import SaccadeModel
@@ -254,7 +254,7 @@ def evaluate_glimpses(
         batches, desc="evaluate", leave=False, disable=None if progress is None else not progress
     )
     for images, labels in bar:
-        images, proxies = prepare(images, device, model.config.proxy, noise)
+        images, proxies = prepare(images, device, model.config.proxy_side, noise)
         labels = labels.to(device)
         if saccade:
             out = infer(model, images, proxies, samples, seed=seed, warn=False)
@@ -277,7 +277,10 @@ def evaluate_glimpses(
         if proxy_baseline is not None:
             with baseline_stream.active():
                 side = proxy_baseline.config.proxy
-                same = side == model.config.proxy or proxies is None  # None: photo by photo
+                # None: photo by photo, each photo's own proxy brought by the batch
+                same = proxies is None or proxies.shape[-2:] == proxy_shape(
+                    *images.shape[-2:], side
+                )
                 own = proxies if same else proxies_of(images, side, noise)
                 probs = predict(proxy_baseline, images, own)
             baseline_hits += int(correct(probs, labels, multilabel).sum())

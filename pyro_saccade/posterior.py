@@ -288,7 +288,7 @@ def sample_posterior(
     # do not stack: they are left out.
     grids = {cell_grid(model.config, *image.shape[-2:]) for image in images}
     maps = isinstance(model.where, Cells) and len(grids) == 1
-    device, proxy = next(model.parameters()).device, model.config.proxy
+    device, proxy = next(model.parameters()).device, model.config.proxy_side
     was_training = model.training
     model.eval()
     posterior, prior = [], []

@@ -142,8 +142,8 @@ def checked_proxies(model: SaccadeModel, images: Tensor, proxies: Tensor | None 
 
 
 def proxies_of(model: SaccadeModel, images: Tensor, proxies: Tensor | None = None) -> Tensor:
-    """``proxies`` if given, else the images' own at the model's proxy size."""
-    return image_proxies(images, model.config.proxy) if proxies is None else proxies
+    """``proxies`` if given, else the images' own at the model's proxy side for their size."""
+    return image_proxies(images, model.config.proxy_side) if proxies is None else proxies
 
 
 def samples_for(model: SaccadeModel, samples: int | None) -> int:

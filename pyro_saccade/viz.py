@@ -276,7 +276,7 @@ def glimpse_figure(
     c = model.config
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
-    batch, proxies = prepare(as_batch([image], c.proxy), device, c.proxy)
+    batch, proxies = prepare(as_batch([image], c.proxy_side), device, c.proxy_side)
     probs, prediction = shown(model, batch, proxies, samples, seed=seed)
     z = prediction.z[0, 0]  # [T, 3]
     centres = None if prediction.centres is None else prediction.centres[0, 0]  # [T, 2]

@@ -113,7 +113,7 @@ def boxes(
 def cell_grid(config: SaccadeConfig, height: int, width: int) -> tuple[int, int]:
     """Rows and columns of cells of the proxy's feature map on an image of ``height`` x
     ``width`` pixels: the proxy's (``data.proxy_shape``) over ``CELL``."""
-    rows, cols = proxy_shape(height, width, config.proxy)
+    rows, cols = proxy_shape(height, width, config.proxy_side)
     return rows // CELL, cols // CELL
 
 

@@ -8,7 +8,7 @@ from tiny import TINY
 from pyro_saccade import SaccadeConfig, SaccadeModel
 from pyro_saccade.checkpoint import for_task, with_config
 from pyro_saccade.cli.predict import describe_prediction
-from pyro_saccade.config import CellsWhere
+from pyro_saccade.config import MAX_PROXY_SCALE, CellsWhere
 from pyro_saccade.data import CanvasBatch, PatchCanvas, proxies_of
 from pyro_saccade.glimpse import repeat_images, sample_box
 from pyro_saccade.model import Step
@@ -48,6 +48,24 @@ def test_untrained_first_glimpse_aims_at_the_only_ink_with_a_box_in_pixels(side:
     assert (centre - torch.tensor([x0 + 14.0, y0 + 14.0])).abs().max() <= proxy_pixel
     if proxy_pixel < 14:  # the box then holds the whole blob
         assert box[0] <= x0 and box[2] >= x0 + 28 and box[1] <= y0 and box[3] >= y0 + 28
+
+
+def test_a_proxy_side_for_one_resolution_scales_with_the_image() -> None:
+    config = cells_model(proxy_for=600).config
+    assert config.proxy_side(600, 600) == 64
+    assert config.proxy_side(1200, 1800) == 128  # the shorter side sets it
+    assert config.proxy_side(900, 900) == 96
+    assert config.proxy_side(100_000, 100_000) == MAX_PROXY_SCALE * 64
+    assert cells_model().config.proxy_side(1200, 1200) == 64  # proxy_for None: J on any image
+    # On a canvas of twice the side, the proxy is twice as large, and the glimpse still aims
+    # at the ink within one of its pixels: a third of the 28-pixel blob, as at 600.
+    model, side, x0, y0 = cells_model(proxy_for=600), 1200, 500, 700
+    images = one_blob(side, x0, y0)
+    assert proxies_of(images, model.config.proxy_side).shape[-2:] == (128, 128)
+    out = infer(model, images)
+    box = boxes(model, out.z[0, 0], side, side, out.centres[0, 0])[0]
+    centre = torch.stack([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+    assert (centre - torch.tensor([x0 + 14.0, y0 + 14.0])).abs().max() <= side / 128
 
 
 def test_random_glimpses_go_elsewhere_with_the_same_sizes() -> None:

@@ -104,6 +104,8 @@ def test_size_and_channels_from_the_shape_alone() -> None:
     assert "another shape, its objects of the trained size" in wide
     (size,) = familiar.unfamiliar(trained, 1, 3000, 3000)
     assert "a 3000x3000 image" in size and "0.5 times as large on the proxy" in size
+    # A proxy twice as large on it (``SaccadeConfig.proxy_for``) keeps its objects' size.
+    assert familiar.unfamiliar(trained, 1, 3000, 3000, scale=2.0) == []
     colour, size = familiar.unfamiliar(trained, 3, 480, 640)  # both, the colour first
     assert "colour image" in colour and "480x640" in size
     assert familiar.unfamiliar(familiar.trained_on(3, None), 3, 480, 640) == []  # photos

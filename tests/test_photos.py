@@ -233,15 +233,21 @@ def test_glimpses_match_extract_glimpse_values_and_gradients(photos: dict) -> No
         assert torch.allclose(grad[i], expected_grad[0], rtol=1e-3, atol=1e-2)
 
 
-def test_a_cells_model_reads_photos_of_different_sizes_each_at_its_own_size(photos: dict) -> None:
+@pytest.mark.parametrize("proxy_for", [None, 300])
+def test_a_cells_model_reads_photos_of_different_sizes_each_at_its_own_size(
+    photos: dict, proxy_for: int | None
+) -> None:
     torch.manual_seed(0)
     cells = dict(TINY, proxy=32, where=dict(kind="cells", box_min=16, box_max=48))
-    config = SaccadeConfig(classes=["a", "b"], task="photo", channels=3, **cells)
+    config = SaccadeConfig(
+        classes=["a", "b"], task="photo", channels=3, proxy_for=proxy_for, **cells
+    )
     model = SaccadeModel(config)
+    side = config.proxy_side  # with proxy_for, in proportion to each photo's shorter side
     paths = [photos[size]["png"] for size in SIZES]
-    together = infer(model, PhotoBatch.of([Photo(p) for p in paths], proxy=32))
+    together = infer(model, PhotoBatch.of([Photo(p) for p in paths], proxy=side))
     for i, path in enumerate(paths):
-        alone = infer(model, PhotoBatch.of([Photo(path)], proxy=32))
+        alone = infer(model, PhotoBatch.of([Photo(path)], proxy=side))
         torch.testing.assert_close(together.probs[i], alone.probs[0], atol=1e-5, rtol=0)
         torch.testing.assert_close(together.centres[:, i], alone.centres[:, 0])
         height, width = load_image(path).shape[-2:]

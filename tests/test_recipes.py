@@ -82,6 +82,7 @@ def test_a_recipe_runs_its_stages_and_exports_the_model(tiny: tuple[Path, Path])
     # The second stage's model setting and the export's prediction setting, calibrated.
     assert model.config.kl_weight == 0.01 and model.config.predict_samples == 2
     assert model.config.temperature != 1.0 and model.familiar is not None
+    assert model.config.proxy_for == 40  # the canvas side its proxy side is for
     config = json.loads((run / "config.json").read_text())
     assert config["recipe"] == "tiny"
     assert config["command"] == f"saccade train --recipe {recipe} --out {run}"

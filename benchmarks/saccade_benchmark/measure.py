@@ -121,7 +121,7 @@ def phase_step(
     optimizer: torch.optim.Optimizer,
 ) -> Callable[[], object]:
     """The function a phase times: one proxy, one prediction or one optimiser step."""
-    side = getattr(model.config, "proxy", 32)
+    side = getattr(model.config, "proxy_side", 32)
     is_saccade = isinstance(model, SaccadeModel)
     if phase == "proxy":
         return lambda: proxies_of(images, side)

@@ -92,7 +92,7 @@ def show_model(name: str, n: int, seed: int, out: Path, resnet: dict[tuple, floa
     hits, seconds = 0, 0.0
     for images, labels in batches(dataset):
         started = time.perf_counter()
-        probs = predict(model, *prepare(images, torch.device("cpu"), c.proxy))
+        probs = predict(model, *prepare(images, torch.device("cpu"), c.proxy_side))
         seconds += time.perf_counter() - started
         hits += int(correct(probs, labels, c.multilabel).sum())
     canvas = tuple(config.canvas)

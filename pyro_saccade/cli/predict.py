@@ -75,8 +75,8 @@ def describe_prediction(
 
     device = next(model.parameters()).device
     height, width = image.shape[-2:]
-    batch = as_batch([image], model.config.proxy)
-    probs, prediction = shown(model, *prepare(batch, device, model.config.proxy), samples, seed)
+    side = model.config.proxy_side
+    probs, prediction = shown(model, *prepare(as_batch([image], side), device, side), samples, seed)
     probs = probs[0]
     z = prediction.z[0, 0]  # [T, 3]
     placed = boxes(model, prediction.z, height, width, prediction.centres)[0, 0]

@@ -35,7 +35,7 @@ from torch import Tensor
 from ..glimpse import ALIGN_CORNERS, affine_theta, glimpse_boxes
 from .canvas import CanvasBatch
 from .images import ImageError, _read_pil, load_image, match_channels
-from .proxy import make_proxy, proxy_shape
+from .proxy import ProxySide, make_proxy, proxy_shape, side_of
 from .tiff import ORIENTATION, TiffLayout
 
 REDUCTIONS = (8, 4, 2, 1)  # the scales libjpeg decodes at, used for every format alike
@@ -195,9 +195,10 @@ class Photo:
             reduce = reduce // scale
         return self._finish(_reduce(_orient(array, self.orientation), reduce))
 
-    def proxy(self, size: int = 32) -> Tensor:
+    def proxy(self, size: ProxySide = 32) -> Tensor:
         """The proxy [C, J, I] of side ``size`` (``proxy_shape``): area-averaged, from a decode
         at reduced scale."""
+        size = side_of(size, self.height, self.width)
         shape = proxy_shape(self.height, self.width, size)
         if not self.streams:  # exactly what make_proxy gives on the image tensor
             return make_proxy(self._finish(_reduce(self._full(), 1)), shape)
@@ -332,7 +333,7 @@ class PhotoBatch:
         self.device = torch.device(device)
 
     @classmethod
-    def of(cls, photos: Sequence[Photo], proxy: int = 32) -> PhotoBatch:
+    def of(cls, photos: Sequence[Photo], proxy: ProxySide = 32) -> PhotoBatch:
         """A batch with freshly computed proxies of side ``proxy`` (``proxy_shape``)."""
         return cls(photos, [photo.proxy(proxy) for photo in photos])
 
@@ -417,7 +418,7 @@ def sample_photo(photo: Photo, grid: Tensor) -> Tensor:
     )
 
 
-def as_batch(images: Sequence[Tensor] | Sequence[Photo], proxy: int) -> Tensor | PhotoBatch:
+def as_batch(images: Sequence[Tensor] | Sequence[Photo], proxy: ProxySide) -> Tensor | PhotoBatch:
     """Images [C, H, W] of one size stacked as [B, C, H, W], or photos as a PhotoBatch that leaves
     them on disk (with ``proxy``-sided proxies): the model takes either."""
     if all(isinstance(image, Photo) for image in images):
@@ -426,7 +427,7 @@ def as_batch(images: Sequence[Tensor] | Sequence[Photo], proxy: int) -> Tensor |
 
 
 def proxies_of(
-    images: Tensor | PhotoBatch | CanvasBatch, proxy: int, noise_std: float = 0.0
+    images: Tensor | PhotoBatch | CanvasBatch, proxy: ProxySide, noise_std: float = 0.0
 ) -> Tensor:
     """The proxies [B, C, J, I] of side ``proxy`` (``proxy_shape``) of a batch whose images
     share a shape: area-downsampled from its pixels, or those a PhotoBatch brings (read at
@@ -436,7 +437,9 @@ def proxies_of(
         if images.mixed:
             raise ValueError("photos of different aspect ratios: take their proxies one by one")
         source = images.proxies
-        shape = proxy_shape(*source.shape[-2:], proxy)  # the photos' aspect, as the proxy keeps it
+        # The photos' aspect, as the proxy keeps it; their proxies share a shape, so their side.
+        side = side_of(proxy, *images.photos[0].shape[-2:])
+        shape = proxy_shape(*source.shape[-2:], side)
     else:
         shape = proxy_shape(*images.shape[-2:], proxy)
         source = images.proxies(shape) if isinstance(images, CanvasBatch) else images

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .images import ImageError
 from .photo import Photo, PhotoBatch
+from .proxy import ProxySide, side_of
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".npy")
 # Decoded pixels a photo of a training batch may keep between glimpses (12 MB of 8-bit RGB):
@@ -42,9 +43,10 @@ def proxy_cache_dir() -> Path | None:
     return Path(root) / "proxies" if str(root) else None
 
 
-def cached_proxy(photo: Photo, size: int, cache_dir: str | Path | None) -> Tensor:
+def cached_proxy(photo: Photo, size: ProxySide, cache_dir: str | Path | None) -> Tensor:
     """``photo.proxy(size)``, stored under ``cache_dir`` keyed by the file's path, size and
     modification time (and the proxy's size and channels), so a changed file is decoded anew."""
+    size = side_of(size, photo.height, photo.width)
     if cache_dir is None:
         return photo.proxy(size)
     stat = photo.path.stat()
@@ -189,7 +191,7 @@ class PhotoFolder(Dataset):
         test_fraction: float = 0.2,
         seed: int = 0,
         classes: Sequence[str] | None = None,
-        proxy: int = 32,
+        proxy: ProxySide = 32,
         channels: int = 3,
         cache_dir: str | Path | None = None,
         progress: bool = False,

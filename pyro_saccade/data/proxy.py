@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from ..config import CELL
 
+# A model's proxy side: J, or a function of an image's height and width that gives it
+# (``SaccadeConfig.proxy_side``, which scales J with the image's resolution).
+ProxySide = int | Callable[[int, int], int]
 
-def proxy_shape(height: int, width: int, side: int) -> tuple[int, int]:
+
+def side_of(side: ProxySide, height: int, width: int) -> int:
+    """The proxy side for a ``height`` x ``width`` image: ``side``, or what it gives there."""
+    return side(int(height), int(width)) if callable(side) else side
+
+
+def proxy_shape(height: int, width: int, side: ProxySide) -> tuple[int, int]:
     """Rows and columns of the proxy of a ``height`` x ``width`` image for a model of proxy side
-    ``side``: ``side`` across the shorter side and the longer one in proportion (to a whole
-    number of the proxy's cells, ``config.CELL`` pixels a side), so that an object is as wide
-    as it is high in the proxy, as on square training canvases; a square image's proxy is
-    ``side`` x ``side``."""
+    ``side`` (``side_of``): ``side`` across the shorter side and the longer one in proportion
+    (to a whole number of the proxy's cells, ``config.CELL`` pixels a side), so that an object
+    is as wide as it is high in the proxy, as on square training canvases; a square image's
+    proxy is ``side`` x ``side``."""
+    side = side_of(side, height, width)
     short, long = sorted((int(height), int(width)))
     if short == long:
         return side, side

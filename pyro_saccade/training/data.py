@@ -75,7 +75,7 @@ def photo_set(
         test_fraction=config.test_fraction,
         seed=config.seed,
         classes=model_config.classes,
-        proxy=model_config.proxy,
+        proxy=model_config.proxy_side,
         channels=model_config.channels,
         cache_dir=proxy_cache_dir(),
         progress=progress,

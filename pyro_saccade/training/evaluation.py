@@ -40,7 +40,7 @@ def evaluate(
         worker_init_fn=ignore_interrupts,
     )
     for images, labels in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
-        images, proxies = prepare(images, device, model.config.proxy, noise)
+        images, proxies = prepare(images, device, model.config.proxy_side, noise)
         probs = predict(model, images, proxies, samples=samples, seed=seed)
         hits += int(correct(probs, labels.to(device), model.config.multilabel).sum())
         total += len(labels)

@@ -140,6 +140,10 @@ def _train(
         if model is None:
             model = SaccadeModel(model_config or default_model_config("identify", tc.photos))
         state = TrainState()
+        if isinstance(model, SaccadeModel) and model.config.proxy_for is None and not tc.photos:
+            # A canvas of another side holds objects of the same pixel size: the proxy side
+            # scales with it, from the one trained on, so that they keep their proxy size too.
+            model.config.proxy_for = min(tc.canvas)
     check_run(model, tc, processes)
     # What a loaded model's inputs are compared with (familiar.py) describes its starting weights.
     model.trained_on = model.familiar = None
@@ -178,7 +182,9 @@ def _train(
                     # Forward. bfloat16 autocast runs the convolutions on a CPU's AMX or AVX-512
                     # BF16 units (a GPU's tensor cores): 1.5x the canvases per second of float32
                     # on our training machine. Weights, gradients and evaluation stay float32.
-                    images, proxies = prepare(images, device, model.config.proxy, tc.proxy_noise)
+                    images, proxies = prepare(
+                        images, device, model.config.proxy_side, tc.proxy_noise
+                    )
                     labels = labels.to(device)
                     annealing = kl_annealing(epoch * steps + state.step, total, tc.kl_anneal)
                     with torch.autocast(device.type, torch.bfloat16, enabled=bfloat16):
