@@ -30,10 +30,12 @@ CELL = 4
 # The proxy decoder reconstructs the proxy at most this side: a larger proxy is there to find
 # small objects, and decoding it whole would cost more weights than the rest of the model.
 DECODED_PROXY = 32
-# The most a proxy side grows on a large image (``SaccadeConfig.proxy_side``): its area, and the
-# proxy network's cost, grow with the square; beyond it objects shrink on the proxy, and the
-# warning for unfamiliar inputs says so.
-MAX_PROXY_SCALE = 4
+# The most a proxy side grows on a large image (``SaccadeConfig.proxy_side``): up to twice the
+# trained side, objects keep their proxy size (docs/results.md measures the gain there); the cost
+# grows with the proxy's area, and at twice the side a prediction on a 100,000² canvas stays within
+# twice that at the trained side (docs/benchmarks.md). Beyond it objects shrink on the proxy, and
+# the warning for unfamiliar inputs says so.
+MAX_PROXY_SCALE = 2
 
 
 class ConfigMixin:
