@@ -315,6 +315,8 @@ def test_train_checkpoint_round_trip(tmp_path) -> None:
     loaded = load(tmp_path)
     assert torch.equal(predict(model, images), predict(loaded, images))
     assert loaded.config == model.config
+    # The proxy side is for the canvas trained on; the config given is left as it was.
+    assert model.config.proxy_for == 40 and config.proxy_for is None
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and "test_accuracy" in lines[0]
 

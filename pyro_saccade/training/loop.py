@@ -137,8 +137,9 @@ def _train(
         model, tc, state = resumed(payload, out)
     else:
         pyro.set_rng_seed(tc.seed + rank)  # DDP gives all rank 0's weights; the noise differs
-        if model is None:
-            model = SaccadeModel(model_config or default_model_config("identify", tc.photos))
+        if model is None:  # a copy of the config: what training sets in it stays the model's
+            config = model_config or default_model_config("identify", tc.photos)
+            model = SaccadeModel(dataclasses.replace(config))
         state = TrainState()
         if isinstance(model, SaccadeModel) and model.config.proxy_for is None and not tc.photos:
             # A canvas of another side holds objects of the same pixel size: the proxy side
