@@ -328,10 +328,9 @@ def reasons_for(
     list of [1, C, J, I], one per image, for images of different shapes."""
     trained = getattr(model, "trained_on", None)
     config = getattr(model, "config", None)
-    scaled = getattr(config, "proxy_for", None) is not None
 
-    def scale(height: int, width: int) -> float:
-        return config.proxy_side(height, width) / config.proxy if scaled else 1.0
+    def scale(height: int, width: int) -> float:  # J itself unless the proxy grows with the image
+        return config.proxy_side(height, width) / config.proxy if config is not None else 1.0
 
     reasons = [
         unfamiliar(trained, *shape, scale=scale(*shape[1:])) if trained else []
