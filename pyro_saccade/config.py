@@ -18,12 +18,13 @@ DIGIT_TASKS = ("identify", "sum", "mark")
 # Tasks answered from per-digit evidence read off each crop (networks.DigitPairHead), so a
 # digit-pair model's reader answers them with its weights as they are: Megapixel MNIST's.
 EVIDENCE_TASKS = (*DIGIT_TASKS, "majority", "max", "top", "multi")
-EVIDENCE = ("crops", "mixture", "state")
+EVIDENCE = ("crops", "mixture", "shown", "state")
 # Tasks whose label says which digits the crops can show (networks.DigitPairHead, "mixture").
-MIXTURE_TASKS = ("identify", "sum", "majority", "max", "top", "multi")
-# Tasks whose label is a function of what each crop shows, a digit or nothing, and where: read
-# from the crops only ("mixture"; networks.shown_logits).
-SHOWN_TASKS = ("max", "top", "multi")
+MIXTURE_TASKS = ("identify", "sum", "majority")
+# Tasks whose label is a function of what each crop shows, a digit or nothing, and where
+# ("shown"; networks.shown_logits); the digit-pair head reads the last three no other way.
+SHOWN_TASKS = ("majority", "max", "top", "multi")
+SHOWN_ONLY_TASKS = ("max", "top", "multi")
 # Proxy pixels per side of a cell of the proxy encoder's feature map, which has two stride-2
 # layers: the cells where_t chooses from, and the grid SaliencyHead scores.
 CELL = 4
@@ -182,7 +183,8 @@ class SaccadeConfig(ClassifierConfigMixin):
     z_features: int = 32
     head: str = "auto"  # linear | digit_pairs (networks.DigitPairHead) | auto: by task
     # state: read from h_t | crops: per-crop digit evidence, summed | mixture: per crop, the
-    # likelihood that it shows one of the digits the label holds (networks.DigitPairHead).
+    # likelihood that it shows one of the digits the label holds | shown: per crop, a digit or
+    # nothing, and the label a function of what the crops show and where (networks.DigitPairHead).
     evidence: str = "state"
     likelihood: str = "per_glimpse"  # per_glimpse (Eq. 6) | aggregate: once, at the end
     posterior_std: float = 0.2  # initial standard deviation of q(z_t | c, h_{t-1})
@@ -216,13 +218,21 @@ class SaccadeConfig(ClassifierConfigMixin):
                 f"the digit_pairs head needs a two-digit task, not {self.task!r}",
             ),
             (
-                self.task not in SHOWN_TASKS or self.head == "linear" or self.evidence == "mixture",
-                f"the digit_pairs head reads {self.task!r} from the crops: evidence='mixture'",
+                self.task not in SHOWN_ONLY_TASKS
+                or self.head == "linear"
+                or self.evidence == "shown",
+                f"the digit_pairs head reads {self.task!r} from the crops: evidence='shown'",
             ),
             (
                 self.evidence != "mixture"
                 or (self.head == "digit_pairs" and self.task in MIXTURE_TASKS),
                 f"evidence='mixture' needs the digit_pairs head and a task of {MIXTURE_TASKS}, "
+                f"not {self.head!r} on {self.task!r}",
+            ),
+            (
+                self.evidence != "shown"
+                or (self.head == "digit_pairs" and self.task in SHOWN_TASKS),
+                f"evidence='shown' needs the digit_pairs head and a task of {SHOWN_TASKS}, "
                 f"not {self.head!r} on {self.task!r}",
             ),
             (self.crop >= 4, f"crop must be at least 4 pixels, got {self.crop}"),

@@ -28,8 +28,8 @@ last label term. ``proxy_weight`` (0.001) and ``kl_weight`` (0.05) rescale terms
 weighs equally: the proxy term sums J x J pixels and would drown the label's, as DMM's
 ``annealing`` does for its KL. p(y | o_0..o_t) reads the class evidence from h_t
 (``evidence="state"``), sums per-crop evidence (``"crops"``), or multiplies, per crop, the
-likelihood that it shows one of the digits the label holds (``"mixture"``,
-networks.DigitPairHead).
+likelihood that it shows one of the digits the label holds (``"mixture"``), or reads what each
+crop shows, a digit or nothing, and where (``"shown"``; networks.DigitPairHead).
 
 Deviations from the paper. The scale is squashed smoothly into its range so that it is learned.
 The crop's features enter the recurrence, so step t+1 depends on what step t saw. With
@@ -91,8 +91,7 @@ class SaccadeModel(nn.Module):
         evidence_inputs = cfg.hidden if cfg.evidence == "state" else crop_features
         if cfg.head == "digit_pairs":
             share = TARGET_SHARE if cfg.task == "majority" else None
-            mixture = cfg.evidence == "mixture"
-            self.classifier = DigitPairHead(evidence_inputs, cfg.task, mixture, share)
+            self.classifier = DigitPairHead(evidence_inputs, cfg.task, cfg.evidence, share)
         else:
             self.classifier = LinearHead(evidence_inputs, cfg.num_classes)
         self.proxy_decoder = ProxyDecoder(

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import EVIDENCE_TASKS, SHOWN_TASKS
+from .config import EVIDENCE_TASKS, SHOWN_ONLY_TASKS
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -209,16 +209,30 @@ class LinearHead(nn.Module):
         return evidence
 
 
-def shown_logits(task: str, crops: Tensor) -> Tensor:
-    """Logits [B, 10] of max, top or multi from what each of T crops shows, [B, T, 12]: log p_t
-    of the ten digits and of nothing, and the crop's vertical centre (-1 top, 1 bottom).
+def shown_logits(task: str, crops: Tensor, target_share: float | None = None) -> Tensor:
+    """Logits [B, 10] of majority, max, top or multi from what each of T crops shows,
+    [B, T, 12]: log p_t of the ten digits and of nothing, and the crop's vertical centre (-1 top,
+    1 bottom).
 
+    majority: log p(crops | c) up to a constant, each crop a scribble or empty patch (nothing,
+    as likely whatever c is) or a digit, of class c with probability r = ``target_share``, of
+    each other class with (1 - r) / 9: sum_t log(p_t(nothing) + sum_k p_t(k) p(k | c) / (1/10)),
+    the reader's p_t taken as a posterior under uniform digits. A scribble read as nothing adds
+    no vote, where a reader without that outcome must call it some digit.
     Digit k is absent unless some crop shows it, log P(k absent) = sum_t log(1 - p_t(k)).
     multi: the logit of P(k present). max: log P(k present) + sum_{j > k} log P(j absent).
     top: the highest crop that shows a digit shows k, log sum_t p_t(k) prod_{s above t}
     p_s(nothing).
     """
     log_p, y = crops[..., :11], crops[..., 11]
+    if task == "majority":
+        if target_share is None:
+            raise ValueError("the shown reading of majority needs the canvases' target_share")
+        other = (1 - target_share) / 9
+        ratio = torch.full((10, 10), math.log(10 * other), dtype=log_p.dtype, device=log_p.device)
+        ratio.fill_diagonal_(math.log(10 * target_share))  # [c, k]: log p(k | c) / (1/10)
+        digit = (log_p[..., None, :10] + ratio).logsumexp(-1)  # [B, T, c]
+        return torch.logaddexp(digit, log_p[..., 10:]).sum(-2)
     if task == "top":
         above = (y.unsqueeze(-1) > y.unsqueeze(-2)).to(log_p.dtype)  # [B, t, s]: s above t
         none_above = above @ log_p[..., 10:]  # [B, T, 1]
@@ -245,35 +259,38 @@ class DigitPairHead(nn.Module):
     the likelier one: (a, b) beats (a, a) only while s_b > s_a, and (b, b) only while s_a > s_b,
     so all the margin comes from the biases.
 
-    ``mixture`` instead reads each crop as showing one of the digits the label holds: with p_t
-    the softmax of crop t's evidence, log p(crop_t | a, b) = log((p_t(a) + p_t(b)) / 2) for a
-    pair, log(r p_t(y) + (1 - r) / 9 (1 - p_t(y))) for majority, where r is the canvases'
+    ``evidence="mixture"`` instead reads each crop as showing one of the digits the label
+    holds: with p_t the softmax of crop t's evidence, log p(crop_t | a, b) =
+    log((p_t(a) + p_t(b)) / 2) for a pair, log(r p_t(y) + (1 - r) / 9 (1 - p_t(y))) for
+    majority, where r is the canvases'
     ``target_share`` of digits of the label's class (3/5 on Megapixel MNIST). The logits are
     these summed over the crops, plus the log prior of the pair (two digits drawn independently
     and uniformly): a crop that shows a makes (a, b) as likely as (a, a), and only crops of b
     can tell them apart, however confident the crops of a are.
 
-    For max, top and multi the label is a function of what each crop shows and where: with
-    ``mixture``, a crop shows one of the ten digits or nothing (a scribble, an empty patch: one
-    more outcome, ``nothing``, whose evidence is zero at initialisation), and ``shown_logits`` reads
-    the label from the crops' outcomes and heights.
+    With ``evidence="shown"`` (majority, max, top, multi) the label is a function of what each
+    crop shows and where: a crop shows one of the ten digits or nothing (a scribble, an empty
+    patch: one more outcome, ``nothing``, whose evidence is zero at initialisation), and
+    ``shown_logits`` reads the label from the crops' outcomes and heights. ``evidence`` "crops"
+    and "state" sum the evidence.
     """
 
     def __init__(
-        self, hidden: int, task: str, mixture: bool = False, target_share: float | None = None
+        self, hidden: int, task: str, evidence: str = "crops", target_share: float | None = None
     ) -> None:
         super().__init__()
         if task not in EVIDENCE_TASKS:
             raise ValueError(f"the digit-pair head needs a digit task, got {task!r}")
-        if task in SHOWN_TASKS and not mixture:
-            raise ValueError(f"the digit-pair head reads {task!r} from the crops: mixture=True")
-        if mixture and task == "majority" and target_share is None:
-            raise ValueError("the mixture reading of majority needs the canvases' target_share")
+        if task in SHOWN_ONLY_TASKS and evidence != "shown":
+            raise ValueError(f"the digit-pair head reads {task!r} from the crops: evidence='shown'")
+        if evidence in ("mixture", "shown") and task == "majority" and target_share is None:
+            raise ValueError(f"the {evidence} reading of majority needs the canvases' target_share")
         self.task = task
-        self.mixture = mixture
+        self.mixture = evidence == "mixture"
+        self.shown = evidence == "shown"
         self.target_share = target_share
         self.evidence = evidence_linear(hidden, 10)
-        if task in SHOWN_TASKS:
+        if self.shown:
             self.nothing = nn.Linear(hidden, 1)
             nn.init.zeros_(self.nothing.weight)
             nn.init.zeros_(self.nothing.bias)
@@ -294,15 +311,15 @@ class DigitPairHead(nn.Module):
 
     def read(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Evidence [B, 10] per digit of the crop whose box is centred at height ``y`` [B]
-        (normalised; read for max, top and multi only); with ``mixture``, log p(crop | label)
-        per class (majority) or per pair (identify, sum), or, for max, top and multi,
-        [B, 1, 12]: log p of the ten digits and of nothing, and ``y``."""
+        (normalised; read by ``shown`` only); with ``mixture``, log p(crop | label) per class
+        (majority) or per pair (identify, sum); with ``shown``, [B, 1, 12]: log p of the ten
+        digits and of nothing, and ``y``."""
         evidence = self.evidence(x)
-        if not self.mixture:
-            return evidence
-        if self.task in SHOWN_TASKS:
+        if self.shown:
             shown = torch.cat([evidence, self.nothing(x)], -1).log_softmax(-1)
             return torch.cat([shown, y.unsqueeze(-1)], -1).unsqueeze(1)
+        if not self.mixture:
+            return evidence
         if self.task == "majority":
             p = evidence.softmax(-1)
             share = self.target_share
@@ -312,18 +329,18 @@ class DigitPairHead(nn.Module):
 
     def accumulate(self, total: Tensor, evidence: Tensor) -> Tensor:
         """``read``'s evidence of one more crop added to that of the crops before: summed, or
-        kept crop by crop for max, top and multi."""
-        if self.mixture and self.task in SHOWN_TASKS:
+        kept crop by crop (``shown``)."""
+        if self.shown:
             return torch.cat([total, evidence], 1)
         return total + evidence
 
     def combine(self, evidence: Tensor) -> Tensor:
         """Logits of the task's classes from ``read``'s evidence of the crops (``accumulate``)."""
+        if self.shown:
+            return shown_logits(self.task, evidence, self.target_share)
         if self.mixture:
             if self.task == "majority":
                 return evidence
-            if self.task in SHOWN_TASKS:
-                return shown_logits(self.task, evidence)
             pair = evidence + self.pair_prior
         elif self.task in ("mark", "majority", "multi"):  # the digits present, or the most seen
             return evidence

@@ -161,14 +161,14 @@ def test_for_task_turns_pair_probabilities_into_sums() -> None:
 
 def read_crops(
     task: str,
-    mixture: bool,
+    evidence: str,
     crops: list[tuple[int | None, float]],
     heights: list[float] | None = None,
 ) -> torch.Tensor:
     """Class probabilities of a digit-pair head after crops that each show ``digit`` with
     evidence ``logit`` (0 for the other nine digits; every digit for None), their boxes centred
     at ``heights`` (normalised, -1 the top edge; all 0 unless given)."""
-    head = DigitPairHead(10, task, mixture=mixture, target_share=TARGET_SHARE)
+    head = DigitPairHead(10, task, evidence, target_share=TARGET_SHARE)
     with torch.no_grad():
         head.evidence.weight.copy_(torch.eye(10))
         head.evidence.bias.zero_()
@@ -190,36 +190,47 @@ def read_crops(
 def test_the_mixture_reads_a_pair_from_sure_and_unsure_crops() -> None:
     pairs = [f"{a}-{b}" for a in range(10) for b in range(a, 10)]
     crops = [(3, 8.0), (3, 8.0), (7, 1.5), (7, 1.5)]  # two sure crops of a 3, two unsure of a 7
-    assert pairs[read_crops("identify", True, crops).argmax()] == "3-7"
+    assert pairs[read_crops("identify", "mixture", crops).argmax()] == "3-7"
     # Summed evidence answers the surer digit twice.
-    assert pairs[read_crops("identify", False, crops).argmax()] == "3-3"
+    assert pairs[read_crops("identify", "crops", crops).argmax()] == "3-3"
     # Crops that all show a 3 are a pair of 3s.
-    assert pairs[read_crops("identify", True, [(3, 8.0)] * 4).argmax()] == "3-3"
+    assert pairs[read_crops("identify", "mixture", [(3, 8.0)] * 4).argmax()] == "3-3"
 
 
 def test_the_mixture_caps_what_one_crop_says_about_the_majority() -> None:
     crops = [(5, 20.0), (2, 3.0), (2, 3.0), (2, 3.0)]  # one very sure 5, three likely 2s
-    assert read_crops("majority", True, crops).argmax() == 2
-    assert read_crops("majority", False, crops).argmax() == 5
+    assert read_crops("majority", "mixture", crops).argmax() == 2
+    assert read_crops("majority", "crops", crops).argmax() == 5
 
 
 def test_max_top_and_multi_read_what_each_crop_shows_and_where() -> None:
     crops = [(3, 8.0), (7, 8.0), (2, 8.0), (7, 8.0)]
-    assert read_crops("max", True, crops).argmax() == 7
+    assert read_crops("max", "shown", crops).argmax() == 7
     # A crop that shows nothing clearly (a scribble) does not make a 9 the largest.
-    assert read_crops("max", True, [*crops, (0, 0.0)]).argmax() == 7
-    present = read_crops("multi", True, [*crops, (5, 8.0)])
+    assert read_crops("max", "shown", [*crops, (0, 0.0)]).argmax() == 7
+    present = read_crops("multi", "shown", [*crops, (5, 8.0)])
     assert (present[[2, 3, 5, 7]] > 0.99).all() and (present[[0, 1, 4, 6, 8, 9]] < 0.01).all()
     # top: the highest crop that shows a digit, wherever it comes in the sequence ...
     heights = [0.5, -0.2, 0.9, 0.1]
-    assert read_crops("top", True, crops, heights).argmax() == 7
-    assert read_crops("top", True, crops, [0.5, 0.3, -0.6, 0.1]).argmax() == 2
+    assert read_crops("top", "shown", crops, heights).argmax() == 7
+    assert read_crops("top", "shown", crops, [0.5, 0.3, -0.6, 0.1]).argmax() == 2
     # ... and above it, a crop that shows nothing does not count.
     blank = (None, -20.0)  # evidence against every digit: the crop shows nothing
-    on_top = read_crops("top", True, [blank, *crops], [-0.9, *heights])
+    on_top = read_crops("top", "shown", [blank, *crops], [-0.9, *heights])
     assert on_top.argmax() == 7 and on_top[7] > 0.99
-    with pytest.raises(ValueError, match="mixture"):
+    with pytest.raises(ValueError, match="shown"):
         SaccadeConfig(task="max", classes=[str(k) for k in range(10)], head="digit_pairs")
+
+
+def test_the_shown_majority_takes_no_vote_from_a_crop_that_shows_nothing() -> None:
+    crops = [(3, 8.0), (3, 8.0), (7, 8.0)]
+    probs = read_crops("majority", "shown", crops)
+    # two sure crops of the class against one of another: (3/5)^2 (2/45) / ((2/45)^2 3/5)
+    assert probs.argmax() == 3 and torch.isclose(probs[3] / probs[7], torch.tensor(13.5), 0.02)
+    blank = (None, -20.0)  # evidence against every digit: the crop shows nothing
+    assert torch.allclose(read_crops("majority", "shown", [*crops, blank, blank]), probs)
+    # Two sure crops of a 7 outvote one of a 3, however sure.
+    assert read_crops("majority", "shown", [(3, 30.0), (7, 8.0), (7, 8.0)]).argmax() == 7
 
 
 def test_antialiased_glimpse_averages_fine_detail_instead_of_aliasing_it() -> None:
