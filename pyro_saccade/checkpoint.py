@@ -257,12 +257,15 @@ def with_config(model: SaccadeModel, **changes: object) -> SaccadeModel:
     return moved.to(next(model.parameters()).device).train(model.training)
 
 
-def for_task(model: SaccadeModel, task: str, classes: list[str] | None = None) -> SaccadeModel:
+def for_task(
+    model: SaccadeModel, task: str, classes: list[str] | None = None, **changes: object
+) -> SaccadeModel:
     """A copy of a digit model that answers another digit task: the digit evidence is shared
     by identify, sum, mark and Megapixel MNIST's tasks, only the head's combination of it
     differs, so a model that identifies digit pairs starts the sum task knowing the digits, and
     Megapixel MNIST's majority knowing how to read them. ``classes``: the task's own unless
-    given."""
+    given; ``changes``: config changes made with the move (``with_config``), such as the
+    reading the new task needs."""
     if model.config.head != "digit_pairs" or task not in EVIDENCE_TASKS:
         raise ValueError(
             f"only a digit-pair model moves between the tasks {EVIDENCE_TASKS}: this one is "
@@ -272,12 +275,12 @@ def for_task(model: SaccadeModel, task: str, classes: list[str] | None = None) -
         from .training.data import default_model_config  # imports the datasets, and this module
 
         classes = default_model_config(task).classes
-    return with_config(model, task=task, classes=list(classes))
+    return with_config(model, task=task, classes=list(classes), **changes)
 
 
 def retasked(model: SaccadeModel, task: str, **changes: object) -> SaccadeModel:
     """``model`` answering ``task`` (``for_task``, if it answers another) with the config
     ``changes`` that keep its weights (``with_config``)."""
     if task != model.config.task:
-        model = for_task(model, task)
+        return for_task(model, task, **changes)
     return with_config(model, **changes) if changes else model

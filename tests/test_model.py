@@ -159,6 +159,18 @@ def test_for_task_turns_pair_probabilities_into_sums() -> None:
         for_task(tiny_model(head="linear"), "sum", [str(k) for k in range(19)])
 
 
+def test_a_summing_reader_moves_to_a_task_read_only_from_what_crops_show() -> None:
+    digits = [str(k) for k in range(10)]
+    majority = tiny_model(task="majority", classes=digits, head="digit_pairs", evidence="crops")
+    top = for_task(majority, "top", evidence="shown")
+    assert top.config.evidence == "shown"
+    kept = majority.classifier.evidence.weight
+    assert torch.equal(top.classifier.evidence.weight, kept)
+    assert not top.classifier.nothing.weight.any()  # "nothing" starts with no evidence
+    with pytest.raises(ValueError, match="evidence='shown'"):
+        for_task(majority, "top")
+
+
 def read_crops(
     task: str,
     evidence: str,

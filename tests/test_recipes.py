@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from pyro_saccade.checkpoint import load, read_checkpoint
 from pyro_saccade.cli import main
-from pyro_saccade.recipes import load_recipe, recipe_for, recipe_names
+from pyro_saccade.recipes import load_recipe, recipe_for, recipe_names, starting_model
 
 TINY_RECIPE = """
 description = "a tiny model in two stages"
@@ -147,3 +147,15 @@ def test_shipped_recipes_read_and_the_task_picks_its_recipe(
     )
     assert result.exit_code == 0, result.output
     assert made == ["megapixel-max"] and "recipe megapixel-max" in result.output
+
+
+def test_a_recipe_starts_from_a_stage_of_another_run(tiny: tuple[Path, Path]) -> None:
+    recipe, run = tiny
+    later = recipe.parent / "later.toml"
+    later.write_text(f'start = "{run.name}:first"\n' + TINY_RECIPE)
+    start = starting_model(load_recipe(later), recipe.parent / "later", False, None)
+    first = load(run / "stages" / "first").state_dict()
+    assert all(torch.equal(first[key], value) for key, value in start.state_dict().items())
+    later.write_text(f'start = "{run.name}:third"\n' + TINY_RECIPE)
+    with pytest.raises(ValueError, match="no stage 'third'"):
+        starting_model(load_recipe(later), recipe.parent / "later", False, None)

@@ -4,7 +4,7 @@ A recipe is a TOML file (the shipped ones sit beside this module, one per model)
 
 - ``task`` and ``start``: the task, and optionally what the first stage starts from: another
   recipe's result (its run beside this one, or the shipped model of its name, or else its run
-  made first) or a checkpoint;
+  made first), one of its stages (``RECIPE:STAGE``, its run beside this one) or a checkpoint;
 - ``[data]`` and ``[model]``: the ``TrainConfig`` and ``SaccadeConfig`` fields every stage
   shares (for a started model, changes to its config);
 - ``[[stages]]``: each a ``name``, ``epochs`` and the changes it makes: ``task``, ``[data]``
@@ -188,9 +188,21 @@ def starting_model(
     """What the first stage starts from (None: a new model). ``start`` names, in this order, a
     finished run of that name beside ``out``; a checkpoint file, run directory or shipped model
     of that name (a shipped model stands for the recipe of its name); or a recipe, whose run
-    beside ``out`` is made first."""
+    beside ``out`` is made first. ``RECIPE:STAGE`` names a stage of that recipe's run beside
+    ``out``, the run made first if it is not finished."""
     if recipe.start is None:
         return None
+    name, _, stage = recipe.start.partition(":")
+    if stage:
+        beside = out.parent / name
+        if not (beside / CHECKPOINT).is_file():
+            run_recipe(name, beside, progress, device=device)
+        made = beside / "stages" / stage
+        if not (made / CHECKPOINT).is_file():
+            raise ValueError(
+                f"recipe {recipe.name!r}: start {recipe.start!r}: {name} has no stage {stage!r}"
+            )
+        return load(made, device or "cpu")
     beside = out.parent / recipe.start
     if (beside / CHECKPOINT).is_file():
         return load(beside)
