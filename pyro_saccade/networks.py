@@ -263,9 +263,10 @@ class DigitPairHead(nn.Module):
     holds: with p_t the softmax of crop t's evidence, log p(crop_t | a, b) =
     log((p_t(a) + p_t(b)) / 2) for a pair, log(r p_t(y) + (1 - r) / 9 (1 - p_t(y))) for
     majority, where r is the canvases' ``target_share`` of digits of the label's class (3/5 on
-    Megapixel MNIST). The logits are these summed over the crops, plus the log prior of the pair (two digits drawn independently
-    and uniformly): a crop that shows a makes (a, b) as likely as (a, a), and only crops of b
-    can tell them apart, however confident the crops of a are.
+    Megapixel MNIST). The logits are these summed over the crops, plus the log prior of the
+    pair (two digits drawn independently and uniformly): a crop that shows a makes (a, b) as
+    likely as (a, a), and only crops of b can tell them apart, however confident the crops of a
+    are.
 
     With ``evidence="shown"`` (majority, max, top, multi) the label is a function of what each
     crop shows and where: a crop shows one of the ten digits or nothing (a scribble, an empty
