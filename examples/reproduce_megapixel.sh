@@ -52,7 +52,7 @@ if [[ "$what" == curves || "$what" == all ]]; then
 from pyro_saccade.viz import training_curves
 
 stage1 = "docs/runs/id28-stage1"
-# max and multi were trained from the majority model of its staged runs
+# max, top and multi were trained from the majority model of its staged runs
 staged = [stage1] + [f"docs/runs/megapixel-majority{s}" for s in ("-reader", "-where", "-staged")]
 stages = ("reader", "where", "tune", "shown", "proxy320")
 majority = ["docs/runs/megapixel-reader/stages/reader"] + [
