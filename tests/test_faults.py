@@ -82,6 +82,24 @@ def test_a_signal_saves_a_checkpoint_and_resume_equals_the_uninterrupted_run(
     assert_same_run(tmp_path, reference)
 
 
+def test_a_resumed_epoch_reports_its_training_time_before_the_interruption_too(
+    tmp_path: Path,
+) -> None:
+    pyro.clear_param_store()
+    with after_step(1, signal_self(signal.SIGINT)), pytest.raises(KeyboardInterrupt):
+        train(config(), TrainConfig(**RUN), out=tmp_path, progress=False)
+    path = tmp_path / "checkpoint.pt"
+    payload = torch.load(path, weights_only=True)
+    assert payload["train_state"]["seconds"] > 0
+    payload["train_state"]["seconds"] = 1000.0  # as if the epoch had trained 1000 s before
+    torch.save(payload, path)
+    pyro.clear_param_store()
+    train(out=tmp_path, resume=True, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["train_seconds"] > 1000
+    assert records[1]["train_seconds"] < 1000
+
+
 @pytest.mark.parametrize(("every", "saved"), [(0, (1, 0)), (1, (1, 1))])
 def test_the_same_call_starts_a_run_and_resumes_it_after_a_crash(
     reference: Path, tmp_path: Path, every: int, saved: tuple[int, int]

@@ -70,6 +70,7 @@ class TrainState:
     loss: float = 0.0  # summed over the canvases seen in this epoch
     hits: int = 0
     seen: int = 0
+    seconds: float = 0.0  # of training in this epoch, so that a resumed epoch counts it all
     metrics: list[dict] = field(default_factory=list)
 
     def add(self, loss: float, hits: float, seen: float) -> None:
@@ -88,6 +89,7 @@ class TrainState:
         """Keep the epoch's record and start the next epoch's sums."""
         self.metrics.append(record)
         self.epoch, self.step, self.loss, self.hits, self.seen = self.epoch + 1, 0, 0.0, 0, 0
+        self.seconds = 0.0
 
 
 def train(
@@ -171,7 +173,8 @@ def _train(
 
     with Interrupt() as interrupt:
         for epoch in range(state.epoch, tc.epochs):
-            started, seen = time.perf_counter(), state.seen  # seen: before a resumption
+            # What this epoch had done before a resumption.
+            started, seen, before = time.perf_counter(), state.seen, state.seconds
             done = state.step * local_batch(tc)  # this process's canvases trained on already
             batches = loader(
                 epoch_subset(train_set, epoch, tc.train_size, done, rank, processes, tc.batch_size),
@@ -212,6 +215,7 @@ def _train(
                         ]
                     )
                     state.add(*sums)
+                    state.seconds = before + time.perf_counter() - started
                     bar.set_postfix(state.running())
                     # Stop or save, at the same step on every process. The last step of an epoch
                     # is left to the epoch's own checkpoint, written after its evaluation.
@@ -232,7 +236,7 @@ def _train(
                 "test_accuracy": held_out_accuracy(model, test_set, tc),
                 "lr": schedule.get_last_lr()[0],
                 "annealing": kl_annealing((epoch + 1) * steps - 1, total, tc.kl_anneal),
-                "train_seconds": seconds,
+                "train_seconds": before + seconds,
                 "canvases_per_second": (state.seen - seen) / seconds,
                 "processes": processes,
             }
