@@ -2,7 +2,7 @@
 # Make the megapixel models of docs/results.md from their recipes (pyro_saccade/recipes: one
 # TOML file per model, its stages, export and calibration), and their proxy-only baselines.
 # Every run is resumable: after a stop, run the script again. A recipe that starts from another
-# (megapixel-max from a stage of megapixel-majority, which starts from megapixel-reader) finds its run in
+# (megapixel-max from megapixel-majority, which starts from megapixel-reader) finds its run in
 # runs/ beside it.
 # Usage: examples/reproduce_megapixel.sh [models|baselines|evaluate|curves|all]
 set -euo pipefail
@@ -52,7 +52,7 @@ if [[ "$what" == curves || "$what" == all ]]; then
 from pyro_saccade.viz import training_curves
 
 stage1 = "docs/runs/id28-stage1"
-# max, top and multi were trained from the majority model of its staged runs
+# top was trained from the majority model of its recipe's first three stages, run one at a time
 staged = [stage1] + [f"docs/runs/megapixel-majority{s}" for s in ("-reader", "-where", "-staged")]
 stages = ("reader", "where", "tune", "shown", "proxy320")
 majority = ["docs/runs/megapixel-reader/stages/reader"] + [
@@ -62,7 +62,8 @@ training_curves(
     {
         "megapixel-majority": majority,
         **{
-            f"megapixel-{task}": staged + [f"docs/runs/megapixel-{task}{s}" for s in ("", "-tune")]
+            f"megapixel-{task}": (staged if task == "top" else majority)
+            + [f"docs/runs/megapixel-{task}{s}" for s in ("", "-tune")]
             for task in ("max", "top", "multi")
         },
         "identify-2528-28px": [stage1] + [
