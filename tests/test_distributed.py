@@ -111,13 +111,14 @@ def test_a_run_interrupted_on_one_process_continues_on_two(tmp_path: Path) -> No
         first = CliRunner().invoke(main, [*TRAIN[2:], "--out", str(out)])
     assert first.exit_code == 130, first.output
     assert saved_position(out) == (0, 3) and len(read_checkpoint(out)["rngs"]) == 1
+    before = read_checkpoint(out)["train_state"]["seconds"]  # epoch 1's training until Ctrl-C
     result = torchrun(*TRAIN, "--resume", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[0] == f"resuming the run in {out} at epoch 1 of 2, step 4"
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["processes"]) for r in records] == [(1, 2), (2, 2)]
     # Epoch 1 went on from its 25th canvas: 24 were left for the two processes.
-    resumed = records[0]["canvases_per_second"] * records[0]["train_seconds"]
+    resumed = records[0]["canvases_per_second"] * (records[0]["train_seconds"] - before)
     assert resumed == pytest.approx(24)
     assert len(read_checkpoint(out)["rngs"]) == 2  # their own noise from now on
     assert predict(load(out), torch.rand(1, 1, 40, 40)).isfinite().all()
