@@ -173,7 +173,7 @@ def _train(
 
     with Interrupt() as interrupt:
         for epoch in range(state.epoch, tc.epochs):
-            # What this epoch had done before a resumption.
+            # seen, before: the canvases and seconds this epoch had trained before a resumption
             started, seen, before = time.perf_counter(), state.seen, state.seconds
             done = state.step * local_batch(tc)  # this process's canvases trained on already
             batches = loader(
