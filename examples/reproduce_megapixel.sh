@@ -2,8 +2,8 @@
 # Make the megapixel models of docs/results.md from their recipes (pyro_saccade/recipes: one
 # TOML file per model, its stages, export and calibration), and their proxy-only baselines.
 # Every run is resumable: after a stop, run the script again. A recipe that starts from another
-# (megapixel-max from megapixel-majority, which starts from megapixel-reader) finds its run in
-# runs/ beside it.
+# (megapixel-top from megapixel-max, from megapixel-majority, from megapixel-reader) finds its
+# run in runs/ beside it.
 # Usage: examples/reproduce_megapixel.sh [models|baselines|evaluate|curves|all]
 set -euo pipefail
 export OMP_NUM_THREADS=1  # one intra-op thread per process, as the runs were made
@@ -52,20 +52,20 @@ if [[ "$what" == curves || "$what" == all ]]; then
 from pyro_saccade.viz import training_curves
 
 stage1 = "docs/runs/id28-stage1"
-# top was trained from the majority model of its recipe's first three stages, run one at a time
-staged = [stage1] + [f"docs/runs/megapixel-majority{s}" for s in ("-reader", "-where", "-staged")]
 stages = ("reader", "where", "tune", "shown", "proxy320")
 majority = ["docs/runs/megapixel-reader/stages/reader"] + [
     f"docs/runs/megapixel-majority/stages/{stage}" for stage in stages
 ]
+tuned = {
+    task: [f"docs/runs/megapixel-{task}{suffix}" for suffix in ("", "-tune")]
+    for task in ("max", "top", "multi")
+}
 training_curves(
     {
         "megapixel-majority": majority,
-        **{
-            f"megapixel-{task}": (staged if task == "top" else majority)
-            + [f"docs/runs/megapixel-{task}{s}" for s in ("", "-tune")]
-            for task in ("max", "top", "multi")
-        },
+        "megapixel-max": majority + tuned["max"],
+        "megapixel-top": majority + tuned["max"] + tuned["top"],  # top starts from max
+        "megapixel-multi": majority + tuned["multi"],
         "identify-2528-28px": [stage1] + [
             f"docs/runs/identify-2528-28px{s}" for s in ("-reader", "-where", "")
         ],
