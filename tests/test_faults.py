@@ -88,11 +88,10 @@ def test_a_resumed_epoch_reports_its_training_time_before_the_interruption_too(
     pyro.clear_param_store()
     with after_step(1, signal_self(signal.SIGINT)), pytest.raises(KeyboardInterrupt):
         train(config(), TrainConfig(**RUN), out=tmp_path, progress=False)
-    path = tmp_path / "checkpoint.pt"
-    payload = torch.load(path, weights_only=True)
+    payload = read_checkpoint(tmp_path)
     assert payload["train_state"]["seconds"] > 0
     payload["train_state"]["seconds"] = 1000.0  # as if the epoch had trained 1000 s before
-    torch.save(payload, path)
+    torch.save(payload, tmp_path / "checkpoint.pt")
     pyro.clear_param_store()
     train(out=tmp_path, resume=True, progress=False)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
