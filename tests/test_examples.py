@@ -86,3 +86,23 @@ def test_paint_order_paints_the_digits_last_on_the_same_layouts(monkeypatch, cap
     run(monkeypatch, "paint_order.py", "megapixel-top", "--n", "2")
     out = capsys.readouterr().out
     assert "MegapixelMNIST: accuracy" in out and "DigitsOverScribbles: accuracy" in out
+
+
+def test_visible_digits_counts_the_ink_the_scribbles_leave(monkeypatch, capsys) -> None:
+    visible = runpy.run_path(str(EXAMPLES / "visible_digits.py"))
+    data = visible["MegapixelMNIST"](canvas=200, n=4, noise=60, split="test", lazy=True)
+    for i in range(4):
+        canvas = data[i][0]
+        drawn = canvas.dense()[0]
+        for k, kept in enumerate(visible["ink_kept"](canvas)):
+            x0, y0, x1, y1 = canvas.boxes[k].tolist()
+            ink = canvas.patches[k, : y1 - y0, : x1 - x0]
+            # What is left of a digit on the drawn canvas is its ink outside every scribble box.
+            left = torch.where(drawn[y0:y1, x0:x1] == ink, ink, torch.zeros_like(ink))
+            assert kept <= float(left.sum() / ink.sum()) + 1e-6
+    about = {"digits": [3, 3, 3, 5, 5], "boxes": [[0, 0, 28, 28]] * 5, "target": 3}
+    assert visible["decided"]("majority", about, [0, 1, 2, 3, 4]) == 1.0
+    assert visible["decided"]("majority", about, [0, 1, 3, 4]) == 0.5  # a tie of 3s and 5s
+    assert visible["decided"]("max", about, [0, 1, 2]) == 0.0  # the 5s erased
+    run(monkeypatch, "visible_digits.py", "--task", "majority", "--n", "3", "--noise", "0")
+    assert "decide 100.0% of 3 canvases" in capsys.readouterr().out
