@@ -53,9 +53,10 @@ from pyro_saccade.viz import training_curves
 
 stage1 = "docs/runs/id28-stage1"
 stages = ("reader", "where", "tune", "shown", "proxy320")
-majority = ["docs/runs/megapixel-reader/stages/reader"] + [
+proxy320 = ["docs/runs/megapixel-reader/stages/reader"] + [
     f"docs/runs/megapixel-majority/stages/{stage}" for stage in stages
 ]
+majority = proxy320 + [f"docs/runs/megapixel-majority/stages/{s}" for s in ("box", "boxtune")]
 tuned = {
     task: [f"docs/runs/megapixel-{task}{suffix}" for suffix in ("", "-tune")]
     for task in ("max", "top", "multi")
@@ -63,9 +64,10 @@ tuned = {
 training_curves(
     {
         "megapixel-majority": majority,
-        "megapixel-max": majority + tuned["max"],
-        "megapixel-top": majority + tuned["max"] + tuned["top"],  # top starts from max
-        "megapixel-multi": majority + tuned["multi"],
+        # max and multi start from the majority recipe's stage proxy320, top from max
+        "megapixel-max": proxy320 + tuned["max"],
+        "megapixel-top": proxy320 + tuned["max"] + tuned["top"],
+        "megapixel-multi": proxy320 + tuned["multi"],
         "identify-2528-28px": [stage1] + [
             f"docs/runs/identify-2528-28px{s}" for s in ("-reader", "-where", "")
         ],
