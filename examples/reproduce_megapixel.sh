@@ -59,15 +59,17 @@ proxy320 = ["docs/runs/megapixel-reader/stages/reader"] + [
 majority = proxy320 + [f"docs/runs/megapixel-majority/stages/{s}" for s in ("box", "boxtune")]
 tuned = {
     task: [f"docs/runs/megapixel-{task}{suffix}" for suffix in ("", "-tune")]
-    for task in ("max", "top", "multi")
+    for task in ("max", "top")
 }
+multi = [f"docs/runs/megapixel-multi/stages/{stage}" for stage in ("task", "tune")]
 training_curves(
     {
-        "megapixel-majority": majority,
-        # max and multi start from the majority recipe's stage proxy320, top from max
-        "megapixel-max": proxy320 + tuned["max"],
+        # max starts from the majority recipe's stage proxy320, top from max, multi from majority;
+        # each line drawn over those that continue it, so that every line's end shows
         "megapixel-top": proxy320 + tuned["max"] + tuned["top"],
-        "megapixel-multi": proxy320 + tuned["multi"],
+        "megapixel-max": proxy320 + tuned["max"],
+        "megapixel-multi": majority + multi,
+        "megapixel-majority": majority,
         "identify-2528-28px": [stage1] + [
             f"docs/runs/identify-2528-28px{s}" for s in ("-reader", "-where", "")
         ],
