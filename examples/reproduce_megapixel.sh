@@ -51,24 +51,27 @@ if [[ "$what" == curves || "$what" == all ]]; then
   python - <<'PY'
 from pyro_saccade.viz import training_curves
 
+
+def stages(run, *names):
+    return [f"docs/runs/{run}/stages/{name}" for name in names]
+
+
 stage1 = "docs/runs/id28-stage1"
-stages = ("reader", "where", "tune", "shown", "proxy320")
-proxy320 = ["docs/runs/megapixel-reader/stages/reader"] + [
-    f"docs/runs/megapixel-majority/stages/{stage}" for stage in stages
-]
-majority = proxy320 + [f"docs/runs/megapixel-majority/stages/{s}" for s in ("box", "boxtune")]
+proxy320 = stages("megapixel-reader", "reader") + stages(
+    "megapixel-majority", "reader", "where", "tune", "shown", "proxy320"
+)
+majority = proxy320 + stages("megapixel-majority", "box", "boxtune")
 tuned = {
     task: [f"docs/runs/megapixel-{task}{suffix}" for suffix in ("", "-tune")]
     for task in ("max", "top")
 }
-multi = [f"docs/runs/megapixel-multi/stages/{stage}" for stage in ("task", "tune")]
 training_curves(
     {
         # max starts from the majority recipe's stage proxy320, top from max, multi from majority;
         # each line drawn over those that continue it, so that every line's end shows
         "megapixel-top": proxy320 + tuned["max"] + tuned["top"],
         "megapixel-max": proxy320 + tuned["max"],
-        "megapixel-multi": majority + multi,
+        "megapixel-multi": majority + stages("megapixel-multi", "task", "tune"),
         "megapixel-majority": majority,
         "identify-2528-28px": [stage1] + [
             f"docs/runs/identify-2528-28px{s}" for s in ("-reader", "-where", "")
