@@ -253,7 +253,12 @@ class SaccadeModel(nn.Module):
         view = self.where.start(images, proxies, maps)
         if draws > 1:  # the proxy is encoded once, whatever the number of draws
             images = repeat_images(images, draws)
-            background = background.repeat(draws, 1, 1, 1)
+            # One image's background is read by all its draws as a view, not copied.
+            background = (
+                background.expand(draws, -1, -1, -1)
+                if len(background) == 1
+                else background.repeat(draws, 1, 1, 1)
+            )
             proxy_features = proxy_features.repeat(draws, 1)
             view = self.where.repeat(view, draws)
         batch = images.shape[0]

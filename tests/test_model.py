@@ -9,13 +9,14 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+import torch.nn.functional as F
 from pyro.infer import Trace_ELBO
 from tiny import TINY
 
 from pyro_saccade import SaccadeConfig, SaccadeModel, TrainConfig, load, train
 from pyro_saccade.checkpoint import for_task, read_checkpoint, trained_config
 from pyro_saccade.data.megapixel import TARGET_SHARE
-from pyro_saccade.glimpse import extract_glimpse, glimpse_boxes, unsquash, z_at
+from pyro_saccade.glimpse import box_grid, extract_glimpse, glimpse_boxes, unsquash, z_at
 from pyro_saccade.networks import DigitPairHead
 from pyro_saccade.prediction import infer, predict
 from pyro_saccade.training import ELBOLoss
@@ -99,6 +100,18 @@ def test_crop_lands_where_z_points() -> None:
     assert crop.min() > 0.99  # every sample inside the square
     elsewhere = extract_glimpse(image, torch.zeros(1, 3), 10, smin, smax)
     assert elsewhere.max() < 1e-6  # the centre of the image is dark
+
+
+def test_a_box_samples_the_points_of_the_spatial_transformer() -> None:
+    # box_grid is F.affine_grid for a box's scale-and-shift matrix, computed without its bmm.
+    generator = torch.Generator().manual_seed(0)
+    sx, sy = torch.rand(2, 6, generator=generator) * 0.3
+    cx, cy = torch.rand(2, 6, generator=generator) * 2 - 1
+    zeros = torch.zeros(6)
+    theta = torch.stack([torch.stack([sx, zeros, cx], -1), torch.stack([zeros, sy, cy], -1)], -2)
+    for side in (7, 32, 64):
+        expected = F.affine_grid(theta, [6, 1, side, side], align_corners=False)
+        assert torch.equal(box_grid((sx, sy, cx, cy), side), expected)
 
 
 def test_glimpse_stays_inside_image() -> None:
