@@ -89,7 +89,9 @@ def box_grid(box: tuple[Tensor, Tensor, Tensor, Tensor], side: int) -> Tensor:
     sx, sy, cx, cy = box
     # F.affine_grid's points, bit for bit, without its batched matrix product: a box is a
     # scale and a shift along each axis, and a 3-wide bmm costs more than the crop's sampling.
-    base = torch.linspace(-1, 1, side, dtype=sx.dtype, device=sx.device) * (side - 1) / side
+    base = torch.linspace(-1, 1, side, dtype=sx.dtype, device=sx.device)
+    if not ALIGN_CORNERS:  # the pixels' centres, not their outer edges
+        base = base * (side - 1) / side
     x = base * sx.unsqueeze(-1) + cx.unsqueeze(-1)  # [B, side]
     y = base * sy.unsqueeze(-1) + cy.unsqueeze(-1)
     shape = (len(sx), side, side)
