@@ -172,8 +172,16 @@ def repeat_images(images: Tensor, times: int) -> Tensor:
     if times == 1:
         return images
     if isinstance(images, Tensor) and images.shape[0] == 1:
-        return images.expand(times, *images.shape[1:])
+        return repeat_rows(images, times)
     return Repeated(images, times)
+
+
+def repeat_rows(values: Tensor, times: int) -> Tensor:
+    """``times`` copies of the rows of ``values`` [B, ...], as rows s * B + b: a view of a
+    single row, not a copy, since one image's draws all read the same."""
+    if len(values) == 1:
+        return values.expand(times, *values.shape[1:])
+    return values.repeat(times, *[1] * (values.dim() - 1))
 
 
 def pixel_boxes(box: tuple[Tensor, Tensor, Tensor, Tensor], height: int, width: int) -> Tensor:

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from .config import DECODED_PROXY, CellsWhere, SaccadeConfig
 from .contrast import against, local_background, window_of
 from .data.megapixel import TARGET_SHARE
-from .glimpse import image_sides, repeat_images
+from .glimpse import image_sides, repeat_images, repeat_rows
 from .networks import CropEncoder, DigitPairHead, LinearHead, ProxyDecoder, ProxyEncoder
 from .priors import LATENT, GlimpsePrior, make_prior
 from .where import Aim, make_where
@@ -253,13 +253,8 @@ class SaccadeModel(nn.Module):
         view = self.where.start(images, proxies, maps)
         if draws > 1:  # the proxy is encoded once, whatever the number of draws
             images = repeat_images(images, draws)
-            # One image's background is read by all its draws as a view, not copied.
-            background = (
-                background.expand(draws, -1, -1, -1)
-                if len(background) == 1
-                else background.repeat(draws, 1, 1, 1)
-            )
-            proxy_features = proxy_features.repeat(draws, 1)
+            background = repeat_rows(background, draws)
+            proxy_features = repeat_rows(proxy_features, draws)
             view = self.where.repeat(view, draws)
         batch = images.shape[0]
         h, state = self.initial(batch, proxy_features)
