@@ -40,6 +40,7 @@ from .glimpse import (
     image_sides,
     normalised_box,
     pixel_boxes,
+    repeat_rows,
     sample_box,
     z_at,
 )
@@ -75,17 +76,13 @@ class Look(NamedTuple):
     def repeat(self, draws: int) -> Look:
         """``draws`` copies of the batch, draw s of image b at row s * B + b; the feature map,
         the largest part, stays one per image."""
-
-        def copies(values: Tensor) -> Tensor:
-            return values.repeat(draws, *[1] * (values.dim() - 1))
-
         return Look(
             self.maps,
-            copies(self.base),
-            copies(self.contrast),
-            copies(self.aims),
-            copies(self.visited),
-            copies(self.reach),
+            repeat_rows(self.base, draws),
+            repeat_rows(self.contrast, draws),
+            repeat_rows(self.aims, draws),
+            repeat_rows(self.visited, draws),
+            repeat_rows(self.reach, draws),
             self.centres,
         )
 
