@@ -60,18 +60,19 @@ stage1 = "docs/runs/id28-stage1"
 proxy320 = stages("megapixel-reader", "reader") + stages(
     "megapixel-majority", "reader", "where", "tune", "shown", "proxy320"
 )
-majority = proxy320 + stages("megapixel-majority", "box", "boxtune")
+boxtune = proxy320 + stages("megapixel-majority", "box", "boxtune")
+majority = boxtune + stages("megapixel-majority", "small")
 tuned = {
     task: [f"docs/runs/megapixel-{task}{suffix}" for suffix in ("", "-tune")]
     for task in ("max", "top")
 }
 training_curves(
     {
-        # max starts from the majority recipe's stage proxy320, top from max, multi from majority;
+        # max starts from the majority recipe's stage proxy320, top from max, multi from boxtune;
         # each line drawn over those that continue it, so that every line's end shows
         "megapixel-top": proxy320 + tuned["max"] + tuned["top"],
         "megapixel-max": proxy320 + tuned["max"],
-        "megapixel-multi": majority + stages("megapixel-multi", "task", "tune"),
+        "megapixel-multi": boxtune + stages("megapixel-multi", "task", "tune"),
         "megapixel-majority": majority,
         "identify-2528-28px": [stage1] + [
             f"docs/runs/identify-2528-28px{s}" for s in ("-reader", "-where", "")
