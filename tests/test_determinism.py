@@ -8,6 +8,7 @@ import torch
 from tiny import TINY
 
 from pyro_saccade.config import SaccadeConfig
+from pyro_saccade.data import CanvasBatch, MegapixelMNIST, collate_canvases
 from pyro_saccade.model import SaccadeModel
 from pyro_saccade.posterior import sample_posterior
 from pyro_saccade.prediction import infer
@@ -62,6 +63,22 @@ def test_an_images_prediction_is_the_same_alone_and_in_any_batch(where: str) -> 
     other = predictions(model, batch[3:4], 1, seed=6)[0]
     assert not torch.equal(alone[1], other[1])
     assert not torch.equal(alone[1][0], alone[1][1])  # the draws of one image differ
+
+
+def clutter_canvases(order: list[int]) -> CanvasBatch:
+    """Lazy canvases on clutter fields, whose extents differ from canvas to canvas."""
+    data = MegapixelMNIST(
+        canvas=(400, 500), n=7, noise=12, split="test", background="clutter", lazy=True
+    )
+    return collate_canvases([data[i] for i in order])[0]
+
+
+def test_a_clutter_canvas_is_read_the_same_alone_and_in_any_batch() -> None:
+    model = trained_looking("cells")
+    alone = infer(model, clutter_canvases([3]), samples=4, seed=5, warn=False)
+    together = infer(model, clutter_canvases(ORDER), samples=4, seed=5, warn=False)
+    assert torch.equal(alone.probs[0], together.probs[1])
+    assert torch.equal(alone.z[:, 0], together.z[:, 1])
 
 
 def test_posterior_samples_of_an_image_do_not_depend_on_the_others() -> None:

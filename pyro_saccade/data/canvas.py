@@ -457,7 +457,7 @@ class CanvasBatch:
         by the midpoint rule."""
         ys = _area_points(self.height, rows, self.device)
         xs = _area_points(self.width, cols, self.device)
-        field = self.backgrounds.grid(xs.expand(len(self), -1), ys.expand(len(self), -1))
+        field = self.backgrounds.grid(xs.expand(len(self), -1), ys.expand(len(self), -1), each=True)
         # Every pixel: adaptive pooling is the bins' means; an equal number of points per bin:
         # it averages each bin's own points.
         return F.adaptive_avg_pool2d(field[:, None].double(), (rows, cols))[:, 0]
@@ -540,7 +540,7 @@ class CanvasBatch:
             index = index.clamp_(max=rows * cols - 1).view(batch, -1)
             sums.scatter_add_(1, index, (block * ok).view(batch, -1))
             if self.backgrounds is not None:
-                under = visible * self.backgrounds.grid(xs, ys)  # [B, G, S, S]
+                under = visible * self.backgrounds.grid(xs, ys, each=True)  # [B, G, S, S]
                 block = in_rows @ under @ in_cols.transpose(-1, -2)
                 shaded.scatter_add_(1, index, (block * ok).view(batch, -1))
         row_area = _bin_lengths(height, rows, self.device)
