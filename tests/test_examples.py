@@ -7,6 +7,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,23 @@ def test_visible_digits_counts_the_ink_the_scribbles_leave(monkeypatch, capsys) 
     assert visible["decided"]("max", about, [0, 1, 2]) == 0.0  # the 5s erased
     run(monkeypatch, "visible_digits.py", "--task", "majority", "--n", "3", "--noise", "0")
     assert "decide 100.0% of 3 canvases" in capsys.readouterr().out
+
+
+def test_other_clutter_paints_the_same_ink_over_another_field(monkeypatch, capsys) -> None:
+    other_clutter = runpy.run_path(str(EXAMPLES / "other_clutter.py"))
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        field = other_clutter["other_field"](rng, 300, 400)
+        assert 0.1 <= float(field.max() - field.min()) <= 0.5 + 1e-6  # the drawn contrast
+        assert 0.2 <= float(field.mean()) <= 0.8
+    black = other_clutter["MegapixelMNIST"](canvas=200, n=3, noise=40, split="test")
+    painted = other_clutter["OtherClutter"](canvas=200, n=3, noise=40, split="test")
+    for i in range(3):
+        (ink, label), (image, same) = black[i], painted[i]
+        assert torch.equal(label, same) and image.shape == ink.shape
+        assert 0 <= float(image.min()) and float(image.max()) <= 1
+        colours = image[ink == 1].unique()  # full ink shows the canvas's one colour
+        assert len(colours) == 1 and float(colours) in (0.0, 1.0)
+    run(monkeypatch, "other_clutter.py", "megapixel-majority-clutter", "--n", "2")
+    out = capsys.readouterr().out
+    assert "the library's clutter: accuracy" in out and "the other field: accuracy" in out
